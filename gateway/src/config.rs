@@ -1,0 +1,210 @@
+//! One `Config`: defaults, then a TOML file, then `S3SWARM_*` environment variables, then flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// An access key / secret key pair, one S3 identity.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct KeyPair {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address for S3, `/metrics` and `/healthz`.
+    pub listen: SocketAddr,
+    /// Where objects and metadata live.
+    pub data_dir: PathBuf,
+    /// Region reported by GetBucketLocation and accepted in signatures (any region signs).
+    pub region: String,
+    /// Identities allowed in, from the config file and environment.
+    pub keys: Vec<KeyPair>,
+    /// Largest object a single PUT (or one part) may carry, in bytes.
+    pub max_object_size: u64,
+    /// Log filter (`info`, `debug`, `s3swarm=debug,info`, ...).
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            data_dir: PathBuf::from("./s3swarm-data"),
+            region: "us-east-1".into(),
+            keys: Vec::new(),
+            max_object_size: 5 * 1024 * 1024 * 1024,
+            log_level: "info".into(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// The TOML file's shape: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub region: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<KeyPair>,
+    pub max_object_size: Option<u64>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+}
+
+/// Values given on the command line or in the environment (clap merges those two).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub max_object_size: Option<u64>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+}
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Builds the configuration: defaults < `file` < environment/flags.
+    pub fn load(file: Option<&Path>, over: Overrides) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            let f: FileConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.into(),
+                source: Box::new(source),
+            })?;
+            c.listen = f.listen.unwrap_or(c.listen);
+            c.data_dir = f.data_dir.unwrap_or(c.data_dir);
+            c.region = f.region.unwrap_or(c.region);
+            c.keys = f.keys;
+            c.max_object_size = f.max_object_size.unwrap_or(c.max_object_size);
+            c.log_level = f.log_level.unwrap_or(c.log_level);
+            c.log_format = f.log_format.unwrap_or(c.log_format);
+        }
+        c.listen = over.listen.unwrap_or(c.listen);
+        c.data_dir = over.data_dir.unwrap_or(c.data_dir);
+        c.region = over.region.unwrap_or(c.region);
+        c.max_object_size = over.max_object_size.unwrap_or(c.max_object_size);
+        c.log_level = over.log_level.unwrap_or(c.log_level);
+        c.log_format = over.log_format.unwrap_or(c.log_format);
+        match (over.access_key, over.secret_key) {
+            (Some(access_key), Some(secret_key)) => {
+                c.keys.retain(|k| k.access_key != access_key);
+                c.keys.insert(
+                    0,
+                    KeyPair {
+                        access_key,
+                        secret_key,
+                    },
+                );
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "S3SWARM_ACCESS_KEY and S3SWARM_SECRET_KEY must be set together".into(),
+                ));
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for k in &self.keys {
+            if k.access_key.len() < 3
+                || k.access_key.len() > 128
+                || !k.access_key.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "access key {:?} must be 3 to 128 printable ASCII characters",
+                    k.access_key
+                )));
+            }
+            if k.secret_key.len() < 8 {
+                return Err(ConfigError::Invalid(format!(
+                    "the secret key of {:?} is shorter than 8 characters",
+                    k.access_key
+                )));
+            }
+        }
+        if !["text", "json"].contains(&self.log_format.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "log format {:?} is not `text` or `json`",
+                self.log_format
+            )));
+        }
+        if self.max_object_size == 0 {
+            return Err(ConfigError::Invalid(
+                "max_object_size must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("s3swarm-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9100\"\nregion = \"eu-west-1\"\n[[keys]]\naccess_key = \"alice\"\nsecret_key = \"alicesecret\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            Overrides {
+                region: Some("ap-south-1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.region, "ap-south-1");
+        assert_eq!(c.keys.len(), 1);
+        std::fs::write(&path, "lisen = 1\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&path), Overrides::default()),
+            Err(ConfigError::Parse { .. })
+        ));
+        let half = Overrides {
+            access_key: Some("abc".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(None, half).is_err());
+    }
+}

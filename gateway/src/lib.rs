@@ -1,0 +1,14 @@
+//! `gateway`: the S3 face of s3swarm.
+//!
+//! An axum server answers `/healthz` and `/metrics` and hands everything else to the `s3s`
+//! protocol layer, whose `S3` trait is implemented by [`s3::Gateway`] over the `store` crate.
+//! Credentials ([`credentials`]) and configuration ([`config`]) are loaded once at start.
+
+pub mod config;
+pub mod credentials;
+pub mod metrics;
+pub mod s3;
+pub mod server;
+
+pub use config::Config;
+pub use server::serve;

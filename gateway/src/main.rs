@@ -1,0 +1,130 @@
+//! The `s3swarm` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gateway::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "s3swarm",
+    version,
+    about = "S3-compatible gateway on a content-addressed store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: S3 API, /metrics and /healthz on one port.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file (fields: listen, data_dir, region, max_object_size, log_level,
+    /// log_format, and [[keys]] tables with access_key and secret_key).
+    #[arg(long, env = "S3SWARM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address for S3, /metrics and /healthz [default: 127.0.0.1:9000].
+    #[arg(long, env = "S3SWARM_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for objects and metadata [default: ./s3swarm-data].
+    #[arg(long, env = "S3SWARM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Region reported to clients [default: us-east-1]; requests signed for any region are accepted.
+    #[arg(long, env = "S3SWARM_REGION")]
+    region: Option<String>,
+    /// Access key of an identity (with S3SWARM_SECRET_KEY). Without any configured key, one is
+    /// generated at first start and kept in the data directory.
+    #[arg(long, env = "S3SWARM_ACCESS_KEY", hide_env_values = true)]
+    access_key: Option<String>,
+    /// Secret key for --access-key.
+    #[arg(long, env = "S3SWARM_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
+    /// Largest single PUT or part, in bytes [default: 5 GiB].
+    #[arg(long, env = "S3SWARM_MAX_OBJECT_SIZE")]
+    max_object_size: Option<u64>,
+    /// Log filter, e.g. `info` or `gateway=debug,info` [default: info].
+    #[arg(long, env = "S3SWARM_LOG")]
+    log_level: Option<String>,
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "S3SWARM_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(a) => {
+            let over = Overrides {
+                listen: a.listen,
+                data_dir: a.data_dir,
+                region: a.region,
+                access_key: a.access_key,
+                secret_key: a.secret_key,
+                max_object_size: a.max_object_size,
+                log_level: a.log_level,
+                log_format: a.log_format,
+            };
+            let config = match Config::load(a.config.as_deref(), over) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("s3swarm: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&config);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("s3swarm: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(gateway::serve(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("s3swarm: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Authorization: a bucket belongs to the access key that created it.
+//!
+//! s3s has already verified the signature when `check` runs; here we only decide whether
+//! that identity may touch the bucket named in the path. Missing buckets pass through so the
+//! operation itself answers NoSuchBucket (or creates it).
+
+use std::sync::Arc;
+
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::path::S3Path;
+use s3s::{S3Result, s3_error};
+use store::{Store, StoreError};
+
+use super::error::s3_err;
+use crate::metrics::Metrics;
+
+pub(crate) struct BucketOwnership {
+    pub(crate) store: Arc<Store>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+#[async_trait::async_trait]
+impl S3Access for BucketOwnership {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        self.metrics.s3_operation(cx.s3_op().name());
+        let Some(creds) = cx.credentials() else {
+            return Err(s3_error!(
+                AccessDenied,
+                "Anonymous access is not allowed; sign the request."
+            ));
+        };
+        let bucket = match cx.s3_path() {
+            S3Path::Root => return Ok(()),
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket,
+        };
+        // The blob route is addressed by content hash, not by bucket.
+        if bucket.as_ref() == super::blob::BLOB_PREFIX {
+            return Ok(());
+        }
+        match self.store.bucket(bucket) {
+            Ok(rec) if rec.owner == creds.access_key => Ok(()),
+            // Creating a taken name must answer BucketAlreadyExists, not AccessDenied.
+            Ok(_) if cx.s3_op().name() == "CreateBucket" => Ok(()),
+            Ok(_) => Err(s3_error!(AccessDenied, "Access Denied")),
+            Err(StoreError::NoSuchBucket(_)) => Ok(()),
+            Err(e) => Err(s3_err(e)),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! `GET /_blob/<blake3>`: an object's bytes by whole-content hash, for any authenticated key.
+//!
+//! Served as an s3s custom route so the request is SigV4-checked (headers or presigned URL)
+//! exactly like an S3 call. `_blob` cannot be a bucket name, so it shadows nothing.
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, StatusCode, Uri};
+use hyper::HeaderMap;
+use hyper::http::Extensions;
+use s3s::route::S3Route;
+use s3s::validation::{AwsNameValidation, NameValidation};
+use s3s::{Body, S3Request, S3Response, S3Result, s3_error};
+use store::{ByteRange, ContentHash, Store};
+
+use super::error::{join_err, s3_err};
+use super::get::stream_range;
+use crate::metrics::Metrics;
+
+/// The path segment that introduces a blob hash.
+pub const BLOB_PREFIX: &str = "_blob";
+
+pub(crate) struct BlobRoute {
+    pub(crate) store: Arc<Store>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+fn hash_of(uri: &Uri) -> Option<&str> {
+    uri.path()
+        .strip_prefix("/_blob/")
+        .filter(|h| !h.contains('/'))
+}
+
+#[async_trait::async_trait]
+impl S3Route for BlobRoute {
+    fn is_match(&self, method: &Method, uri: &Uri, _: &HeaderMap, _: &mut Extensions) -> bool {
+        (method == Method::GET || method == Method::HEAD) && hash_of(uri).is_some()
+    }
+
+    async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
+        self.metrics.s3_operation("GetBlob");
+        let hex = hash_of(&req.uri).unwrap_or_default();
+        let hash: ContentHash = hex.parse().map_err(s3_err)?;
+        let store = self.store.clone();
+        let manifest = tokio::task::spawn_blocking(move || store.blob(&hash))
+            .await
+            .map_err(join_err)?
+            .map_err(s3_err)?;
+        let size = manifest.size();
+        let mut resp = if req.method == Method::HEAD {
+            S3Response::new(Body::empty())
+        } else {
+            let stream = stream_range(
+                self.store.clone(),
+                manifest,
+                ByteRange::full(size),
+                Some(self.metrics.clone()),
+            );
+            S3Response::new(Body::from(s3s::dto::StreamingBlob::new(stream)))
+        };
+        resp.status = Some(StatusCode::OK);
+        resp.headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(size));
+        resp.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        resp.headers.insert(
+            super::BLAKE3_HEADER,
+            HeaderValue::from_str(&hash.to_hex()).map_err(|_| s3_error!(InternalError))?,
+        );
+        Ok(resp)
+    }
+}
+
+/// AWS bucket-name validation, plus `_blob` so blob paths reach the route above.
+pub(crate) struct Names;
+
+impl NameValidation for Names {
+    fn validate_bucket_name(&self, name: &str) -> bool {
+        name == BLOB_PREFIX || AwsNameValidation::new().validate_bucket_name(name)
+    }
+}

@@ -1,0 +1,120 @@
+//! Bucket operations.
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+use store::{BucketName, StoreError};
+
+use super::error::s3_err;
+use super::{Gateway, timestamp};
+
+fn owner_of(req_creds: Option<&s3s::auth::Credentials>) -> S3Result<String> {
+    req_creds.map(|c| c.access_key.clone()).ok_or_else(|| {
+        s3_error!(
+            AccessDenied,
+            "Anonymous access is not allowed; sign the request."
+        )
+    })
+}
+
+pub(crate) async fn create_bucket(
+    g: &Gateway,
+    req: S3Request<CreateBucketInput>,
+) -> S3Result<S3Response<CreateBucketOutput>> {
+    let owner = owner_of(req.credentials.as_ref())?;
+    let name = BucketName::new(&req.input.bucket).map_err(s3_err)?;
+    let region = req
+        .input
+        .create_bucket_configuration
+        .and_then(|c| c.location_constraint)
+        .map(|l| l.as_str().to_owned())
+        .filter(|l| !l.is_empty());
+    match g.store.create_bucket(&name, &owner, region) {
+        Ok(()) => {}
+        Err(StoreError::BucketExists(b)) => {
+            return match g.store.bucket(&b) {
+                Ok(rec) if rec.owner == owner => Err(s3_error!(
+                    BucketAlreadyOwnedByYou,
+                    "Your previous request to create the named bucket succeeded and you already own it."
+                )),
+                _ => Err(s3_error!(
+                    BucketAlreadyExists,
+                    "The requested bucket name is not available."
+                )),
+            };
+        }
+        Err(e) => return Err(s3_err(e)),
+    }
+    let output = CreateBucketOutput {
+        location: Some(format!("/{name}")),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn head_bucket(
+    g: &Gateway,
+    req: S3Request<HeadBucketInput>,
+) -> S3Result<S3Response<HeadBucketOutput>> {
+    let rec = g.store.bucket(&req.input.bucket).map_err(s3_err)?;
+    let output = HeadBucketOutput {
+        bucket_region: Some(rec.region.unwrap_or_else(|| g.region.clone())),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn delete_bucket(
+    g: &Gateway,
+    req: S3Request<DeleteBucketInput>,
+) -> S3Result<S3Response<DeleteBucketOutput>> {
+    let store = g.store.clone();
+    let bucket = req.input.bucket;
+    tokio::task::spawn_blocking(move || store.delete_bucket(&bucket))
+        .await
+        .map_err(super::error::join_err)?
+        .map_err(s3_err)?;
+    Ok(S3Response::new(DeleteBucketOutput::default()))
+}
+
+pub(crate) async fn list_buckets(
+    g: &Gateway,
+    req: S3Request<ListBucketsInput>,
+) -> S3Result<S3Response<ListBucketsOutput>> {
+    let owner = owner_of(req.credentials.as_ref())?;
+    let prefix = req.input.prefix.unwrap_or_default();
+    let buckets = g
+        .store
+        .buckets()
+        .map_err(s3_err)?
+        .into_iter()
+        .filter(|(name, rec)| rec.owner == owner && name.as_str().starts_with(&prefix))
+        .map(|(name, rec)| Bucket {
+            name: Some(name.to_string()),
+            creation_date: Some(timestamp(rec.created_ms)),
+            bucket_region: Some(rec.region.unwrap_or_else(|| g.region.clone())),
+        })
+        .collect();
+    let output = ListBucketsOutput {
+        buckets: Some(buckets),
+        owner: Some(Owner {
+            display_name: Some(owner.clone()),
+            id: Some(owner),
+        }),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn get_bucket_location(
+    g: &Gateway,
+    req: S3Request<GetBucketLocationInput>,
+) -> S3Result<S3Response<GetBucketLocationOutput>> {
+    let rec = g.store.bucket(&req.input.bucket).map_err(s3_err)?;
+    // S3 reports us-east-1 as an empty LocationConstraint.
+    let region = rec.region.unwrap_or_else(|| g.region.clone());
+    let location_constraint =
+        (region != "us-east-1").then(|| BucketLocationConstraint::from(region));
+    Ok(S3Response::new(GetBucketLocationOutput {
+        location_constraint,
+    }))
+}

@@ -1,0 +1,61 @@
+//! The one place where store errors become S3 error codes.
+
+use s3s::{S3Error, S3ErrorCode, s3_error};
+use store::StoreError;
+
+/// Converts a store error into the S3 error a client expects.
+pub(crate) fn s3_err(e: StoreError) -> S3Error {
+    use StoreError as E;
+    match e {
+        E::InvalidBucketName(m) => s3_error!(InvalidBucketName, "{m}"),
+        E::InvalidKey(m) => s3_error!(InvalidArgument, "{m}"),
+        E::KeyTooLong(n) => s3_error!(
+            KeyTooLongError,
+            "Your key is {n} bytes; the maximum is 1024."
+        ),
+        E::NoSuchBucket(b) => s3_error!(NoSuchBucket, "The specified bucket does not exist: {b}"),
+        E::BucketExists(b) => s3_error!(
+            BucketAlreadyExists,
+            "The requested bucket name is not available: {b}"
+        ),
+        E::BucketNotEmpty(b) => s3_error!(
+            BucketNotEmpty,
+            "The bucket you tried to delete is not empty: {b}"
+        ),
+        E::NoSuchKey(_) | E::NoSuchBlob(_) => {
+            s3_error!(NoSuchKey, "The specified key does not exist.")
+        }
+        E::NoSuchUpload(_) => s3_error!(
+            NoSuchUpload,
+            "The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+        ),
+        E::InvalidPart(m) => s3_error!(InvalidPart, "{m}"),
+        E::InvalidPartOrder => s3_error!(
+            InvalidPartOrder,
+            "The list of parts was not in ascending order."
+        ),
+        E::PartTooSmall(m) => s3_error!(EntityTooSmall, "{m}"),
+        E::InvalidRange(m) => s3_error!(InvalidRange, "{m}"),
+        E::InvalidHash(m) => s3_error!(InvalidArgument, "not a BLAKE3 hex digest: {m}"),
+        E::Raced(m) => {
+            tracing::info!(chunk = %m, "upload raced with garbage collection; client should retry");
+            s3_error!(SlowDown, "Please reduce your request rate and retry.")
+        }
+        e @ (E::Corrupt(_) | E::Db(_) | E::Io(_) | E::Commit(_) | E::Closed) => {
+            tracing::error!(error = %e, "store failure");
+            S3Error::with_message(
+                S3ErrorCode::InternalError,
+                "We encountered an internal error. Please try again.",
+            )
+        }
+    }
+}
+
+/// Turns a failed blocking task (panic or cancellation) into a 500.
+pub(crate) fn join_err(e: tokio::task::JoinError) -> S3Error {
+    tracing::error!(error = %e, "blocking task failed");
+    S3Error::with_message(
+        S3ErrorCode::InternalError,
+        "We encountered an internal error. Please try again.",
+    )
+}

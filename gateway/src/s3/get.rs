@@ -1,0 +1,295 @@
+//! GetObject and HeadObject: conditional requests, ranges, and streaming from chunks.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use s3s::dto::*;
+use s3s::stream::{ByteStream, RemainingLength};
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+use store::{ByteRange, Manifest, ObjectRecord, Store};
+use tokio::sync::mpsc;
+
+use super::checksum::to_dto;
+use super::error::{join_err, s3_err};
+use super::{Gateway, timestamp, with_blake3};
+use crate::metrics::Metrics;
+
+/// Chunk slices in flight between the reading thread and the socket; each is at most one
+/// maximum chunk (4 MiB), so a GET holds at most this many of them.
+const READ_AHEAD: usize = 4;
+
+/// The bytes of an object range, read by a blocking thread and handed over in order.
+pub(crate) struct ChunkStream {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    remaining: u64,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl futures::Stream for ChunkStream {
+    type Item = Result<Bytes, s3s::StdError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.remaining = self.remaining.saturating_sub(b.len() as u64);
+                if let Some(m) = &self.metrics {
+                    m.bytes_out(b.len() as u64);
+                }
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl ByteStream for ChunkStream {
+    fn remaining_length(&self) -> RemainingLength {
+        RemainingLength::new_exact(self.remaining as usize)
+    }
+}
+
+/// Starts reading `range` of `manifest` on a blocking thread. A read error ends the stream
+/// with an error (the client sees a truncated body, never wrong bytes); a client that goes
+/// away stops the reader at its next chunk.
+pub(crate) fn stream_range(
+    store: Arc<Store>,
+    manifest: Manifest,
+    range: ByteRange,
+    metrics: Option<Arc<Metrics>>,
+) -> ChunkStream {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let remaining = range.len();
+    tokio::task::spawn_blocking(move || {
+        let result = store.read_range(&manifest, range, |b| tx.blocking_send(Ok(b)).is_ok());
+        if let Err(e) = result {
+            tracing::error!(error = %e, "reading object failed mid-stream");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    ChunkStream {
+        rx,
+        remaining,
+        metrics,
+    }
+}
+
+struct Conditions<'a> {
+    if_match: Option<&'a ETagCondition>,
+    if_none_match: Option<&'a ETagCondition>,
+    if_modified_since: Option<&'a Timestamp>,
+    if_unmodified_since: Option<&'a Timestamp>,
+}
+
+fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(t) => t.value() == etag,
+    }
+}
+
+fn seconds(t: &Timestamp) -> i64 {
+    time::OffsetDateTime::from(t.clone()).unix_timestamp()
+}
+
+/// RFC 9110 section 13.2.2 order: If-Match, else If-Unmodified-Since (412); then
+/// If-None-Match, else If-Modified-Since (304).
+fn check_conditions(c: &Conditions<'_>, rec: &ObjectRecord) -> S3Result<()> {
+    let modified = rec.last_modified_ms.div_euclid(1000);
+    if let Some(m) = c.if_match {
+        if !etag_matches(m, &rec.etag) {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            ));
+        }
+    } else if let Some(t) = c.if_unmodified_since
+        && modified > seconds(t)
+    {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold"
+        ));
+    }
+    if let Some(m) = c.if_none_match {
+        if etag_matches(m, &rec.etag) {
+            return Err(s3_error!(NotModified));
+        }
+    } else if let Some(t) = c.if_modified_since
+        && modified <= seconds(t)
+    {
+        return Err(s3_error!(NotModified));
+    }
+    Ok(())
+}
+
+fn resolve_range(
+    range: Option<&Range>,
+    part_number: Option<i32>,
+    rec: &ObjectRecord,
+) -> S3Result<Option<ByteRange>> {
+    if let Some(n) = part_number {
+        // Part-addressed reads of multipart objects are not tracked per part yet.
+        if n == 1 && rec.parts.is_none() && range.is_none() {
+            return Ok(None);
+        }
+        return Err(s3_error!(
+            NotImplemented,
+            "GetObject/HeadObject with partNumber is not implemented"
+        ));
+    }
+    let Some(r) = range else { return Ok(None) };
+    let rg = r.check(rec.size).map_err(|_| {
+        s3_error!(
+            InvalidRange,
+            "The requested range is not satisfiable (object is {} bytes)",
+            rec.size
+        )
+    })?;
+    Ok(Some(
+        ByteRange::new(rg.start, rg.end, rec.size).map_err(s3_err)?,
+    ))
+}
+
+fn expires(rec: &ObjectRecord) -> Option<Timestamp> {
+    rec.meta
+        .expires
+        .as_deref()
+        .and_then(|s| Timestamp::parse(TimestampFormat::HttpDate, s).ok())
+}
+
+async fn lookup(g: &Gateway, bucket: &str, key: &str) -> S3Result<ObjectRecord> {
+    let store = g.store.clone();
+    let (b, k) = (bucket.to_owned(), key.to_owned());
+    tokio::task::spawn_blocking(move || store.object(&b, &k))
+        .await
+        .map_err(join_err)?
+        .map_err(s3_err)
+}
+
+pub(crate) async fn get_object(
+    g: &Gateway,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    let input = req.input;
+    let rec = lookup(g, &input.bucket, &input.key).await?;
+    check_conditions(
+        &Conditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        },
+        &rec,
+    )?;
+    let range = resolve_range(input.range.as_ref(), input.part_number, &rec)?;
+    let full = range.is_none();
+    let range = range.unwrap_or_else(|| ByteRange::full(rec.size));
+    let store = g.store.clone();
+    let r2 = rec.clone();
+    let manifest = tokio::task::spawn_blocking(move || store.manifest(&r2))
+        .await
+        .map_err(join_err)?
+        .map_err(s3_err)?;
+    let body = stream_range(g.store.clone(), manifest, range, Some(g.metrics.clone()));
+    let checksum = if full && input.checksum_mode.is_some() {
+        to_dto(rec.checksum.as_ref())
+    } else {
+        Checksum::default()
+    };
+    let output = GetObjectOutput {
+        body: Some(StreamingBlob::new(body)),
+        accept_ranges: Some("bytes".into()),
+        content_length: Some(range.len() as i64),
+        content_range: (!full).then(|| {
+            format!(
+                "bytes {}-{}/{}",
+                range.start(),
+                range.end().saturating_sub(1),
+                rec.size
+            )
+        }),
+        e_tag: Some(ETag::Strong(rec.etag.clone())),
+        last_modified: Some(timestamp(rec.last_modified_ms)),
+        content_type: rec
+            .meta
+            .content_type
+            .clone()
+            .or_else(|| Some("binary/octet-stream".into())),
+        content_encoding: rec.meta.content_encoding.clone(),
+        content_disposition: rec.meta.content_disposition.clone(),
+        content_language: rec.meta.content_language.clone(),
+        cache_control: rec.meta.cache_control.clone(),
+        expires: expires(&rec),
+        metadata: (!rec.meta.user.is_empty()).then(|| rec.meta.user.clone().into_iter().collect()),
+        parts_count: rec.parts.map(|p| p as i32),
+        checksum_crc32: checksum.checksum_crc32,
+        checksum_crc32c: checksum.checksum_crc32c,
+        checksum_crc64nvme: checksum.checksum_crc64nvme,
+        checksum_sha1: checksum.checksum_sha1,
+        checksum_sha256: checksum.checksum_sha256,
+        ..Default::default()
+    };
+    Ok(with_blake3(S3Response::new(output), &rec.content_hash))
+}
+
+pub(crate) async fn head_object(
+    g: &Gateway,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
+    let input = req.input;
+    let rec = lookup(g, &input.bucket, &input.key).await?;
+    check_conditions(
+        &Conditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        },
+        &rec,
+    )?;
+    let range = resolve_range(input.range.as_ref(), input.part_number, &rec)?;
+    let full = range.is_none();
+    let range = range.unwrap_or_else(|| ByteRange::full(rec.size));
+    let checksum = if full && input.checksum_mode.is_some() {
+        to_dto(rec.checksum.as_ref())
+    } else {
+        Checksum::default()
+    };
+    let output = HeadObjectOutput {
+        accept_ranges: Some("bytes".into()),
+        content_length: Some(range.len() as i64),
+        content_range: (!full).then(|| {
+            format!(
+                "bytes {}-{}/{}",
+                range.start(),
+                range.end().saturating_sub(1),
+                rec.size
+            )
+        }),
+        e_tag: Some(ETag::Strong(rec.etag.clone())),
+        last_modified: Some(timestamp(rec.last_modified_ms)),
+        content_type: rec
+            .meta
+            .content_type
+            .clone()
+            .or_else(|| Some("binary/octet-stream".into())),
+        content_encoding: rec.meta.content_encoding.clone(),
+        content_disposition: rec.meta.content_disposition.clone(),
+        content_language: rec.meta.content_language.clone(),
+        cache_control: rec.meta.cache_control.clone(),
+        expires: expires(&rec),
+        metadata: (!rec.meta.user.is_empty()).then(|| rec.meta.user.clone().into_iter().collect()),
+        parts_count: rec.parts.map(|p| p as i32),
+        checksum_crc32: checksum.checksum_crc32,
+        checksum_crc32c: checksum.checksum_crc32c,
+        checksum_crc64nvme: checksum.checksum_crc64nvme,
+        checksum_sha1: checksum.checksum_sha1,
+        checksum_sha256: checksum.checksum_sha256,
+        ..Default::default()
+    };
+    Ok(with_blake3(S3Response::new(output), &rec.content_hash))
+}

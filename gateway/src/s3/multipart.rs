@@ -1,0 +1,351 @@
+//! Multipart uploads: create, upload part, complete, abort, list parts, list uploads.
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+use store::{MAX_PART_NUMBER, ObjectKey, UploadRecord};
+
+use super::checksum::{ChecksumPlan, to_dto};
+use super::error::{join_err, s3_err};
+use super::put::{check_metadata_size, ingest};
+use super::{Gateway, object_meta, timestamp, with_blake3};
+
+const MAX_PARTS_LISTED: i32 = 1000;
+const MAX_UPLOADS_LISTED: i32 = 1000;
+
+fn initiator(access_key: &str) -> Initiator {
+    Initiator {
+        display_name: Some(access_key.to_owned()),
+        id: Some(access_key.to_owned()),
+    }
+}
+
+pub(crate) async fn create(
+    g: &Gateway,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let owner = req
+        .credentials
+        .as_ref()
+        .map(|c| c.access_key.clone())
+        .unwrap_or_default();
+    let input = req.input;
+    let key = ObjectKey::new(&input.key).map_err(s3_err)?;
+    let meta = object_meta(
+        input.content_type,
+        input.content_encoding,
+        input.content_disposition,
+        input.content_language,
+        input.cache_control,
+        input.expires,
+        input.metadata,
+    );
+    check_metadata_size(&meta)?;
+    let rec = UploadRecord {
+        owner,
+        initiated_ms: time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+        meta,
+        checksum_algorithm: input
+            .checksum_algorithm
+            .as_ref()
+            .map(|a| a.as_str().to_owned()),
+    };
+    let store = g.store.clone();
+    let bucket = input.bucket.clone();
+    let upload_id = tokio::task::spawn_blocking(move || store.create_upload(&bucket, &key, rec))
+        .await
+        .map_err(join_err)?
+        .map_err(s3_err)?;
+    let output = CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(upload_id),
+        checksum_algorithm: input.checksum_algorithm,
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn upload_part(
+    g: &Gateway,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
+    let S3Request {
+        input,
+        headers,
+        trailing_headers,
+        ..
+    } = req;
+    let number = u32::try_from(input.part_number)
+        .ok()
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            )
+        })?;
+    // Fail before reading a possibly large body.
+    g.store
+        .upload(&input.bucket, &input.key, &input.upload_id)
+        .map_err(s3_err)?;
+    let expected = Checksum {
+        checksum_crc32: input.checksum_crc32.clone(),
+        checksum_crc32c: input.checksum_crc32c.clone(),
+        checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+        checksum_sha1: input.checksum_sha1.clone(),
+        checksum_sha256: input.checksum_sha256.clone(),
+        ..Default::default()
+    };
+    let plan = ChecksumPlan::new(
+        &headers,
+        input.checksum_algorithm.as_ref(),
+        expected,
+        input.content_md5.as_deref(),
+    )?;
+    let ingested = ingest(
+        &g.store,
+        input.body,
+        &plan,
+        g.max_object_size,
+        input.content_length,
+    )
+    .await?;
+    let stored = plan.verify(
+        &ingested.md5,
+        &ingested.checksums,
+        trailing_headers.and_then(|t| t.take()),
+    )?;
+    g.metrics.bytes_in(ingested.staged.size());
+    let etag = hex::encode(ingested.md5);
+    let store = g.store.clone();
+    let (bucket, key, upload_id) = (input.bucket, input.key, input.upload_id);
+    let (e, s) = (etag.clone(), stored.clone());
+    tokio::task::spawn_blocking(move || {
+        store.put_part(&bucket, &key, &upload_id, number, ingested.staged, e, s)
+    })
+    .await
+    .map_err(join_err)?
+    .map_err(s3_err)?;
+    let c = to_dto(stored.as_ref());
+    let output = UploadPartOutput {
+        e_tag: Some(ETag::Strong(etag)),
+        checksum_crc32: c.checksum_crc32,
+        checksum_crc32c: c.checksum_crc32c,
+        checksum_crc64nvme: c.checksum_crc64nvme,
+        checksum_sha1: c.checksum_sha1,
+        checksum_sha256: c.checksum_sha256,
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn complete(
+    g: &Gateway,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let input = req.input;
+    let key = ObjectKey::new(&input.key).map_err(s3_err)?;
+    let parts = input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .ok_or_else(|| s3_error!(MalformedXML, "The XML you provided did not list any parts"))?;
+    let listed = parts
+        .into_iter()
+        .map(|p| {
+            let n = p
+                .part_number
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| s3_error!(InvalidPart, "a part has no valid PartNumber"))?;
+            let etag = p
+                .e_tag
+                .map(ETag::into_value)
+                .ok_or_else(|| s3_error!(InvalidPart, "part {n} has no ETag"))?;
+            Ok((n, etag))
+        })
+        .collect::<S3Result<Vec<_>>>()?;
+    let store = g.store.clone();
+    let (bucket, upload_id) = (input.bucket.clone(), input.upload_id);
+    let rec = tokio::task::spawn_blocking(move || {
+        store.complete_upload(&bucket, &key, &upload_id, &listed, None)
+    })
+    .await
+    .map_err(join_err)?
+    .map_err(s3_err)?;
+    let output = CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket.clone()),
+        key: Some(input.key.clone()),
+        e_tag: Some(ETag::Strong(rec.etag.clone())),
+        location: Some(format!("/{}/{}", input.bucket, input.key)),
+        ..Default::default()
+    };
+    Ok(with_blake3(S3Response::new(output), &rec.content_hash))
+}
+
+pub(crate) async fn abort(
+    g: &Gateway,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    let store = g.store.clone();
+    let input = req.input;
+    tokio::task::spawn_blocking(move || {
+        store.abort_upload(&input.bucket, &input.key, &input.upload_id)
+    })
+    .await
+    .map_err(join_err)?
+    .map_err(s3_err)?;
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+pub(crate) async fn list_parts(
+    g: &Gateway,
+    req: S3Request<ListPartsInput>,
+) -> S3Result<S3Response<ListPartsOutput>> {
+    let input = req.input;
+    let upload = g
+        .store
+        .upload(&input.bucket, &input.key, &input.upload_id)
+        .map_err(s3_err)?;
+    let max = input
+        .max_parts
+        .unwrap_or(MAX_PARTS_LISTED)
+        .clamp(0, MAX_PARTS_LISTED) as usize;
+    let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
+    let store = g.store.clone();
+    let id = input.upload_id.clone();
+    let all = tokio::task::spawn_blocking(move || store.parts(&id))
+        .await
+        .map_err(join_err)?
+        .map_err(s3_err)?;
+    let mut after: Vec<_> = all.into_iter().filter(|(n, _)| *n > marker).collect();
+    let truncated = after.len() > max;
+    after.truncate(max);
+    let next = after.last().map(|(n, _)| *n as i32);
+    let parts = after
+        .into_iter()
+        .map(|(n, p)| {
+            let c = to_dto(p.checksum.as_ref());
+            Part {
+                part_number: Some(n as i32),
+                e_tag: Some(ETag::Strong(p.etag)),
+                size: Some(p.size as i64),
+                last_modified: Some(timestamp(p.last_modified_ms)),
+                checksum_crc32: c.checksum_crc32,
+                checksum_crc32c: c.checksum_crc32c,
+                checksum_crc64nvme: c.checksum_crc64nvme,
+                checksum_sha1: c.checksum_sha1,
+                checksum_sha256: c.checksum_sha256,
+            }
+        })
+        .collect();
+    let output = ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        max_parts: Some(max as i32),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: if truncated { next } else { None },
+        is_truncated: Some(truncated),
+        parts: Some(parts),
+        initiator: Some(initiator(&upload.owner)),
+        owner: Some(Owner {
+            display_name: Some(upload.owner.clone()),
+            id: Some(upload.owner),
+        }),
+        storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+        checksum_algorithm: upload.checksum_algorithm.map(ChecksumAlgorithm::from),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn list_uploads(
+    g: &Gateway,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    let input = req.input;
+    let max = input
+        .max_uploads
+        .unwrap_or(MAX_UPLOADS_LISTED)
+        .clamp(0, MAX_UPLOADS_LISTED) as usize;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let store = g.store.clone();
+    let (b, p) = (input.bucket.clone(), prefix.clone());
+    let all = tokio::task::spawn_blocking(move || store.uploads(&b, &p))
+        .await
+        .map_err(join_err)?
+        .map_err(s3_err)?;
+    let key_marker = input.key_marker.clone().unwrap_or_default();
+    let id_marker = input.upload_id_marker.clone().unwrap_or_default();
+    let mut uploads = Vec::new();
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut next = None;
+    let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+    for (key, id, rec) in all {
+        // Uploads sort by key, then upload id; resume strictly after the markers.
+        let after_marker = key_marker.is_empty()
+            || key > key_marker
+            || (key == key_marker && !id_marker.is_empty() && id > id_marker);
+        if !after_marker {
+            continue;
+        }
+        if let Some(d) = &delimiter
+            && let Some(i) = key[prefix.len()..].find(d.as_str())
+        {
+            let cp = key[..prefix.len() + i + d.len()].to_owned();
+            if prefixes.last() != Some(&cp) {
+                if uploads.len() + prefixes.len() == max {
+                    next = Some((key, id));
+                    break;
+                }
+                prefixes.push(cp);
+            }
+            continue;
+        }
+        if uploads.len() + prefixes.len() == max {
+            next = Some((key, id));
+            break;
+        }
+        uploads.push(MultipartUpload {
+            key: Some(key),
+            upload_id: Some(id),
+            initiated: Some(timestamp(rec.initiated_ms)),
+            initiator: Some(initiator(&rec.owner)),
+            owner: Some(Owner {
+                display_name: Some(rec.owner.clone()),
+                id: Some(rec.owner),
+            }),
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            checksum_algorithm: rec.checksum_algorithm.map(ChecksumAlgorithm::from),
+            ..Default::default()
+        });
+    }
+    let truncated = next.is_some();
+    let (next_key, next_id) = if truncated {
+        match uploads.last() {
+            Some(u) => (u.key.clone(), u.upload_id.clone()),
+            None => (prefixes.last().cloned(), None),
+        }
+    } else {
+        (None, None)
+    };
+    let output = ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: Some(prefix),
+        delimiter: input.delimiter,
+        key_marker: input.key_marker,
+        upload_id_marker: input.upload_id_marker,
+        max_uploads: Some(max as i32),
+        is_truncated: Some(truncated),
+        next_key_marker: next_key,
+        next_upload_id_marker: next_id,
+        uploads: Some(uploads),
+        common_prefixes: Some(
+            prefixes
+                .into_iter()
+                .map(|p| CommonPrefix { prefix: Some(p) })
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}

@@ -1,0 +1,266 @@
+//! PutObject, and the ingest pipeline that UploadPart shares.
+//!
+//! A body streams through three places at once: the async task reading the socket, a
+//! blocking thread that chunks, hashes (BLAKE3) and writes packs, and a blocking thread
+//! computing MD5 (the S3 ETag) and any requested CRC/SHA checksums. On two cores MD5 alone
+//! is as slow as everything else together, so it gets its own thread. Channels are short:
+//! memory per upload stays at a few network frames plus one maximum chunk.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use s3s::dto::{Checksum, ETag, PutObjectInput, PutObjectOutput, StreamingBlob};
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+use store::{NewObject, ObjectKey, ObjectMeta, StagedObject, Store};
+use tokio::sync::mpsc;
+
+use super::checksum::{ChecksumPlan, to_dto};
+use super::error::{join_err, s3_err};
+use super::{Gateway, object_meta, with_blake3};
+
+/// Bodies up to this size are read whole and ingested in one blocking call: for small
+/// objects two thread hand-offs cost more than the work.
+const SMALL_BODY: u64 = 1024 * 1024;
+
+/// An uploaded body, durably staged, with its digests.
+pub(crate) struct Ingested {
+    pub staged: StagedObject,
+    pub md5: [u8; 16],
+    pub checksums: Checksum,
+}
+
+enum Msg {
+    Data(Bytes),
+    End,
+}
+
+/// Streams `body` into the store. Fails with EntityTooLarge past `limit` bytes and
+/// IncompleteBody when the client stops early; nothing is left behind in either case.
+pub(crate) async fn ingest(
+    store: &Arc<Store>,
+    body: Option<StreamingBlob>,
+    plan: &ChecksumPlan,
+    limit: u64,
+    declared: Option<i64>,
+) -> S3Result<Ingested> {
+    let declared = declared.and_then(|n| u64::try_from(n).ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(s3_error!(
+            EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed size of {limit} bytes."
+        ));
+    }
+    let mut body = body;
+    if declared.is_some_and(|n| n <= SMALL_BODY) || body.is_none() {
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+        if let Some(b) = body.as_mut() {
+            while let Some(frame) = b.next().await {
+                let frame = frame
+                    .map_err(|e| s3_error!(IncompleteBody, "the request body ended early: {e}"))?;
+                buf.extend_from_slice(&frame);
+                if buf.len() as u64 > limit {
+                    return Err(s3_error!(
+                        EntityTooLarge,
+                        "Your upload exceeds the maximum allowed size of {limit} bytes."
+                    ));
+                }
+            }
+        }
+        if declared.is_some_and(|n| n != buf.len() as u64) {
+            return Err(s3_error!(
+                IncompleteBody,
+                "received {} bytes but Content-Length said {}",
+                buf.len(),
+                declared.unwrap_or(0)
+            ));
+        }
+        let data = buf.freeze();
+        let store = store.clone();
+        let mut hasher = plan.hasher();
+        return tokio::task::spawn_blocking(move || {
+            let md5: [u8; 16] = Md5::digest(&data).into();
+            hasher.update(&data);
+            let mut w = store.writer();
+            w.write(&data).map_err(s3_err)?;
+            let staged = w.finish().map_err(s3_err)?;
+            Ok(Ingested {
+                staged,
+                md5,
+                checksums: hasher.finalize(),
+            })
+        })
+        .await
+        .map_err(join_err)?;
+    }
+    let Some(mut body) = body else {
+        return Err(s3_error!(IncompleteBody));
+    };
+
+    let (to_writer, mut writer_rx) = mpsc::channel::<Msg>(16);
+    let (to_hasher, mut hasher_rx) = mpsc::channel::<Msg>(16);
+    let writer_store = store.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut w = writer_store.writer();
+        while let Some(msg) = writer_rx.blocking_recv() {
+            match msg {
+                Msg::Data(b) => w.write(&b)?,
+                Msg::End => return w.finish().map(Some),
+            }
+        }
+        // The sender went away without End: the upload failed; dropping `w` removes its pack.
+        Ok(None)
+    });
+    let mut checks = plan.hasher();
+    let hasher = tokio::task::spawn_blocking(move || {
+        let mut md5 = Md5::new();
+        while let Some(msg) = hasher_rx.blocking_recv() {
+            match msg {
+                Msg::Data(b) => {
+                    md5.update(&b);
+                    checks.update(&b);
+                }
+                Msg::End => return Some((<[u8; 16]>::from(md5.finalize()), checks.finalize())),
+            }
+        }
+        None
+    });
+
+    let mut total = 0u64;
+    let fed: S3Result<()> = async {
+        while let Some(frame) = body.next().await {
+            let frame = frame
+                .map_err(|e| s3_error!(IncompleteBody, "the request body ended early: {e}"))?;
+            total += frame.len() as u64;
+            if total > limit {
+                return Err(s3_error!(
+                    EntityTooLarge,
+                    "Your upload exceeds the maximum allowed size of {limit} bytes."
+                ));
+            }
+            if to_hasher.send(Msg::Data(frame.clone())).await.is_err()
+                || to_writer.send(Msg::Data(frame)).await.is_err()
+            {
+                break; // the writer failed; its error is reported below
+            }
+        }
+        if declared.is_some_and(|n| n != total) {
+            return Err(s3_error!(
+                IncompleteBody,
+                "received {total} bytes but Content-Length said {}",
+                declared.unwrap_or(0)
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    if fed.is_ok() {
+        let _ = to_writer.send(Msg::End).await;
+        let _ = to_hasher.send(Msg::End).await;
+    }
+    drop(to_writer);
+    drop(to_hasher);
+    let staged = writer.await.map_err(join_err)?.map_err(s3_err)?;
+    let digests = hasher.await.map_err(join_err)?;
+    fed?;
+    match (staged, digests) {
+        (Some(staged), Some((md5, checksums))) => Ok(Ingested {
+            staged,
+            md5,
+            checksums,
+        }),
+        _ => Err(s3_error!(IncompleteBody, "the upload was interrupted")),
+    }
+}
+
+/// The `x-amz-meta-*` limit S3 enforces: 2 KiB of keys and values together.
+pub(crate) fn check_metadata_size(meta: &ObjectMeta) -> S3Result<()> {
+    let size: usize = meta.user.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > 2048 {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "Your metadata headers exceed the maximum allowed metadata size (2048 bytes; these are {size})."
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn put_object(
+    g: &Gateway,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
+    let S3Request {
+        input,
+        headers,
+        trailing_headers,
+        ..
+    } = req;
+    let key = ObjectKey::new(&input.key).map_err(s3_err)?;
+    g.store.bucket(&input.bucket).map_err(s3_err)?;
+    let meta = object_meta(
+        input.content_type.clone(),
+        input.content_encoding.clone(),
+        input.content_disposition.clone(),
+        input.content_language.clone(),
+        input.cache_control.clone(),
+        input.expires.clone(),
+        input.metadata.clone(),
+    );
+    check_metadata_size(&meta)?;
+    let expected = Checksum {
+        checksum_crc32: input.checksum_crc32.clone(),
+        checksum_crc32c: input.checksum_crc32c.clone(),
+        checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+        checksum_sha1: input.checksum_sha1.clone(),
+        checksum_sha256: input.checksum_sha256.clone(),
+        ..Default::default()
+    };
+    let plan = ChecksumPlan::new(
+        &headers,
+        input.checksum_algorithm.as_ref(),
+        expected,
+        input.content_md5.as_deref(),
+    )?;
+    let ingested = ingest(
+        &g.store,
+        input.body,
+        &plan,
+        g.max_object_size,
+        input.content_length,
+    )
+    .await?;
+    let stored_checksum = plan.verify(
+        &ingested.md5,
+        &ingested.checksums,
+        trailing_headers.and_then(|t| t.take()),
+    )?;
+    g.metrics.bytes_in(ingested.staged.size());
+
+    let etag = hex::encode(ingested.md5);
+    let new = NewObject {
+        etag: etag.clone(),
+        meta,
+        checksum: stored_checksum.clone(),
+    };
+    let store = g.store.clone();
+    let bucket = input.bucket;
+    let rec =
+        tokio::task::spawn_blocking(move || store.put_object(&bucket, &key, ingested.staged, new))
+            .await
+            .map_err(join_err)?
+            .map_err(s3_err)?;
+
+    let c = to_dto(stored_checksum.as_ref());
+    let output = PutObjectOutput {
+        e_tag: Some(ETag::Strong(etag)),
+        checksum_crc32: c.checksum_crc32,
+        checksum_crc32c: c.checksum_crc32c,
+        checksum_crc64nvme: c.checksum_crc64nvme,
+        checksum_sha1: c.checksum_sha1,
+        checksum_sha256: c.checksum_sha256,
+        size: Some(rec.size as i64),
+        ..Default::default()
+    };
+    Ok(with_blake3(S3Response::new(output), &rec.content_hash))
+}

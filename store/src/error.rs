@@ -1,0 +1,49 @@
+//! The store's error type; the gateway maps it to S3 error codes in one place.
+
+/// Everything that can go wrong inside the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("bucket name is invalid: {0}")]
+    InvalidBucketName(String),
+    #[error("object key is invalid: {0}")]
+    InvalidKey(String),
+    #[error("object key is {0} bytes long; the limit is 1024")]
+    KeyTooLong(usize),
+    #[error("no such bucket: {0}")]
+    NoSuchBucket(String),
+    #[error("bucket already exists: {0}")]
+    BucketExists(String),
+    #[error("bucket is not empty: {0}")]
+    BucketNotEmpty(String),
+    #[error("no such key: {0}")]
+    NoSuchKey(String),
+    #[error("no such upload: {0}")]
+    NoSuchUpload(String),
+    #[error("invalid part: {0}")]
+    InvalidPart(String),
+    #[error("the list of parts was not in ascending order")]
+    InvalidPartOrder,
+    #[error("chunk {0} was collected while an upload deduplicated against it; retry")]
+    Raced(String),
+    #[error("part too small: {0}")]
+    PartTooSmall(String),
+    #[error("invalid range: {0}")]
+    InvalidRange(String),
+    #[error("not a valid BLAKE3 hex digest: {0}")]
+    InvalidHash(String),
+    #[error("no blob with content hash {0}")]
+    NoSuchBlob(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("metadata database: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("metadata commit failed: {0}")]
+    Commit(String),
+    #[error("store is shutting down")]
+    Closed,
+}
+
+/// Result alias for the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,30 @@
+//! `store`: s3swarm's content-addressed object store on one node.
+//!
+//! An object is a [`Manifest`] of content-defined chunks ([`Chunker`], FastCDC) addressed by
+//! BLAKE3 ([`ChunkHash`]); identical chunks are stored once and reference-counted. Chunk
+//! bytes live in pack files ([`pack`]), metadata in RocksDB column families ([`meta`]); a
+//! write is visible only after its pack is fsynced and one synced batch commits it.
+//! The store knows nothing about networks or HTTP.
+
+pub mod chunker;
+pub mod error;
+pub mod hash;
+pub mod manifest;
+mod meta;
+pub mod names;
+pub mod pack;
+pub mod records;
+mod store;
+
+pub use chunker::Chunker;
+pub use error::{Result, StoreError};
+pub use hash::{ChunkHash, ContentHash};
+pub use manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
+pub use names::{BucketName, MAX_KEY_LEN, ObjectKey};
+pub use records::{
+    BucketRecord, ObjectMeta, ObjectRecord, PartRecord, StoredChecksum, UploadRecord,
+};
+pub use store::{
+    INLINE_MAX, ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE, NewObject, ObjectWriter,
+    StagedObject, Store, StoreStats, Usage,
+};

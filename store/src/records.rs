@@ -1,0 +1,288 @@
+//! What the metadata database stores, and how its keys are laid out.
+//!
+//! Keys are built so that RocksDB's byte order is S3's listing order: an object key is
+//! `bucket 0x00 key`, and bucket names cannot contain 0x00, so one bucket's objects are one
+//! contiguous, key-sorted run.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::hash::ContentHash;
+use crate::pack::PackId;
+
+/// Names one stored manifest; fresh for every write, so overwrites never alias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ManifestId(pub [u8; 16]);
+
+impl ManifestId {
+    pub(crate) fn random() -> Self {
+        Self(rand::random())
+    }
+
+    pub(crate) fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub(crate) fn from_hex(s: &str) -> Result<Self> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|_| StoreError::Corrupt(format!("manifest id {s:?}")))?;
+        Ok(Self(out))
+    }
+}
+
+/// A bucket's record.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BucketRecord {
+    /// Access key of the identity that created the bucket and owns it.
+    pub owner: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// Region string the bucket was created with (S3 LocationConstraint), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+/// Metadata a client sets on an object and gets back: standard headers and `x-amz-meta-*`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user: BTreeMap<String, String>,
+}
+
+/// A checksum a client sent with an upload (algorithm name as S3 spells it, base64 value).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredChecksum {
+    pub algorithm: String,
+    pub value: String,
+}
+
+/// An object as listed and resolved.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectRecord {
+    pub size: u64,
+    /// S3 ETag without quotes: hex MD5, or `md5-of-part-md5s-N` for multipart objects.
+    pub etag: String,
+    pub content_hash: String,
+    pub manifest: String,
+    pub last_modified_ms: i64,
+    #[serde(default)]
+    pub meta: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<StoredChecksum>,
+    /// Number of parts for a multipart object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
+}
+
+impl ObjectRecord {
+    /// The whole-content BLAKE3.
+    pub fn content_hash(&self) -> Result<ContentHash> {
+        self.content_hash.parse()
+    }
+
+    pub(crate) fn manifest_id(&self) -> Result<ManifestId> {
+        ManifestId::from_hex(&self.manifest)
+    }
+}
+
+/// A multipart upload in progress.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub owner: String,
+    pub initiated_ms: i64,
+    #[serde(default)]
+    pub meta: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<String>,
+}
+
+/// One uploaded part.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartRecord {
+    pub size: u64,
+    /// Hex MD5 of the part, without quotes.
+    pub etag: String,
+    pub manifest: String,
+    pub last_modified_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<StoredChecksum>,
+}
+
+impl PartRecord {
+    pub(crate) fn manifest_id(&self) -> Result<ManifestId> {
+        ManifestId::from_hex(&self.manifest)
+    }
+}
+
+/// Where a chunk's bytes are, and how many manifest entries point at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkEntry {
+    pub refs: u64,
+    pub location: ChunkLocation,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ChunkLocation {
+    /// Small chunks live in the database itself: a file and an fsync for 4 KiB is waste.
+    Inline(Vec<u8>),
+    Pack {
+        pack: PackId,
+        offset: u64,
+        len: u32,
+    },
+}
+
+impl ChunkEntry {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = self.refs.to_le_bytes().to_vec();
+        match &self.location {
+            ChunkLocation::Inline(data) => {
+                out.push(0);
+                out.extend_from_slice(data);
+            }
+            ChunkLocation::Pack { pack, offset, len } => {
+                out.push(1);
+                out.extend_from_slice(&pack.0.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(&len.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<Self> {
+        let bad = || StoreError::Corrupt(format!("chunk entry of {} bytes", b.len()));
+        let refs = u64::from_le_bytes(b.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+        let location = match b.get(8) {
+            Some(0) => ChunkLocation::Inline(b[9..].to_vec()),
+            Some(1) if b.len() == 9 + 20 => ChunkLocation::Pack {
+                pack: PackId(u64::from_le_bytes(b[9..17].try_into().map_err(|_| bad())?)),
+                offset: u64::from_le_bytes(b[17..25].try_into().map_err(|_| bad())?),
+                len: u32::from_le_bytes(b[25..29].try_into().map_err(|_| bad())?),
+            },
+            _ => return Err(bad()),
+        };
+        Ok(Self { refs, location })
+    }
+}
+
+/// A pack file's size and how many of its bytes are still referenced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PackRecord {
+    pub size: u64,
+    pub live: u64,
+}
+
+impl PackRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = self.size.to_le_bytes().to_vec();
+        out.extend_from_slice(&self.live.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<Self> {
+        if b.len() != 16 {
+            return Err(StoreError::Corrupt(format!(
+                "pack record of {} bytes",
+                b.len()
+            )));
+        }
+        let size = u64::from_le_bytes(
+            b[..8]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("pack record".into()))?,
+        );
+        let live = u64::from_le_bytes(
+            b[8..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("pack record".into()))?,
+        );
+        Ok(Self { size, live })
+    }
+}
+
+pub(crate) fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+pub(crate) fn upload_key(bucket: &str, key: &str, upload_id: &str) -> Vec<u8> {
+    let mut k = object_key(bucket, key);
+    k.push(0);
+    k.extend_from_slice(upload_id.as_bytes());
+    k
+}
+
+pub(crate) fn part_key(upload_id: &str, part: u32) -> Vec<u8> {
+    let mut k = upload_id.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&part.to_be_bytes());
+    k
+}
+
+pub(crate) fn blob_key(hash: &ContentHash, manifest: ManifestId) -> Vec<u8> {
+    let mut k = hash.as_bytes().to_vec();
+    k.extend_from_slice(&manifest.0);
+    k
+}
+
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail (no maps with non-string keys).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(format!("record: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_entries_round_trip() {
+        for loc in [
+            ChunkLocation::Inline(b"tiny".to_vec()),
+            ChunkLocation::Pack {
+                pack: PackId(7),
+                offset: 1 << 40,
+                len: 123,
+            },
+        ] {
+            let e = ChunkEntry {
+                refs: 3,
+                location: loc,
+            };
+            assert_eq!(ChunkEntry::decode(&e.encode()).unwrap(), e);
+        }
+        assert!(ChunkEntry::decode(&[1, 2]).is_err());
+        assert!(ChunkEntry::decode(&[0; 12]).is_err());
+    }
+
+    #[test]
+    fn object_keys_sort_like_s3_within_a_bucket() {
+        let a = object_key("b", "a/b");
+        let b = object_key("b", "a0");
+        let other = object_key("b0", "");
+        assert!(a < b);
+        assert!(b < other, "a bucket's keys stay before the next bucket's");
+    }
+}

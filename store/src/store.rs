@@ -1,0 +1,1070 @@
+//! The store itself: buckets, objects and multipart uploads over chunks and packs.
+//!
+//! All methods block (RocksDB and file I/O); async callers run them on blocking threads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+
+use crate::chunker::Chunker;
+use crate::error::{Result, StoreError};
+use crate::hash::{ChunkHash, ContentHash};
+use crate::manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
+use crate::meta::{Cf, Database, Meta, Tx};
+use crate::names::{BucketName, ObjectKey};
+use crate::pack::{PackId, PackSet, PackWriter};
+use crate::records::*;
+
+/// Chunks up to this size are kept inside the metadata database rather than in a pack.
+pub const INLINE_MAX: usize = 64 * 1024;
+/// S3's minimum size for every part but the last.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's highest part number.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+/// Counters the gateway exports as metrics.
+#[derive(Default)]
+pub struct StoreStats {
+    pub gc_runs: AtomicU64,
+    pub gc_bytes_freed: AtomicU64,
+    pub packs_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub fsync_seconds_total_micros: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    meta: Arc<Meta>,
+    packs: Arc<PackSet>,
+    /// Chunks an upload in flight decided not to write because they were already stored:
+    /// their entries must survive until that upload commits, even at zero references.
+    pins: Mutex<HashMap<ChunkHash, u32>>,
+    stats: Arc<StoreStats>,
+}
+
+impl Shared {
+    fn pinned(&self, h: &ChunkHash) -> bool {
+        self.pins.lock().map(|p| p.contains_key(h)).unwrap_or(true)
+    }
+
+    fn pin(&self, h: ChunkHash) {
+        if let Ok(mut p) = self.pins.lock() {
+            *p.entry(h).or_default() += 1;
+        }
+    }
+
+    fn unpin(&self, hashes: &[ChunkHash]) {
+        if let Ok(mut p) = self.pins.lock() {
+            for h in hashes {
+                if let Some(n) = p.get_mut(h) {
+                    *n -= 1;
+                    if *n == 0 {
+                        p.remove(h);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A content-addressed object store on one directory.
+pub struct Store {
+    db: Database,
+    shared: Arc<Shared>,
+}
+
+/// What a client supplies when it writes an object (the rest is computed).
+#[derive(Clone, Debug, Default)]
+pub struct NewObject {
+    pub etag: String,
+    pub meta: ObjectMeta,
+    pub checksum: Option<StoredChecksum>,
+}
+
+/// One page of a bucket listing.
+#[derive(Debug, Default)]
+pub struct ListPage {
+    pub objects: Vec<(String, ObjectRecord)>,
+    pub common_prefixes: Vec<String>,
+    /// Set when more entries follow; pass it back as `after` to continue.
+    pub next: Option<ListCursor>,
+}
+
+/// Where a listing resumes: after a key, or after everything under a common prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListCursor {
+    Key(String),
+    Prefix(String),
+}
+
+/// Figures about the store's contents.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Usage {
+    pub chunks: u64,
+    pub stored_bytes: u64,
+    pub packs: u64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir` and cleans up what a crash left behind.
+    pub fn open(dir: &Path) -> Result<Arc<Self>> {
+        fs::create_dir_all(dir)?;
+        let packs = Arc::new(PackSet::open(dir)?);
+        let stats = Arc::new(StoreStats::default());
+        let reap_packs = packs.clone();
+        let reap_stats = stats.clone();
+        let db = Database::open(
+            &dir.join("meta"),
+            Box::new(move |ids: &[PackId]| {
+                for id in ids {
+                    match reap_packs.remove(*id) {
+                        Ok(()) => reap_stats.gc_runs.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::warn!(pack = ?id, error = %e, "could not unlink dead pack");
+                            0
+                        }
+                    };
+                }
+            }),
+        )?;
+        let shared = Arc::new(Shared {
+            meta: db.meta.clone(),
+            packs,
+            pins: Mutex::new(HashMap::new()),
+            stats,
+        });
+        let store = Arc::new(Self { db, shared });
+        store.recover()?;
+        Ok(store)
+    }
+
+    fn recover(&self) -> Result<()> {
+        let meta = self.shared.meta.clone();
+        let removed = self
+            .shared
+            .packs
+            .recover(|id| Ok(meta.get(Cf::Packs, &id.0.to_be_bytes())?.is_some()))?;
+        // Entries left at zero references by pins of uploads that never committed.
+        let mut zombies = Vec::new();
+        self.shared.meta.scan(Cf::Chunks, &[], |k, v| {
+            if ChunkEntry::decode(v)?.refs == 0 {
+                zombies.push(ChunkHash::from_slice(k)?);
+            }
+            Ok(true)
+        })?;
+        let n = zombies.len();
+        if n > 0 {
+            self.db.transact(move |tx| {
+                for h in zombies {
+                    if let Some(v) = tx.get(Cf::Chunks, h.as_bytes())? {
+                        let e = ChunkEntry::decode(&v)?;
+                        if e.refs == 0 {
+                            drop_chunk(tx, &h, &e)?;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        if removed > 0 || n > 0 {
+            tracing::info!(
+                removed_files = removed,
+                unreferenced_chunks = n,
+                "recovered store after unclean stop"
+            );
+        }
+        Ok(())
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &StoreStats {
+        &self.shared.stats
+    }
+
+    /// A RocksDB integer property (e.g. `rocksdb.estimate-pending-compaction-bytes`).
+    pub fn db_property(&self, name: &str) -> Option<u64> {
+        self.shared.meta.property_int(name)
+    }
+
+    // ---- buckets -------------------------------------------------------------------------
+
+    /// Creates a bucket owned by `owner`. Fails with `BucketExists` whoever owns it.
+    pub fn create_bucket(
+        &self,
+        name: &BucketName,
+        owner: &str,
+        region: Option<String>,
+    ) -> Result<()> {
+        let key = name.as_str().as_bytes().to_vec();
+        let rec = BucketRecord {
+            owner: owner.to_owned(),
+            created_ms: now_ms(),
+            region,
+        };
+        let n = name.to_string();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Buckets, &key)?.is_some() {
+                return Err(StoreError::BucketExists(n));
+            }
+            tx.put(Cf::Buckets, key, to_json(&rec));
+            Ok(())
+        })
+    }
+
+    /// The bucket's record, or `NoSuchBucket`.
+    pub fn bucket(&self, name: &str) -> Result<BucketRecord> {
+        match self.shared.meta.get(Cf::Buckets, name.as_bytes())? {
+            Some(v) => from_json(&v),
+            None => Err(StoreError::NoSuchBucket(name.to_owned())),
+        }
+    }
+
+    /// All buckets, in name order.
+    pub fn buckets(&self) -> Result<Vec<(BucketName, BucketRecord)>> {
+        let mut out = Vec::new();
+        self.shared.meta.scan(Cf::Buckets, &[], |k, v| {
+            out.push((
+                BucketName::trusted(String::from_utf8_lossy(k).into_owned()),
+                from_json(v)?,
+            ));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Deletes an empty bucket; its unfinished multipart uploads are aborted with it.
+    pub fn delete_bucket(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        let shared = self.shared.clone();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Buckets, name.as_bytes())?.is_none() {
+                return Err(StoreError::NoSuchBucket(name));
+            }
+            let prefix = object_key(&name, "");
+            if !tx
+                .keys_with_prefix_limited(Cf::Objects, &prefix, 1)?
+                .is_empty()
+            {
+                return Err(StoreError::BucketNotEmpty(name));
+            }
+            for ukey in tx.keys_with_prefix(Cf::Uploads, &prefix)? {
+                let upload_id = ukey
+                    .rsplit(|b| *b == 0)
+                    .next()
+                    .map(|s| String::from_utf8_lossy(s).into_owned());
+                if let Some(upload_id) = upload_id {
+                    release_upload_parts(tx, &shared, &upload_id)?;
+                }
+                tx.delete(Cf::Uploads, ukey);
+            }
+            tx.delete(Cf::Buckets, name.into_bytes());
+            Ok(())
+        })
+    }
+
+    // ---- writing -------------------------------------------------------------------------
+
+    /// Starts writing new content; feed it with `write`, then `finish`.
+    pub fn writer(&self) -> ObjectWriter {
+        ObjectWriter {
+            shared: self.shared.clone(),
+            chunker: Chunker::new(),
+            sink: ChunkSink {
+                shared: self.shared.clone(),
+                chunks: Vec::new(),
+                new_chunks: HashMap::new(),
+                pack: None,
+                pinned: Vec::new(),
+            },
+            whole: blake3::Hasher::new(),
+            size: 0,
+        }
+    }
+
+    /// Makes `staged` visible as `bucket/key`, replacing any previous object, atomically.
+    pub fn put_object(
+        &self,
+        bucket: &str,
+        key: &ObjectKey,
+        staged: StagedObject,
+        new: NewObject,
+    ) -> Result<ObjectRecord> {
+        let bucket = bucket.to_owned();
+        let okey = object_key(&bucket, key.as_str());
+        let shared = self.shared.clone();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Buckets, bucket.as_bytes())?.is_none() {
+                return Err(StoreError::NoSuchBucket(bucket));
+            }
+            let mut staged = staged;
+            let manifest = commit_staged(tx, &mut staged)?;
+            let rec = ObjectRecord {
+                size: staged.size,
+                etag: new.etag,
+                content_hash: staged.content_hash.to_hex(),
+                manifest: manifest.to_hex(),
+                last_modified_ms: now_ms(),
+                meta: new.meta,
+                checksum: new.checksum,
+                parts: None,
+            };
+            replace_object(tx, &shared, okey, &rec)?;
+            staged.committed = true;
+            Ok(rec)
+        })
+    }
+
+    // ---- reading -------------------------------------------------------------------------
+
+    /// The object's record, or `NoSuchKey` (`NoSuchBucket` when the bucket is missing).
+    pub fn object(&self, bucket: &str, key: &str) -> Result<ObjectRecord> {
+        match self
+            .shared
+            .meta
+            .get(Cf::Objects, &object_key(bucket, key))?
+        {
+            Some(v) => from_json(&v),
+            None => {
+                self.bucket(bucket)?;
+                Err(StoreError::NoSuchKey(key.to_owned()))
+            }
+        }
+    }
+
+    /// The chunk list of an object.
+    pub fn manifest(&self, rec: &ObjectRecord) -> Result<Manifest> {
+        load_manifest(&self.shared.meta, rec.manifest_id()?)
+    }
+
+    /// Reads one slice of a chunk.
+    pub fn read_slice(&self, slice: &ChunkSlice) -> Result<Bytes> {
+        read_slice(&self.shared, slice)
+    }
+
+    /// Streams `range` of `manifest` to `sink`, one chunk slice at a time, in order; stops
+    /// early when `sink` returns false (the client went away).
+    pub fn read_range(
+        &self,
+        manifest: &Manifest,
+        range: ByteRange,
+        mut sink: impl FnMut(Bytes) -> bool,
+    ) -> Result<()> {
+        for slice in manifest.slices(range) {
+            if !sink(self.read_slice(&slice)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The manifest of some object whose whole-content BLAKE3 is `hash`.
+    pub fn blob(&self, hash: &ContentHash) -> Result<Manifest> {
+        let mut found = None;
+        self.shared
+            .meta
+            .scan_prefix(Cf::Blobs, hash.as_bytes(), |k, _| {
+                found = Some(ManifestId(
+                    k[32..]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("blob key".into()))?,
+                ));
+                Ok(false)
+            })?;
+        match found {
+            Some(id) => load_manifest(&self.shared.meta, id),
+            None => Err(StoreError::NoSuchBlob(hash.to_hex())),
+        }
+    }
+
+    /// Lists `bucket` in key order: keys starting with `prefix`, after `after`, grouping keys
+    /// that contain `delimiter` past the prefix into common prefixes; at most `max` entries.
+    pub fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&ListCursor>,
+        max: usize,
+    ) -> Result<ListPage> {
+        self.bucket(bucket)?;
+        let delimiter = delimiter.filter(|d| !d.is_empty());
+        let base = object_key(bucket, "");
+        let mut start = object_key(bucket, prefix);
+        match after {
+            Some(ListCursor::Key(k)) => {
+                let mut s = object_key(bucket, k);
+                s.push(0); // strictly after `k`
+                start = start.max(s);
+            }
+            Some(ListCursor::Prefix(p)) => {
+                let mut s = object_key(bucket, p);
+                s.push(0xFF); // past every key under `p` (UTF-8 never contains 0xFF)
+                start = start.max(s);
+            }
+            None => {}
+        }
+        let mut page = ListPage::default();
+        if max == 0 {
+            return Ok(page);
+        }
+        let full_prefix = object_key(bucket, prefix);
+        let mut count = 0usize;
+        let mut last: Option<ListCursor> = None;
+        loop {
+            let mut seek_to: Option<Vec<u8>> = None;
+            let mut done = true;
+            self.shared.meta.scan(Cf::Objects, &start, |k, v| {
+                if !k.starts_with(&full_prefix) {
+                    return Ok(false);
+                }
+                let key = std::str::from_utf8(&k[base.len()..])
+                    .map_err(|_| StoreError::Corrupt("key".into()))?;
+                if count == max {
+                    page.next = last.clone();
+                    return Ok(false);
+                }
+                if let Some(d) = delimiter
+                    && let Some(i) = key[prefix.len()..].find(d)
+                {
+                    let cp = key[..prefix.len() + i + d.len()].to_owned();
+                    let mut s = object_key(bucket, &cp);
+                    s.push(0xFF);
+                    page.common_prefixes.push(cp.clone());
+                    last = Some(ListCursor::Prefix(cp));
+                    count += 1;
+                    seek_to = Some(s);
+                    done = false;
+                    return Ok(false);
+                }
+                page.objects.push((key.to_owned(), from_json(v)?));
+                last = Some(ListCursor::Key(key.to_owned()));
+                count += 1;
+                Ok(true)
+            })?;
+            match seek_to {
+                Some(s) if !done => start = s,
+                _ => break,
+            }
+        }
+        Ok(page)
+    }
+
+    /// Deletes `bucket/key`; returns whether it existed.
+    pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool> {
+        self.bucket(bucket)?;
+        let okey = object_key(bucket, key);
+        let shared = self.shared.clone();
+        self.db.transact(move |tx| {
+            let Some(v) = tx.get(Cf::Objects, &okey)? else {
+                return Ok(false);
+            };
+            let old: ObjectRecord = from_json(&v)?;
+            release_manifest(tx, &shared, old.manifest_id()?, Some(&old.content_hash()?))?;
+            tx.delete(Cf::Objects, okey);
+            Ok(true)
+        })
+    }
+
+    /// Totals over all stored chunks (scans the chunk table).
+    pub fn usage(&self) -> Result<Usage> {
+        let mut u = Usage::default();
+        self.shared.meta.scan(Cf::Chunks, &[], |_, v| {
+            let e = ChunkEntry::decode(v)?;
+            u.chunks += 1;
+            u.stored_bytes += match e.location {
+                ChunkLocation::Inline(d) => d.len() as u64,
+                ChunkLocation::Pack { len, .. } => u64::from(len),
+            };
+            Ok(true)
+        })?;
+        self.shared.meta.scan(Cf::Packs, &[], |_, _| {
+            u.packs += 1;
+            Ok(true)
+        })?;
+        Ok(u)
+    }
+
+    // ---- multipart -----------------------------------------------------------------------
+
+    /// Starts a multipart upload; returns its id.
+    pub fn create_upload(
+        &self,
+        bucket: &str,
+        key: &ObjectKey,
+        rec: UploadRecord,
+    ) -> Result<String> {
+        let upload_id = hex::encode(rand::random::<[u8; 16]>());
+        let ukey = upload_key(bucket, key.as_str(), &upload_id);
+        let bucket = bucket.to_owned();
+        let id = upload_id.clone();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Buckets, bucket.as_bytes())?.is_none() {
+                return Err(StoreError::NoSuchBucket(bucket));
+            }
+            tx.put(Cf::Uploads, ukey, to_json(&rec));
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    /// The upload's record, or `NoSuchUpload`.
+    pub fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadRecord> {
+        match self
+            .shared
+            .meta
+            .get(Cf::Uploads, &upload_key(bucket, key, upload_id))?
+        {
+            Some(v) => from_json(&v),
+            None => {
+                self.bucket(bucket)?;
+                Err(StoreError::NoSuchUpload(upload_id.to_owned()))
+            }
+        }
+    }
+
+    /// Stores part `number` of an upload, replacing an earlier part with that number.
+    pub fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        staged: StagedObject,
+        etag: String,
+        checksum: Option<StoredChecksum>,
+    ) -> Result<PartRecord> {
+        if !(1..=MAX_PART_NUMBER).contains(&number) {
+            return Err(StoreError::InvalidPart(format!(
+                "part number {number} is outside 1..=10000"
+            )));
+        }
+        let ukey = upload_key(bucket, key, upload_id);
+        let pkey = part_key(upload_id, number);
+        let upload_id = upload_id.to_owned();
+        let shared = self.shared.clone();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Uploads, &ukey)?.is_none() {
+                return Err(StoreError::NoSuchUpload(upload_id));
+            }
+            let mut staged = staged;
+            let manifest = commit_staged(tx, &mut staged)?;
+            let rec = PartRecord {
+                size: staged.size,
+                etag,
+                manifest: manifest.to_hex(),
+                last_modified_ms: now_ms(),
+                checksum,
+            };
+            if let Some(old) = tx.get(Cf::Parts, &pkey)? {
+                let old: PartRecord = from_json(&old)?;
+                release_manifest(tx, &shared, old.manifest_id()?, None)?;
+            }
+            tx.put(Cf::Parts, pkey, to_json(&rec));
+            staged.committed = true;
+            Ok(rec)
+        })
+    }
+
+    /// The parts uploaded so far, by part number.
+    pub fn parts(&self, upload_id: &str) -> Result<Vec<(u32, PartRecord)>> {
+        let mut prefix = upload_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        self.shared.meta.scan_prefix(Cf::Parts, &prefix, |k, v| {
+            let n = u32::from_be_bytes(
+                k[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("part key".into()))?,
+            );
+            out.push((n, from_json(v)?));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Uploads in progress in `bucket` under `prefix`, ordered by key then upload id.
+    pub fn uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, UploadRecord)>> {
+        self.bucket(bucket)?;
+        let base = object_key(bucket, "");
+        let mut out = Vec::new();
+        self.shared
+            .meta
+            .scan_prefix(Cf::Uploads, &object_key(bucket, prefix), |k, v| {
+                let rest = &k[base.len()..];
+                let split = rest
+                    .iter()
+                    .rposition(|b| *b == 0)
+                    .ok_or_else(|| StoreError::Corrupt("upload key".into()))?;
+                let key = String::from_utf8_lossy(&rest[..split]).into_owned();
+                let id = String::from_utf8_lossy(&rest[split + 1..]).into_owned();
+                out.push((key, id, from_json(v)?));
+                Ok(true)
+            })?;
+        Ok(out)
+    }
+
+    /// Completes an upload from the listed `(part number, etag)` pairs, making the object
+    /// visible atomically. Computes the S3 multipart ETag and the whole-content BLAKE3
+    /// (which needs one sequential read of the parts).
+    pub fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &ObjectKey,
+        upload_id: &str,
+        listed: &[(u32, String)],
+        checksum: Option<StoredChecksum>,
+    ) -> Result<ObjectRecord> {
+        let upload = self.upload(bucket, key.as_str(), upload_id)?;
+        if listed.is_empty() {
+            return Err(StoreError::InvalidPart("the upload lists no parts".into()));
+        }
+        let stored: BTreeMap<u32, PartRecord> = self.parts(upload_id)?.into_iter().collect();
+        let mut chunks = Vec::new();
+        let mut md5s = Md5::new();
+        let mut used = Vec::new();
+        let mut prev = 0u32;
+        for (i, (number, etag)) in listed.iter().enumerate() {
+            if *number <= prev {
+                return Err(StoreError::InvalidPartOrder);
+            }
+            prev = *number;
+            let part = stored.get(number).ok_or_else(|| {
+                StoreError::InvalidPart(format!("part {number} was not uploaded"))
+            })?;
+            if etag.trim_matches('"') != part.etag {
+                return Err(StoreError::InvalidPart(format!(
+                    "part {number} has ETag {}, not {etag}",
+                    part.etag
+                )));
+            }
+            if i + 1 < listed.len() && part.size < MIN_PART_SIZE {
+                return Err(StoreError::PartTooSmall(format!(
+                    "part {number} is {} bytes; every part but the last must be at least 5 MiB",
+                    part.size
+                )));
+            }
+            let digest =
+                hex::decode(&part.etag).map_err(|_| StoreError::Corrupt("part etag".into()))?;
+            md5s.update(&digest);
+            let m = load_manifest(&self.shared.meta, part.manifest_id()?)?;
+            chunks.extend_from_slice(m.chunks());
+            used.push((*number, part.manifest.clone()));
+        }
+        let manifest = Manifest::new(chunks);
+        let mut whole = blake3::Hasher::new();
+        self.read_range(&manifest, ByteRange::full(manifest.size()), |b| {
+            whole.update(&b);
+            true
+        })?;
+        let content_hash = ContentHash::from(whole.finalize());
+        let etag = format!("{}-{}", hex::encode(md5s.finalize()), listed.len());
+
+        let okey = object_key(bucket, key.as_str());
+        let ukey = upload_key(bucket, key.as_str(), upload_id);
+        let upload_id = upload_id.to_owned();
+        let shared = self.shared.clone();
+        let parts = listed.len() as u32;
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Uploads, &ukey)?.is_none() {
+                return Err(StoreError::NoSuchUpload(upload_id));
+            }
+            // A part re-uploaded while we were hashing changes the content: refuse.
+            for (n, m) in &used {
+                let now: Option<PartRecord> = tx
+                    .get(Cf::Parts, &part_key(&upload_id, *n))?
+                    .map(|v| from_json(&v))
+                    .transpose()?;
+                if now.as_ref().map(|p| &p.manifest) != Some(m) {
+                    return Err(StoreError::InvalidPart(format!(
+                        "part {n} changed while the upload was completing"
+                    )));
+                }
+            }
+            for c in manifest.chunks() {
+                add_ref(tx, &c.hash)?;
+            }
+            let id = ManifestId::random();
+            tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
+            tx.put(Cf::Blobs, blob_key(&content_hash, id), Vec::new());
+            let rec = ObjectRecord {
+                size: manifest.size(),
+                etag,
+                content_hash: content_hash.to_hex(),
+                manifest: id.to_hex(),
+                last_modified_ms: now_ms(),
+                meta: upload.meta,
+                checksum,
+                parts: Some(parts),
+            };
+            replace_object(tx, &shared, okey, &rec)?;
+            release_upload_parts(tx, &shared, &upload_id)?;
+            tx.delete(Cf::Uploads, ukey);
+            Ok(rec)
+        })
+    }
+
+    /// Aborts an upload and frees its parts.
+    pub fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        self.bucket(bucket)?;
+        let ukey = upload_key(bucket, key, upload_id);
+        let upload_id = upload_id.to_owned();
+        let shared = self.shared.clone();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Uploads, &ukey)?.is_none() {
+                return Err(StoreError::NoSuchUpload(upload_id));
+            }
+            release_upload_parts(tx, &shared, &upload_id)?;
+            tx.delete(Cf::Uploads, ukey);
+            Ok(())
+        })
+    }
+}
+
+// ---- transaction steps (run on the committer thread) -------------------------------------
+
+fn load_manifest(meta: &Meta, id: ManifestId) -> Result<Manifest> {
+    let v = meta
+        .get(Cf::Manifests, &id.0)?
+        .ok_or_else(|| StoreError::Corrupt(format!("manifest {} missing", id.to_hex())))?;
+    Manifest::decode(&v)
+}
+
+fn read_slice(shared: &Shared, slice: &ChunkSlice) -> Result<Bytes> {
+    let v = shared
+        .meta
+        .get(Cf::Chunks, slice.chunk.hash.as_bytes())?
+        .ok_or_else(|| StoreError::Corrupt(format!("chunk {} missing", slice.chunk.hash)))?;
+    let (offset, len) = (slice.offset as usize, slice.len as usize);
+    match ChunkEntry::decode(&v)?.location {
+        ChunkLocation::Inline(data) => data
+            .get(offset..offset + len)
+            .map(|d| Bytes::copy_from_slice(d))
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("inline chunk {} too short", slice.chunk.hash))
+            }),
+        ChunkLocation::Pack {
+            pack,
+            offset: at,
+            len: stored,
+        } => {
+            if offset + len > stored as usize {
+                return Err(StoreError::Corrupt(format!(
+                    "chunk {} too short",
+                    slice.chunk.hash
+                )));
+            }
+            shared.packs.read(pack, at + offset as u64, len)
+        }
+    }
+}
+
+fn add_ref(tx: &mut Tx<'_>, hash: &ChunkHash) -> Result<()> {
+    let v = tx
+        .get(Cf::Chunks, hash.as_bytes())?
+        .ok_or_else(|| StoreError::Raced(hash.to_hex()))?;
+    let mut e = ChunkEntry::decode(&v)?;
+    e.refs += 1;
+    tx.put(Cf::Chunks, hash.as_bytes().to_vec(), e.encode());
+    Ok(())
+}
+
+/// Adds the staged content's chunk references and manifest; returns the manifest's id.
+fn commit_staged(tx: &mut Tx<'_>, staged: &mut StagedObject) -> Result<ManifestId> {
+    let mut pack_live = 0u64;
+    for c in staged.manifest.chunks() {
+        let key = c.hash.as_bytes().to_vec();
+        let entry = match tx.get(Cf::Chunks, &key)? {
+            Some(v) => {
+                let mut e = ChunkEntry::decode(&v)?;
+                e.refs += 1;
+                e
+            }
+            None => {
+                let location = match staged.new_chunks.remove(&c.hash) {
+                    Some(NewChunk::Inline(d)) => ChunkLocation::Inline(d.to_vec()),
+                    Some(NewChunk::Packed { offset }) => {
+                        let pack = staged.pack.map(|(p, _)| p).ok_or_else(|| {
+                            StoreError::Corrupt("packed chunk without pack".into())
+                        })?;
+                        pack_live += u64::from(c.len);
+                        ChunkLocation::Pack {
+                            pack,
+                            offset,
+                            len: c.len,
+                        }
+                    }
+                    // Deduplicated against a chunk that has since been collected.
+                    None => return Err(StoreError::Raced(c.hash.to_hex())),
+                };
+                ChunkEntry { refs: 1, location }
+            }
+        };
+        tx.put(Cf::Chunks, key, entry.encode());
+    }
+    if let Some((pack, size)) = staged.pack {
+        if pack_live > 0 {
+            tx.put(
+                Cf::Packs,
+                pack.0.to_be_bytes().to_vec(),
+                PackRecord {
+                    size,
+                    live: pack_live,
+                }
+                .encode(),
+            );
+        } else {
+            // Every chunk in it was stored meanwhile by a concurrent upload.
+            tx.after_commit.push(pack);
+        }
+    }
+    let id = ManifestId::random();
+    tx.put(Cf::Manifests, id.0.to_vec(), staged.manifest.encode());
+    tx.put(Cf::Blobs, blob_key(&staged.content_hash, id), Vec::new());
+    Ok(id)
+}
+
+fn replace_object(
+    tx: &mut Tx<'_>,
+    shared: &Shared,
+    okey: Vec<u8>,
+    rec: &ObjectRecord,
+) -> Result<()> {
+    if let Some(v) = tx.get(Cf::Objects, &okey)? {
+        let old: ObjectRecord = from_json(&v)?;
+        release_manifest(tx, shared, old.manifest_id()?, Some(&old.content_hash()?))?;
+    }
+    tx.put(Cf::Objects, okey, to_json(rec));
+    Ok(())
+}
+
+fn release_upload_parts(tx: &mut Tx<'_>, shared: &Shared, upload_id: &str) -> Result<()> {
+    let mut prefix = upload_id.as_bytes().to_vec();
+    prefix.push(0);
+    for pkey in tx.keys_with_prefix(Cf::Parts, &prefix)? {
+        if let Some(v) = tx.get(Cf::Parts, &pkey)? {
+            let part: PartRecord = from_json(&v)?;
+            release_manifest(tx, shared, part.manifest_id()?, None)?;
+        }
+        tx.delete(Cf::Parts, pkey);
+    }
+    Ok(())
+}
+
+/// Drops one reference per manifest entry and collects chunks nobody references any more.
+fn release_manifest(
+    tx: &mut Tx<'_>,
+    shared: &Shared,
+    id: ManifestId,
+    content: Option<&ContentHash>,
+) -> Result<()> {
+    let Some(v) = tx.get(Cf::Manifests, &id.0)? else {
+        return Ok(());
+    };
+    let manifest = Manifest::decode(&v)?;
+    for c in manifest.chunks() {
+        let Some(v) = tx.get(Cf::Chunks, c.hash.as_bytes())? else {
+            continue;
+        };
+        let mut e = ChunkEntry::decode(&v)?;
+        e.refs = e.refs.saturating_sub(1);
+        if e.refs == 0 && !shared.pinned(&c.hash) {
+            drop_chunk(tx, &c.hash, &e)?;
+            shared
+                .stats
+                .gc_bytes_freed
+                .fetch_add(u64::from(c.len), Ordering::Relaxed);
+        } else {
+            tx.put(Cf::Chunks, c.hash.as_bytes().to_vec(), e.encode());
+        }
+    }
+    tx.delete(Cf::Manifests, id.0.to_vec());
+    if let Some(h) = content {
+        tx.delete(Cf::Blobs, blob_key(h, id));
+    }
+    Ok(())
+}
+
+fn drop_chunk(tx: &mut Tx<'_>, hash: &ChunkHash, e: &ChunkEntry) -> Result<()> {
+    tx.delete(Cf::Chunks, hash.as_bytes().to_vec());
+    if let ChunkLocation::Pack { pack, len, .. } = e.location {
+        let pkey = pack.0.to_be_bytes().to_vec();
+        if let Some(v) = tx.get(Cf::Packs, &pkey)? {
+            let mut rec = PackRecord::decode(&v)?;
+            rec.live = rec.live.saturating_sub(u64::from(len));
+            if rec.live == 0 {
+                tx.delete(Cf::Packs, pkey);
+                tx.after_commit.push(pack);
+            } else {
+                tx.put(Cf::Packs, pkey, rec.encode());
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- ingest --------------------------------------------------------------------------------
+
+enum NewChunk {
+    Inline(Bytes),
+    Packed { offset: u64 },
+}
+
+struct ChunkSink {
+    shared: Arc<Shared>,
+    chunks: Vec<ChunkRef>,
+    new_chunks: HashMap<ChunkHash, NewChunk>,
+    pack: Option<PackWriter>,
+    pinned: Vec<ChunkHash>,
+}
+
+impl ChunkSink {
+    fn take(&mut self, chunk: Bytes) -> Result<()> {
+        let hash = ChunkHash::of(&chunk);
+        self.chunks.push(ChunkRef {
+            hash,
+            len: chunk.len() as u32,
+        });
+        if self.new_chunks.contains_key(&hash) || self.pinned.contains(&hash) {
+            return Ok(());
+        }
+        // Pin before looking, so the entry cannot be collected between the look and our commit.
+        self.shared.pin(hash);
+        if self.shared.meta.get(Cf::Chunks, hash.as_bytes())?.is_some() {
+            self.pinned.push(hash);
+            return Ok(());
+        }
+        self.shared.unpin(&[hash]);
+        if chunk.len() <= INLINE_MAX {
+            self.new_chunks.insert(hash, NewChunk::Inline(chunk));
+        } else {
+            let pack = match &mut self.pack {
+                Some(p) => p,
+                None => self.pack.insert(self.shared.packs.writer()?),
+            };
+            let offset = pack.append(&chunk)?;
+            self.new_chunks.insert(hash, NewChunk::Packed { offset });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ChunkSink {
+    fn drop(&mut self) {
+        self.shared.unpin(&self.pinned);
+    }
+}
+
+/// Turns a byte stream into stored chunks: FastCDC cuts, BLAKE3 per chunk and for the whole,
+/// new chunks appended to one pack. Memory is bounded by one maximum chunk.
+pub struct ObjectWriter {
+    shared: Arc<Shared>,
+    chunker: Chunker,
+    sink: ChunkSink,
+    whole: blake3::Hasher,
+    size: u64,
+}
+
+impl ObjectWriter {
+    /// Feeds the next bytes of the content.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.whole.update(data);
+        self.size += data.len() as u64;
+        let sink = &mut self.sink;
+        self.chunker.push(data, |c| sink.take(c))
+    }
+
+    /// Bytes fed so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Makes the new chunks durable (one fsync for the pack) and returns the staged content,
+    /// not yet visible under any key.
+    pub fn finish(self) -> Result<StagedObject> {
+        let ObjectWriter {
+            shared,
+            chunker,
+            mut sink,
+            whole,
+            size,
+        } = self;
+        chunker.finish(|c| sink.take(c))?;
+        let pack = match sink.pack.take() {
+            Some(p) => {
+                let t = Instant::now();
+                let sealed = p.seal()?;
+                shared
+                    .stats
+                    .fsync_seconds_total_micros
+                    .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                shared.stats.packs_written.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .bytes_written
+                    .fetch_add(sealed.1, Ordering::Relaxed);
+                Some(sealed)
+            }
+            None => None,
+        };
+        Ok(StagedObject {
+            manifest: Manifest::new(std::mem::take(&mut sink.chunks)),
+            content_hash: ContentHash::from(whole.finalize()),
+            size,
+            new_chunks: std::mem::take(&mut sink.new_chunks),
+            pack,
+            sink,
+            committed: false,
+        })
+    }
+}
+
+/// Content written durably but not yet referenced by any object; dropping it uncommitted
+/// deletes its pack.
+pub struct StagedObject {
+    manifest: Manifest,
+    content_hash: ContentHash,
+    size: u64,
+    new_chunks: HashMap<ChunkHash, NewChunk>,
+    pack: Option<(PackId, u64)>,
+    /// Keeps the pins on deduplicated chunks until this is committed or dropped.
+    sink: ChunkSink,
+    committed: bool,
+}
+
+impl StagedObject {
+    /// Whole-content BLAKE3.
+    pub fn content_hash(&self) -> ContentHash {
+        self.content_hash
+    }
+
+    /// Content length.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Drop for StagedObject {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Some((pack, _)) = self.pack
+        {
+            let _ = self.sink.shared.packs.remove(pack);
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Test support: start real `s3swarm` processes and talk to them with real clients.
+//!
+//! The binary is `$S3SWARM_BIN`, or `target/release/s3swarm` of this workspace (README's test
+//! command builds it first).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Region};
+
+pub const ACCESS_KEY: &str = "TESTACCESSKEY";
+pub const SECRET_KEY: &str = "test-secret-key-0123456789";
+
+/// Path of the binary under test.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("S3SWARM_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release/s3swarm")
+}
+
+/// One running node with its own data directory.
+pub struct Node {
+    child: Option<Child>,
+    pub endpoint: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    extra_args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Everything the process printed on stdout before it was ready.
+    pub banner: String,
+}
+
+impl Node {
+    /// A node on a fresh data directory with the test identity configured by environment.
+    pub fn start() -> Node {
+        Self::start_with(
+            &[],
+            &[
+                ("S3SWARM_ACCESS_KEY", ACCESS_KEY),
+                ("S3SWARM_SECRET_KEY", SECRET_KEY),
+            ],
+        )
+    }
+
+    /// A node with extra flags and environment, on a fresh data directory.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Node {
+        let tmp = tempfile::Builder::new()
+            .prefix("s3swarm-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut node = Node {
+            child: None,
+            endpoint: String::new(),
+            data_dir: tmp.path().join("data"),
+            _tmp: Some(tmp),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            banner: String::new(),
+        };
+        node.spawn(None);
+        node
+    }
+
+    fn spawn(&mut self, port: Option<u16>) {
+        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(&listen)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .env_remove("S3SWARM_ACCESS_KEY")
+            .env_remove("S3SWARM_SECRET_KEY")
+            .env(
+                "S3SWARM_LOG",
+                std::env::var("S3SWARM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut banner = String::new();
+        let mut endpoint = None;
+        while endpoint.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "node did not start; it printed:\n{banner}"
+            );
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait().ok();
+                panic!("node exited ({status:?}) before it was ready; it printed:\n{banner}");
+            };
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(i) = line.find("http://") {
+                let ep: String = line[i..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                endpoint = Some(ep);
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.endpoint = endpoint.unwrap_or_default();
+        self.banner = banner;
+        self.child = Some(child);
+    }
+
+    /// Port the node listens on.
+    pub fn port(&self) -> u16 {
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process again on the same data directory and port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let port = self.port();
+        self.spawn(Some(port));
+    }
+
+    /// An SDK client with the test identity.
+    pub fn client(&self) -> Client {
+        self.client_as(ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// An SDK client signing as another identity.
+    pub fn client_as(&self, access: &str, secret: &str) -> Client {
+        let creds = Credentials::new(access, secret, None, None, "s3swarm-tests");
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        Client::from_conf(conf)
+    }
+
+    /// A raw HTTP request signed with SigV4 for the test identity.
+    pub async fn signed(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.signed_with(method, path_and_query, &[], body, ACCESS_KEY, SECRET_KEY)
+            .await
+    }
+
+    /// A raw HTTP request with extra headers, signed with SigV4 for the given identity.
+    pub async fn signed_with(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        access: &str,
+        secret: &str,
+    ) -> reqwest::Response {
+        use aws_sigv4::http_request::{
+            PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
+        };
+        use aws_sigv4::sign::v4;
+        let url = format!("{}{}", self.endpoint, path_and_query);
+        let identity = Credentials::new(access, secret, None, None, "s3swarm-tests").into();
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .expect("signing params")
+            .into();
+        let mut req = http::Request::builder().method(method).uri(&url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut req = req.body(body).expect("request");
+        let hdrs: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let signable = SignableRequest::new(
+            method,
+            &url,
+            hdrs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignableBody::Bytes(req.body()),
+        )
+        .expect("signable");
+        let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+        instructions.apply_to_request_http1x(&mut req);
+        let client = reqwest::Client::new();
+        let mut rb = client.request(req.method().clone(), url);
+        for (k, v) in req.headers() {
+            rb = rb.header(k, v);
+        }
+        rb.body(req.into_body()).send().await.expect("send")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Files (recursively) under `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The S3 error code of an SDK error, if the service answered with one.
+pub fn code<E: aws_sdk_s3::error::ProvideErrorMetadata, R>(
+    e: &aws_sdk_s3::error::SdkError<E, R>,
+) -> String {
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .unwrap_or("<no service error>")
+        .to_owned()
+}

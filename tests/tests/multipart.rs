@@ -1,0 +1,275 @@
+//! Multipart uploads through aws-sdk-s3.
+
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use md5::{Digest, Md5};
+use s3swarm_tests::{Node, code, pseudo_random};
+
+const MIB: usize = 1024 * 1024;
+
+async fn upload_part(
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+    id: &str,
+    n: i32,
+    data: &[u8],
+) -> CompletedPart {
+    let r = s3
+        .upload_part()
+        .bucket("m")
+        .key(key)
+        .upload_id(id)
+        .part_number(n)
+        .body(data.to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    CompletedPart::builder()
+        .part_number(n)
+        .e_tag(r.e_tag().unwrap())
+        .build()
+}
+
+#[tokio::test]
+async fn multipart_upload_assembles_parts_with_the_s3_etag() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("m").send().await.unwrap();
+    let data = pseudo_random(12 * MIB + 333, 9);
+    let parts: Vec<&[u8]> = vec![
+        &data[..5 * MIB],
+        &data[5 * MIB..10 * MIB],
+        &data[10 * MIB..],
+    ];
+    let up = s3
+        .create_multipart_upload()
+        .bucket("m")
+        .key("big")
+        .content_type("text/x-big")
+        .metadata("k", "v")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+
+    // Parts may arrive out of order and be replaced.
+    let p3 = upload_part(&s3, "big", id, 3, parts[2]).await;
+    let _stale = upload_part(&s3, "big", id, 1, b"to be replaced").await;
+    let p1 = upload_part(&s3, "big", id, 1, parts[0]).await;
+    let p2 = upload_part(&s3, "big", id, 2, parts[1]).await;
+
+    let listed = s3
+        .list_parts()
+        .bucket("m")
+        .key("big")
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap();
+    let nums: Vec<_> = listed
+        .parts()
+        .iter()
+        .filter_map(|p| p.part_number())
+        .collect();
+    assert_eq!(nums, [1, 2, 3]);
+    assert_eq!(listed.parts()[0].size(), Some(5 * MIB as i64));
+    let page = s3
+        .list_parts()
+        .bucket("m")
+        .key("big")
+        .upload_id(id)
+        .max_parts(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.is_truncated(), Some(true));
+    assert_eq!(page.next_part_number_marker(), Some("2"));
+
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket("m")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploads.uploads().len(), 1);
+    assert_eq!(uploads.uploads()[0].upload_id(), Some(id));
+
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("m")
+        .key("big")
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(vec![p1, p2, p3]))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut md5s = Vec::new();
+    for p in &parts {
+        md5s.extend_from_slice(&Md5::digest(p));
+    }
+    let want = format!("\"{}-3\"", hex::encode(Md5::digest(&md5s)));
+    assert_eq!(done.e_tag(), Some(want.as_str()));
+
+    let got = s3.get_object().bucket("m").key("big").send().await.unwrap();
+    assert_eq!(got.e_tag(), Some(want.as_str()));
+    assert_eq!(got.content_type(), Some("text/x-big"));
+    assert_eq!(
+        got.metadata().and_then(|m| m.get("k")).map(String::as_str),
+        Some("v")
+    );
+    let body = got.body.collect().await.unwrap().into_bytes();
+    assert!(body.as_ref() == data.as_slice());
+    let b3 = blake3::hash(&data).to_hex().to_string();
+    let head = node.signed("HEAD", "/m/big", vec![]).await;
+    assert_eq!(
+        head.headers()
+            .get("x-s3swarm-blake3")
+            .and_then(|v| v.to_str().ok()),
+        Some(b3.as_str())
+    );
+    assert!(
+        s3.list_multipart_uploads()
+            .bucket("m")
+            .send()
+            .await
+            .unwrap()
+            .uploads()
+            .is_empty()
+    );
+    let e = s3
+        .list_parts()
+        .bucket("m")
+        .key("big")
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchUpload");
+}
+
+#[tokio::test]
+async fn completion_enforces_part_rules() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("m").send().await.unwrap();
+    let up = s3
+        .create_multipart_upload()
+        .bucket("m")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let small1 = upload_part(&s3, "k", id, 1, &pseudo_random(1024, 1)).await;
+    let small2 = upload_part(&s3, "k", id, 2, &pseudo_random(1024, 2)).await;
+    let complete = |parts: Vec<CompletedPart>| {
+        s3.complete_multipart_upload()
+            .bucket("m")
+            .key("k")
+            .upload_id(id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+    };
+    let e = complete(vec![small1.clone(), small2.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "EntityTooSmall");
+    let e = complete(vec![small2.clone(), small1.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidPartOrder");
+    let wrong = CompletedPart::builder()
+        .part_number(1)
+        .e_tag("\"00000000000000000000000000000000\"")
+        .build();
+    let e = complete(vec![wrong]).await.unwrap_err();
+    assert_eq!(code(&e), "InvalidPart");
+    let missing = CompletedPart::builder()
+        .part_number(7)
+        .e_tag(small1.e_tag().unwrap())
+        .build();
+    let e = complete(vec![missing]).await.unwrap_err();
+    assert_eq!(code(&e), "InvalidPart");
+    let e = s3
+        .upload_part()
+        .bucket("m")
+        .key("k")
+        .upload_id(id)
+        .part_number(10001)
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgument");
+    // A single small part is fine: the last part has no minimum.
+    complete(vec![small1]).await.unwrap();
+    assert_eq!(
+        s3.head_object()
+            .bucket("m")
+            .key("k")
+            .send()
+            .await
+            .unwrap()
+            .content_length(),
+        Some(1024)
+    );
+}
+
+#[tokio::test]
+async fn abort_discards_parts_and_frees_their_chunks() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("m").send().await.unwrap();
+    let up = s3
+        .create_multipart_upload()
+        .bucket("m")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    upload_part(&s3, "k", id, 1, &pseudo_random(6 * MIB, 5)).await;
+    assert!(!s3swarm_tests::files_under(&node.data_dir.join("packs")).is_empty());
+    s3.abort_multipart_upload()
+        .bucket("m")
+        .key("k")
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        s3swarm_tests::files_under(&node.data_dir.join("packs")).is_empty(),
+        "aborted parts are collected"
+    );
+    let e = s3
+        .upload_part()
+        .bucket("m")
+        .key("k")
+        .upload_id(id)
+        .part_number(1)
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchUpload");
+    let e = s3
+        .abort_multipart_upload()
+        .bucket("m")
+        .key("k")
+        .upload_id("nope")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchUpload");
+    assert!(
+        s3.head_object().bucket("m").key("k").send().await.is_err(),
+        "nothing became visible"
+    );
+}

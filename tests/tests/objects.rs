@@ -1,0 +1,314 @@
+//! Object reads and writes through aws-sdk-s3: bodies, ranges, metadata, BLAKE3 addressing.
+
+use aws_sdk_s3::primitives::ByteStream;
+use s3swarm_tests::{Node, code, pseudo_random};
+
+async fn get_bytes(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    range: Option<&str>,
+) -> Vec<u8> {
+    let mut req = s3.get_object().bucket(bucket).key(key);
+    if let Some(r) = range {
+        req = req.range(r);
+    }
+    req.send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn put_get_round_trips_bytes_metadata_and_blake3() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("data").send().await.unwrap();
+    let body = pseudo_random(3 * 1024 * 1024 + 17, 1);
+    let put = s3
+        .put_object()
+        .bucket("data")
+        .key("dir/file.bin")
+        .body(body.clone().into())
+        .content_type("application/x-test")
+        .content_encoding("identity")
+        .content_disposition("attachment; filename=\"f.bin\"")
+        .cache_control("max-age=60")
+        .metadata("Owner", "team-ml")
+        .metadata("epoch", "7")
+        .send()
+        .await
+        .unwrap();
+    let md5 = format!(
+        "\"{}\"",
+        hex::encode(<md5::Md5 as md5::Digest>::digest(&body))
+    );
+    assert_eq!(put.e_tag(), Some(md5.as_str()));
+
+    let got = s3
+        .get_object()
+        .bucket("data")
+        .key("dir/file.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.content_type(), Some("application/x-test"));
+    assert_eq!(got.content_encoding(), Some("identity"));
+    assert_eq!(
+        got.content_disposition(),
+        Some("attachment; filename=\"f.bin\"")
+    );
+    assert_eq!(got.cache_control(), Some("max-age=60"));
+    assert_eq!(
+        got.metadata()
+            .and_then(|m| m.get("owner"))
+            .map(String::as_str),
+        Some("team-ml")
+    );
+    assert_eq!(
+        got.metadata()
+            .and_then(|m| m.get("epoch"))
+            .map(String::as_str),
+        Some("7")
+    );
+    assert_eq!(got.e_tag(), Some(md5.as_str()));
+    assert_eq!(got.content_length(), Some(body.len() as i64));
+    let bytes = got.body.collect().await.unwrap().into_bytes();
+    assert!(bytes.as_ref() == body.as_slice(), "body differs");
+
+    // The whole-content BLAKE3, as b3sum prints it, on GET and HEAD.
+    let b3 = blake3::hash(&body).to_hex().to_string();
+    let resp = node.signed("HEAD", "/data/dir/file.bin", vec![]).await;
+    assert_eq!(
+        resp.headers()
+            .get("x-s3swarm-blake3")
+            .and_then(|v| v.to_str().ok()),
+        Some(b3.as_str())
+    );
+    let resp = node.signed("GET", "/data/dir/file.bin", vec![]).await;
+    assert_eq!(
+        resp.headers()
+            .get("x-s3swarm-blake3")
+            .and_then(|v| v.to_str().ok()),
+        Some(b3.as_str())
+    );
+
+    // ... and the same bytes by hash.
+    let resp = node.signed("GET", &format!("/_blob/{b3}"), vec![]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap().as_ref() == body.as_slice());
+    let missing = blake3::hash(b"nope").to_hex().to_string();
+    assert_eq!(
+        node.signed("GET", &format!("/_blob/{missing}"), vec![])
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        node.signed("GET", "/_blob/not-a-hash", vec![])
+            .await
+            .status(),
+        400
+    );
+    let unsigned = reqwest::get(format!("{}/_blob/{b3}", node.endpoint))
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 403, "blobs need a signature too");
+}
+
+#[tokio::test]
+async fn ranges_read_exact_slices() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("r").send().await.unwrap();
+    let body = pseudo_random(9 * 1024 * 1024 + 5, 2);
+    s3.put_object()
+        .bucket("r")
+        .key("k")
+        .body(body.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let n = body.len();
+    assert_eq!(
+        get_bytes(&s3, "r", "k", Some("bytes=0-0")).await,
+        &body[..1]
+    );
+    assert_eq!(
+        get_bytes(&s3, "r", "k", Some("bytes=1048570-5000000")).await,
+        &body[1048570..=5000000]
+    );
+    assert_eq!(
+        get_bytes(&s3, "r", "k", Some("bytes=-100")).await,
+        &body[n - 100..]
+    );
+    assert_eq!(
+        get_bytes(&s3, "r", "k", Some(&format!("bytes={}-", n - 3))).await,
+        &body[n - 3..]
+    );
+    assert_eq!(
+        get_bytes(&s3, "r", "k", Some(&format!("bytes=5-{}", n + 100))).await,
+        &body[5..],
+        "end is clamped"
+    );
+    let r = s3
+        .get_object()
+        .bucket("r")
+        .key("k")
+        .range("bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.content_range(), Some(format!("bytes 10-19/{n}").as_str()));
+    assert_eq!(r.content_length(), Some(10));
+    let e = s3
+        .get_object()
+        .bucket("r")
+        .key("k")
+        .range(format!("bytes={n}-"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidRange");
+}
+
+#[tokio::test]
+async fn empty_and_overwritten_and_deleted_objects() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("o").send().await.unwrap();
+    s3.put_object()
+        .bucket("o")
+        .key("empty")
+        .body(ByteStream::from_static(b""))
+        .send()
+        .await
+        .unwrap();
+    assert!(get_bytes(&s3, "o", "empty", None).await.is_empty());
+    let head = s3
+        .head_object()
+        .bucket("o")
+        .key("empty")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.e_tag(), Some("\"d41d8cd98f00b204e9800998ecf8427e\""));
+
+    s3.put_object()
+        .bucket("o")
+        .key("k")
+        .body(b"first".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket("o")
+        .key("k")
+        .body(b"second".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get_bytes(&s3, "o", "k", None).await, b"second");
+
+    s3.delete_object()
+        .bucket("o")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let e = s3
+        .get_object()
+        .bucket("o")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchKey");
+    let e = s3
+        .head_object()
+        .bucket("o")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
+    // Deleting again is not an error in S3.
+    s3.delete_object()
+        .bucket("o")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let e = s3
+        .get_object()
+        .bucket("nobucket")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchBucket");
+}
+
+#[tokio::test]
+async fn identical_content_is_stored_once_and_freed_when_unreferenced() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("d").send().await.unwrap();
+    let body = pseudo_random(8 * 1024 * 1024, 3);
+    let written = || async {
+        let text = reqwest::get(format!("{}/metrics", node.endpoint))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("s3swarm_store_written_bytes_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap()
+    };
+    s3.put_object()
+        .bucket("d")
+        .key("a")
+        .body(body.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let after_one = written().await;
+    assert!(after_one >= body.len() as f64);
+    s3.put_object()
+        .bucket("d")
+        .key("b")
+        .body(body.clone().into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        written().await,
+        after_one,
+        "the second copy wrote no chunk bytes"
+    );
+
+    let packs = || s3swarm_tests::files_under(&node.data_dir.join("packs")).len();
+    assert!(packs() >= 1);
+    s3.delete_object()
+        .bucket("d")
+        .key("a")
+        .send()
+        .await
+        .unwrap();
+    assert!(packs() >= 1, "still referenced by b");
+    assert_eq!(get_bytes(&s3, "d", "b", None).await, body);
+    s3.delete_object()
+        .bucket("d")
+        .key("b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(packs(), 0, "unreferenced chunks are collected");
+}

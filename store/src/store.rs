@@ -638,12 +638,10 @@ impl Store {
         let mut chunks = Vec::new();
         let mut md5s = Md5::new();
         let mut used = Vec::new();
-        let mut prev = 0u32;
+        if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(StoreError::InvalidPartOrder);
+        }
         for (i, (number, etag)) in listed.iter().enumerate() {
-            if *number <= prev {
-                return Err(StoreError::InvalidPartOrder);
-            }
-            prev = *number;
             let part = stored.get(number).ok_or_else(|| {
                 StoreError::InvalidPart(format!("part {number} was not uploaded"))
             })?;

@@ -147,11 +147,11 @@ async fn presigned_urls_work_with_plain_http_and_tampering_fails() {
 async fn wrong_checksums_are_bad_digest_and_store_nothing() {
     let node = Node::start();
     let s3 = node.client();
-    s3.create_bucket().bucket("ck").send().await.unwrap();
+    s3.create_bucket().bucket("cks").send().await.unwrap();
     // A CRC32 header that does not match the body.
     let e = s3
         .put_object()
-        .bucket("ck")
+        .bucket("cks")
         .key("crc")
         .body(b"hello".to_vec().into())
         .checksum_crc32("AAAAAA==")
@@ -163,7 +163,7 @@ async fn wrong_checksums_are_bad_digest_and_store_nothing() {
     let big = pseudo_random(3 * 1024 * 1024, 4);
     let e = s3
         .put_object()
-        .bucket("ck")
+        .bucket("cks")
         .key("sha")
         .body(big.into())
         .checksum_sha256("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
@@ -175,7 +175,7 @@ async fn wrong_checksums_are_bad_digest_and_store_nothing() {
     let r = node
         .signed_with(
             "PUT",
-            "/ck/md5",
+            "/cks/md5",
             &[("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==")],
             b"not empty".to_vec(),
             ACCESS_KEY,
@@ -188,7 +188,7 @@ async fn wrong_checksums_are_bad_digest_and_store_nothing() {
     let r = node
         .signed_with(
             "PUT",
-            "/ck/md5",
+            "/cks/md5",
             &[("content-md5", "zzz")],
             b"x".to_vec(),
             ACCESS_KEY,
@@ -199,7 +199,7 @@ async fn wrong_checksums_are_bad_digest_and_store_nothing() {
 
     assert!(
         s3.list_objects_v2()
-            .bucket("ck")
+            .bucket("cks")
             .send()
             .await
             .unwrap()
@@ -214,7 +214,7 @@ async fn wrong_checksums_are_bad_digest_and_store_nothing() {
 
     // And the SDK's own default checksum (CRC32 in an aws-chunked trailer) is accepted.
     s3.put_object()
-        .bucket("ck")
+        .bucket("cks")
         .key("ok")
         .body(b"hello".to_vec().into())
         .send()
@@ -279,10 +279,10 @@ async fn oversized_keys_metadata_and_bodies_are_refused() {
 async fn malformed_xml_is_malformed_xml() {
     let node = Node::start();
     let s3 = node.client();
-    s3.create_bucket().bucket("x").send().await.unwrap();
+    s3.create_bucket().bucket("xml").send().await.unwrap();
     let up = s3
         .create_multipart_upload()
-        .bucket("x")
+        .bucket("xml")
         .key("k")
         .send()
         .await
@@ -291,7 +291,7 @@ async fn malformed_xml_is_malformed_xml() {
     let r = node
         .signed(
             "POST",
-            &format!("/x/k?uploadId={id}"),
+            &format!("/xml/k?uploadId={id}"),
             b"<CompleteMultipartUpload><Part>".to_vec(),
         )
         .await;
@@ -305,8 +305,9 @@ async fn malformed_xml_is_malformed_xml() {
 }
 
 /// Sends the headers of a signed PUT with UNSIGNED-PAYLOAD and `len` bytes declared, then
-/// `sent` bytes of body, then drops the connection.
-pub fn abandoned_put(node: &Node, path: &str, len: usize, sent: usize) {
+/// `sent` bytes of body, then drops the connection. Returns the status line when the whole
+/// body was sent.
+pub fn abandoned_put(node: &Node, path: &str, len: usize, sent: usize) -> String {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     use aws_sigv4::sign::v4;
     let host = node.endpoint.trim_start_matches("http://").to_owned();
@@ -352,20 +353,28 @@ pub fn abandoned_put(node: &Node, path: &str, len: usize, sent: usize) {
             break;
         }
     }
-    drop(sock);
+    if sent < len {
+        return String::new();
+    }
+    use std::io::Read;
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 #[tokio::test]
 async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
     let node = Node::start();
     let s3 = node.client();
-    s3.create_bucket().bucket("dc").send().await.unwrap();
+    s3.create_bucket().bucket("dcx").send().await.unwrap();
     // First prove the raw request is well-formed: sending everything succeeds.
-    abandoned_put(&node, "/dc/complete", 1000, 1000);
+    let answer = abandoned_put(&node, "/dcx/complete", 1000, 1000);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while s3
         .head_object()
-        .bucket("dc")
+        .bucket("dcx")
         .key("complete")
         .send()
         .await
@@ -378,12 +387,12 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Now 8 MiB of a declared 64 MiB, then the socket closes.
-    abandoned_put(&node, "/dc/partial", 64 << 20, 8 << 20);
+    abandoned_put(&node, "/dcx/partial", 64 << 20, 8 << 20);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         code(
             &s3.head_object()
-                .bucket("dc")
+                .bucket("dcx")
                 .key("partial")
                 .send()
                 .await

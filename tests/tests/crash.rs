@@ -12,9 +12,9 @@ async fn kill9_during_put_leaves_old_or_new_object_and_no_leaks() {
     let new = pseudo_random(48 * 1024 * 1024, 200);
     {
         let s3 = node.client();
-        s3.create_bucket().bucket("c").send().await.unwrap();
+        s3.create_bucket().bucket("crash").send().await.unwrap();
         s3.put_object()
-            .bucket("c")
+            .bucket("crash")
             .key("k")
             .body(old.clone().into())
             .send()
@@ -29,7 +29,7 @@ async fn kill9_during_put_leaves_old_or_new_object_and_no_leaks() {
         let body = new.clone();
         let put = tokio::spawn(async move {
             s3.put_object()
-                .bucket("c")
+                .bucket("crash")
                 .key("k")
                 .body(body.into())
                 .send()
@@ -43,7 +43,7 @@ async fn kill9_during_put_leaves_old_or_new_object_and_no_leaks() {
         let s3 = node.client();
         let got = s3
             .get_object()
-            .bucket("c")
+            .bucket("crash")
             .key("k")
             .send()
             .await
@@ -69,7 +69,7 @@ async fn kill9_during_put_leaves_old_or_new_object_and_no_leaks() {
         );
         // Put the old version back for the next round.
         s3.put_object()
-            .bucket("c")
+            .bucket("crash")
             .key("k")
             .body(old.clone().into())
             .send()
@@ -81,7 +81,7 @@ async fn kill9_during_put_leaves_old_or_new_object_and_no_leaks() {
     // Every pack left is referenced: deleting the one object must leave no pack behind.
     let s3 = node.client();
     s3.delete_object()
-        .bucket("c")
+        .bucket("crash")
         .key("k")
         .send()
         .await

@@ -4,10 +4,10 @@ use s3swarm_tests::Node;
 
 async fn setup(node: &Node, keys: &[&str]) -> aws_sdk_s3::Client {
     let s3 = node.client();
-    s3.create_bucket().bucket("l").send().await.unwrap();
+    s3.create_bucket().bucket("lst").send().await.unwrap();
     for k in keys {
         s3.put_object()
-            .bucket("l")
+            .bucket("lst")
             .key(*k)
             .body(k.as_bytes().to_vec().into())
             .send()
@@ -35,7 +35,7 @@ async fn prefix_and_delimiter_group_common_prefixes() {
     let s3 = setup(&node, KEYS).await;
     let r = s3
         .list_objects_v2()
-        .bucket("l")
+        .bucket("lst")
         .delimiter("/")
         .send()
         .await
@@ -51,7 +51,7 @@ async fn prefix_and_delimiter_group_common_prefixes() {
 
     let r = s3
         .list_objects_v2()
-        .bucket("l")
+        .bucket("lst")
         .prefix("dir/")
         .delimiter("/")
         .send()
@@ -67,7 +67,7 @@ async fn prefix_and_delimiter_group_common_prefixes() {
     assert_eq!(cps, ["dir/sub/"]);
     assert_eq!(r.key_count(), Some(3));
 
-    let all = s3.list_objects_v2().bucket("l").send().await.unwrap();
+    let all = s3.list_objects_v2().bucket("lst").send().await.unwrap();
     let keys: Vec<_> = all.contents().iter().filter_map(|o| o.key()).collect();
     let mut sorted = KEYS.to_vec();
     sorted.sort();
@@ -87,7 +87,7 @@ async fn pages_with_continuation_tokens_cover_every_entry_once() {
         loop {
             let r = s3
                 .list_objects_v2()
-                .bucket("l")
+                .bucket("lst")
                 .delimiter("/")
                 .max_keys(max)
                 .set_continuation_token(token.clone())
@@ -125,7 +125,7 @@ async fn pages_with_continuation_tokens_cover_every_entry_once() {
     }
     let r = s3
         .list_objects_v2()
-        .bucket("l")
+        .bucket("lst")
         .start_after("dir/sub/c")
         .send()
         .await
@@ -134,7 +134,7 @@ async fn pages_with_continuation_tokens_cover_every_entry_once() {
     assert_eq!(keys[0], "dir/sub/d");
     let r = s3
         .list_objects_v2()
-        .bucket("l")
+        .bucket("lst")
         .max_keys(0)
         .send()
         .await
@@ -142,7 +142,7 @@ async fn pages_with_continuation_tokens_cover_every_entry_once() {
     assert!(r.contents().is_empty());
     let bad = s3
         .list_objects_v2()
-        .bucket("l")
+        .bucket("lst")
         .continuation_token("garbage")
         .send()
         .await
@@ -156,7 +156,7 @@ async fn list_objects_v1_uses_markers() {
     let s3 = setup(&node, KEYS).await;
     let r = s3
         .list_objects()
-        .bucket("l")
+        .bucket("lst")
         .max_keys(2)
         .send()
         .await
@@ -166,7 +166,7 @@ async fn list_objects_v1_uses_markers() {
     assert_eq!(r.is_truncated(), Some(true));
     let r = s3
         .list_objects()
-        .bucket("l")
+        .bucket("lst")
         .marker("dir/a")
         .max_keys(2)
         .send()
@@ -176,7 +176,7 @@ async fn list_objects_v1_uses_markers() {
     assert_eq!(keys, ["dir/b", "dir/sub/c"]);
     let r = s3
         .list_objects()
-        .bucket("l")
+        .bucket("lst")
         .delimiter("/")
         .max_keys(2)
         .send()
@@ -185,7 +185,7 @@ async fn list_objects_v1_uses_markers() {
     assert_eq!(r.next_marker(), Some("dir/"));
     let r = s3
         .list_objects()
-        .bucket("l")
+        .bucket("lst")
         .delimiter("/")
         .marker("dir/")
         .max_keys(2)
@@ -211,7 +211,7 @@ async fn odd_keys_round_trip_through_get_and_delete() {
     for k in KEYS {
         let b = s3
             .get_object()
-            .bucket("l")
+            .bucket("lst")
             .key(*k)
             .send()
             .await
@@ -222,11 +222,11 @@ async fn odd_keys_round_trip_through_get_and_delete() {
             .unwrap()
             .into_bytes();
         assert_eq!(b.as_ref(), k.as_bytes(), "{k}");
-        s3.delete_object().bucket("l").key(*k).send().await.unwrap();
+        s3.delete_object().bucket("lst").key(*k).send().await.unwrap();
     }
     assert!(
         s3.list_objects_v2()
-            .bucket("l")
+            .bucket("lst")
             .send()
             .await
             .unwrap()

@@ -15,7 +15,7 @@ async fn upload_part(
 ) -> CompletedPart {
     let r = s3
         .upload_part()
-        .bucket("m")
+        .bucket("mpu")
         .key(key)
         .upload_id(id)
         .part_number(n)
@@ -33,7 +33,7 @@ async fn upload_part(
 async fn multipart_upload_assembles_parts_with_the_s3_etag() {
     let node = Node::start();
     let s3 = node.client();
-    s3.create_bucket().bucket("m").send().await.unwrap();
+    s3.create_bucket().bucket("mpu").send().await.unwrap();
     let data = pseudo_random(12 * MIB + 333, 9);
     let parts: Vec<&[u8]> = vec![
         &data[..5 * MIB],
@@ -42,7 +42,7 @@ async fn multipart_upload_assembles_parts_with_the_s3_etag() {
     ];
     let up = s3
         .create_multipart_upload()
-        .bucket("m")
+        .bucket("mpu")
         .key("big")
         .content_type("text/x-big")
         .metadata("k", "v")
@@ -59,7 +59,7 @@ async fn multipart_upload_assembles_parts_with_the_s3_etag() {
 
     let listed = s3
         .list_parts()
-        .bucket("m")
+        .bucket("mpu")
         .key("big")
         .upload_id(id)
         .send()
@@ -74,7 +74,7 @@ async fn multipart_upload_assembles_parts_with_the_s3_etag() {
     assert_eq!(listed.parts()[0].size(), Some(5 * MIB as i64));
     let page = s3
         .list_parts()
-        .bucket("m")
+        .bucket("mpu")
         .key("big")
         .upload_id(id)
         .max_parts(2)
@@ -86,7 +86,7 @@ async fn multipart_upload_assembles_parts_with_the_s3_etag() {
 
     let uploads = s3
         .list_multipart_uploads()
-        .bucket("m")
+        .bucket("mpu")
         .send()
         .await
         .unwrap();
@@ -95,7 +95,7 @@ async fn multipart_upload_assembles_parts_with_the_s3_etag() {
 
     let done = s3
         .complete_multipart_upload()
-        .bucket("m")
+        .bucket("mpu")
         .key("big")
         .upload_id(id)
         .multipart_upload(
@@ -113,7 +113,7 @@ async fn multipart_upload_assembles_parts_with_the_s3_etag() {
     let want = format!("\"{}-3\"", hex::encode(Md5::digest(&md5s)));
     assert_eq!(done.e_tag(), Some(want.as_str()));
 
-    let got = s3.get_object().bucket("m").key("big").send().await.unwrap();
+    let got = s3.get_object().bucket("mpu").key("big").send().await.unwrap();
     assert_eq!(got.e_tag(), Some(want.as_str()));
     assert_eq!(got.content_type(), Some("text/x-big"));
     assert_eq!(
@@ -123,7 +123,7 @@ async fn multipart_upload_assembles_parts_with_the_s3_etag() {
     let body = got.body.collect().await.unwrap().into_bytes();
     assert!(body.as_ref() == data.as_slice());
     let b3 = blake3::hash(&data).to_hex().to_string();
-    let head = node.signed("HEAD", "/m/big", vec![]).await;
+    let head = node.signed("HEAD", "/mpu/big", vec![]).await;
     assert_eq!(
         head.headers()
             .get("x-s3swarm-blake3")
@@ -132,7 +132,7 @@ async fn multipart_upload_assembles_parts_with_the_s3_etag() {
     );
     assert!(
         s3.list_multipart_uploads()
-            .bucket("m")
+            .bucket("mpu")
             .send()
             .await
             .unwrap()
@@ -141,7 +141,7 @@ async fn multipart_upload_assembles_parts_with_the_s3_etag() {
     );
     let e = s3
         .list_parts()
-        .bucket("m")
+        .bucket("mpu")
         .key("big")
         .upload_id(id)
         .send()
@@ -154,10 +154,10 @@ async fn multipart_upload_assembles_parts_with_the_s3_etag() {
 async fn completion_enforces_part_rules() {
     let node = Node::start();
     let s3 = node.client();
-    s3.create_bucket().bucket("m").send().await.unwrap();
+    s3.create_bucket().bucket("mpu").send().await.unwrap();
     let up = s3
         .create_multipart_upload()
-        .bucket("m")
+        .bucket("mpu")
         .key("k")
         .send()
         .await
@@ -167,7 +167,7 @@ async fn completion_enforces_part_rules() {
     let small2 = upload_part(&s3, "k", id, 2, &pseudo_random(1024, 2)).await;
     let complete = |parts: Vec<CompletedPart>| {
         s3.complete_multipart_upload()
-            .bucket("m")
+            .bucket("mpu")
             .key("k")
             .upload_id(id)
             .multipart_upload(
@@ -199,7 +199,7 @@ async fn completion_enforces_part_rules() {
     assert_eq!(code(&e), "InvalidPart");
     let e = s3
         .upload_part()
-        .bucket("m")
+        .bucket("mpu")
         .key("k")
         .upload_id(id)
         .part_number(10001)
@@ -212,7 +212,7 @@ async fn completion_enforces_part_rules() {
     complete(vec![small1]).await.unwrap();
     assert_eq!(
         s3.head_object()
-            .bucket("m")
+            .bucket("mpu")
             .key("k")
             .send()
             .await
@@ -226,10 +226,10 @@ async fn completion_enforces_part_rules() {
 async fn abort_discards_parts_and_frees_their_chunks() {
     let node = Node::start();
     let s3 = node.client();
-    s3.create_bucket().bucket("m").send().await.unwrap();
+    s3.create_bucket().bucket("mpu").send().await.unwrap();
     let up = s3
         .create_multipart_upload()
-        .bucket("m")
+        .bucket("mpu")
         .key("k")
         .send()
         .await
@@ -238,7 +238,7 @@ async fn abort_discards_parts_and_frees_their_chunks() {
     upload_part(&s3, "k", id, 1, &pseudo_random(6 * MIB, 5)).await;
     assert!(!s3swarm_tests::files_under(&node.data_dir.join("packs")).is_empty());
     s3.abort_multipart_upload()
-        .bucket("m")
+        .bucket("mpu")
         .key("k")
         .upload_id(id)
         .send()
@@ -250,7 +250,7 @@ async fn abort_discards_parts_and_frees_their_chunks() {
     );
     let e = s3
         .upload_part()
-        .bucket("m")
+        .bucket("mpu")
         .key("k")
         .upload_id(id)
         .part_number(1)
@@ -261,7 +261,7 @@ async fn abort_discards_parts_and_frees_their_chunks() {
     assert_eq!(code(&e), "NoSuchUpload");
     let e = s3
         .abort_multipart_upload()
-        .bucket("m")
+        .bucket("mpu")
         .key("k")
         .upload_id("nope")
         .send()
@@ -269,7 +269,7 @@ async fn abort_discards_parts_and_frees_their_chunks() {
         .unwrap_err();
     assert_eq!(code(&e), "NoSuchUpload");
     assert!(
-        s3.head_object().bucket("m").key("k").send().await.is_err(),
+        s3.head_object().bucket("mpu").key("k").send().await.is_err(),
         "nothing became visible"
     );
 }

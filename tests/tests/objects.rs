@@ -125,10 +125,10 @@ async fn put_get_round_trips_bytes_metadata_and_blake3() {
 async fn ranges_read_exact_slices() {
     let node = Node::start();
     let s3 = node.client();
-    s3.create_bucket().bucket("r").send().await.unwrap();
+    s3.create_bucket().bucket("rng").send().await.unwrap();
     let body = pseudo_random(9 * 1024 * 1024 + 5, 2);
     s3.put_object()
-        .bucket("r")
+        .bucket("rng")
         .key("k")
         .body(body.clone().into())
         .send()
@@ -136,29 +136,29 @@ async fn ranges_read_exact_slices() {
         .unwrap();
     let n = body.len();
     assert_eq!(
-        get_bytes(&s3, "r", "k", Some("bytes=0-0")).await,
+        get_bytes(&s3, "rng", "k", Some("bytes=0-0")).await,
         &body[..1]
     );
     assert_eq!(
-        get_bytes(&s3, "r", "k", Some("bytes=1048570-5000000")).await,
+        get_bytes(&s3, "rng", "k", Some("bytes=1048570-5000000")).await,
         &body[1048570..=5000000]
     );
     assert_eq!(
-        get_bytes(&s3, "r", "k", Some("bytes=-100")).await,
+        get_bytes(&s3, "rng", "k", Some("bytes=-100")).await,
         &body[n - 100..]
     );
     assert_eq!(
-        get_bytes(&s3, "r", "k", Some(&format!("bytes={}-", n - 3))).await,
+        get_bytes(&s3, "rng", "k", Some(&format!("bytes={}-", n - 3))).await,
         &body[n - 3..]
     );
     assert_eq!(
-        get_bytes(&s3, "r", "k", Some(&format!("bytes=5-{}", n + 100))).await,
+        get_bytes(&s3, "rng", "k", Some(&format!("bytes=5-{}", n + 100))).await,
         &body[5..],
         "end is clamped"
     );
     let r = s3
         .get_object()
-        .bucket("r")
+        .bucket("rng")
         .key("k")
         .range("bytes=10-19")
         .send()
@@ -168,7 +168,7 @@ async fn ranges_read_exact_slices() {
     assert_eq!(r.content_length(), Some(10));
     let e = s3
         .get_object()
-        .bucket("r")
+        .bucket("rng")
         .key("k")
         .range(format!("bytes={n}-"))
         .send()
@@ -181,18 +181,18 @@ async fn ranges_read_exact_slices() {
 async fn empty_and_overwritten_and_deleted_objects() {
     let node = Node::start();
     let s3 = node.client();
-    s3.create_bucket().bucket("o").send().await.unwrap();
+    s3.create_bucket().bucket("obj").send().await.unwrap();
     s3.put_object()
-        .bucket("o")
+        .bucket("obj")
         .key("empty")
         .body(ByteStream::from_static(b""))
         .send()
         .await
         .unwrap();
-    assert!(get_bytes(&s3, "o", "empty", None).await.is_empty());
+    assert!(get_bytes(&s3, "obj", "empty", None).await.is_empty());
     let head = s3
         .head_object()
-        .bucket("o")
+        .bucket("obj")
         .key("empty")
         .send()
         .await
@@ -200,30 +200,30 @@ async fn empty_and_overwritten_and_deleted_objects() {
     assert_eq!(head.e_tag(), Some("\"d41d8cd98f00b204e9800998ecf8427e\""));
 
     s3.put_object()
-        .bucket("o")
+        .bucket("obj")
         .key("k")
         .body(b"first".to_vec().into())
         .send()
         .await
         .unwrap();
     s3.put_object()
-        .bucket("o")
+        .bucket("obj")
         .key("k")
         .body(b"second".to_vec().into())
         .send()
         .await
         .unwrap();
-    assert_eq!(get_bytes(&s3, "o", "k", None).await, b"second");
+    assert_eq!(get_bytes(&s3, "obj", "k", None).await, b"second");
 
     s3.delete_object()
-        .bucket("o")
+        .bucket("obj")
         .key("k")
         .send()
         .await
         .unwrap();
     let e = s3
         .get_object()
-        .bucket("o")
+        .bucket("obj")
         .key("k")
         .send()
         .await
@@ -231,7 +231,7 @@ async fn empty_and_overwritten_and_deleted_objects() {
     assert_eq!(code(&e), "NoSuchKey");
     let e = s3
         .head_object()
-        .bucket("o")
+        .bucket("obj")
         .key("k")
         .send()
         .await
@@ -239,7 +239,7 @@ async fn empty_and_overwritten_and_deleted_objects() {
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
     // Deleting again is not an error in S3.
     s3.delete_object()
-        .bucket("o")
+        .bucket("obj")
         .key("k")
         .send()
         .await
@@ -258,7 +258,7 @@ async fn empty_and_overwritten_and_deleted_objects() {
 async fn identical_content_is_stored_once_and_freed_when_unreferenced() {
     let node = Node::start();
     let s3 = node.client();
-    s3.create_bucket().bucket("d").send().await.unwrap();
+    s3.create_bucket().bucket("dedup").send().await.unwrap();
     let body = pseudo_random(8 * 1024 * 1024, 3);
     let written = || async {
         let text = reqwest::get(format!("{}/metrics", node.endpoint))
@@ -273,7 +273,7 @@ async fn identical_content_is_stored_once_and_freed_when_unreferenced() {
             .unwrap()
     };
     s3.put_object()
-        .bucket("d")
+        .bucket("dedup")
         .key("a")
         .body(body.clone().into())
         .send()
@@ -282,7 +282,7 @@ async fn identical_content_is_stored_once_and_freed_when_unreferenced() {
     let after_one = written().await;
     assert!(after_one >= body.len() as f64);
     s3.put_object()
-        .bucket("d")
+        .bucket("dedup")
         .key("b")
         .body(body.clone().into())
         .send()
@@ -297,15 +297,15 @@ async fn identical_content_is_stored_once_and_freed_when_unreferenced() {
     let packs = || s3swarm_tests::files_under(&node.data_dir.join("packs")).len();
     assert!(packs() >= 1);
     s3.delete_object()
-        .bucket("d")
+        .bucket("dedup")
         .key("a")
         .send()
         .await
         .unwrap();
     assert!(packs() >= 1, "still referenced by b");
-    assert_eq!(get_bytes(&s3, "d", "b", None).await, body);
+    assert_eq!(get_bytes(&s3, "dedup", "b", None).await, body);
     s3.delete_object()
-        .bucket("d")
+        .bucket("dedup")
         .key("b")
         .send()
         .await

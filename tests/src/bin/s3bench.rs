@@ -84,11 +84,11 @@ async fn main() {
             let cfg =
                 PresigningConfig::expires_in(Duration::from_secs(3600)).expect("presign config");
             let (method, bucket, key) = (&args[5], &args[6], &args[7]);
-            let req = match method.as_str() {
-                "GET" => s3.get_object().bucket(bucket).key(key).presigned(cfg).await,
-                _ => s3.put_object().bucket(bucket).key(key).presigned(cfg).await,
+            let uri = match method.as_str() {
+                "GET" => s3.get_object().bucket(bucket).key(key).presigned(cfg).await.expect("presign").uri().to_owned(),
+                _ => s3.put_object().bucket(bucket).key(key).presigned(cfg).await.expect("presign").uri().to_owned(),
             };
-            println!("{}", req.expect("presign").uri());
+            println!("{uri}");
         }
         "mkbucket" => {
             s3.create_bucket()

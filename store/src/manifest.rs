@@ -130,7 +130,7 @@ impl Manifest {
 
     /// Reads the stored form back.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() % ENTRY != 0 {
+        if !bytes.len().is_multiple_of(ENTRY) {
             return Err(StoreError::Corrupt(format!(
                 "manifest of {} bytes",
                 bytes.len()

@@ -274,8 +274,14 @@ mod tests {
             assert_eq!(ChunkEntry::decode(&e.encode()).unwrap(), e);
         }
         assert!(ChunkEntry::decode(&[1, 2]).is_err());
-        assert!(ChunkEntry::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 7]).is_err(), "unknown location kind");
-        assert!(ChunkEntry::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 1, 5]).is_err(), "truncated pack location");
+        assert!(
+            ChunkEntry::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 7]).is_err(),
+            "unknown location kind"
+        );
+        assert!(
+            ChunkEntry::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 1, 5]).is_err(),
+            "truncated pack location"
+        );
     }
 
     #[test]

@@ -86,6 +86,14 @@ pub struct NewObject {
     pub checksum: Option<StoredChecksum>,
 }
 
+/// Names one multipart upload.
+#[derive(Clone, Copy, Debug)]
+pub struct UploadRef<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub upload_id: &'a str,
+}
+
 /// One page of a bucket listing.
 #[derive(Debug, Default)]
 pub struct ListPage {
@@ -537,9 +545,7 @@ impl Store {
     /// Stores part `number` of an upload, replacing an earlier part with that number.
     pub fn put_part(
         &self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
+        upload: &UploadRef<'_>,
         number: u32,
         staged: StagedObject,
         etag: String,
@@ -550,9 +556,9 @@ impl Store {
                 "part number {number} is outside 1..=10000"
             )));
         }
-        let ukey = upload_key(bucket, key, upload_id);
-        let pkey = part_key(upload_id, number);
-        let upload_id = upload_id.to_owned();
+        let ukey = upload_key(upload.bucket, upload.key, upload.upload_id);
+        let pkey = part_key(upload.upload_id, number);
+        let upload_id = upload.upload_id.to_owned();
         let shared = self.shared.clone();
         self.db.transact(move |tx| {
             if tx.get(Cf::Uploads, &ukey)?.is_none() {
@@ -752,7 +758,7 @@ fn read_slice(shared: &Shared, slice: &ChunkSlice) -> Result<Bytes> {
     match ChunkEntry::decode(&v)?.location {
         ChunkLocation::Inline(data) => data
             .get(offset..offset + len)
-            .map(|d| Bytes::copy_from_slice(d))
+            .map(Bytes::copy_from_slice)
             .ok_or_else(|| {
                 StoreError::Corrupt(format!("inline chunk {} too short", slice.chunk.hash))
             }),

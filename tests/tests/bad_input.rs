@@ -357,7 +357,8 @@ pub fn abandoned_put(node: &Node, path: &str, len: usize, sent: usize) -> String
         return String::new();
     }
     use std::io::Read;
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = [0u8; 4096];
     let n = sock.read(&mut buf).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()

@@ -222,7 +222,12 @@ async fn odd_keys_round_trip_through_get_and_delete() {
             .unwrap()
             .into_bytes();
         assert_eq!(b.as_ref(), k.as_bytes(), "{k}");
-        s3.delete_object().bucket("lst").key(*k).send().await.unwrap();
+        s3.delete_object()
+            .bucket("lst")
+            .key(*k)
+            .send()
+            .await
+            .unwrap();
     }
     assert!(
         s3.list_objects_v2()

@@ -113,7 +113,13 @@ async fn multipart_upload_assembles_parts_with_the_s3_etag() {
     let want = format!("\"{}-3\"", hex::encode(Md5::digest(&md5s)));
     assert_eq!(done.e_tag(), Some(want.as_str()));
 
-    let got = s3.get_object().bucket("mpu").key("big").send().await.unwrap();
+    let got = s3
+        .get_object()
+        .bucket("mpu")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.e_tag(), Some(want.as_str()));
     assert_eq!(got.content_type(), Some("text/x-big"));
     assert_eq!(
@@ -269,7 +275,12 @@ async fn abort_discards_parts_and_frees_their_chunks() {
         .unwrap_err();
     assert_eq!(code(&e), "NoSuchUpload");
     assert!(
-        s3.head_object().bucket("mpu").key("k").send().await.is_err(),
+        s3.head_object()
+            .bucket("mpu")
+            .key("k")
+            .send()
+            .await
+            .is_err(),
         "nothing became visible"
     );
 }

@@ -46,7 +46,6 @@ pub(crate) async fn create_bucket(
     }
     let output = CreateBucketOutput {
         location: Some(format!("/{name}")),
-        ..Default::default()
     };
     Ok(S3Response::new(output))
 }

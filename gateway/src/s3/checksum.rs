@@ -153,14 +153,14 @@ impl ChecksumPlan {
         let mut stored = None;
         for alg in &self.algorithms {
             let got = get(computed, alg);
-            if let Some(want) = get(&self.expected, alg) {
-                if Some(want) != got {
-                    return Err(s3_error!(
-                        BadDigest,
-                        "The {alg} you specified did not match the calculated checksum (expected {want}, computed {})",
-                        got.map_or("nothing", |s| s.as_str())
-                    ));
-                }
+            if let Some(want) = get(&self.expected, alg)
+                && Some(want) != got
+            {
+                return Err(s3_error!(
+                    BadDigest,
+                    "The {alg} you specified did not match the calculated checksum (expected {want}, computed {})",
+                    got.map_or("nothing", |s| s.as_str())
+                ));
             }
             if stored.is_none()
                 && let Some(v) = got

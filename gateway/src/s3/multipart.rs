@@ -2,7 +2,7 @@
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
-use store::{MAX_PART_NUMBER, ObjectKey, UploadRecord};
+use store::{MAX_PART_NUMBER, ObjectKey, UploadRecord, UploadRef};
 
 use super::checksum::{ChecksumPlan, to_dto};
 use super::error::{join_err, s3_err};
@@ -121,7 +121,12 @@ pub(crate) async fn upload_part(
     let (bucket, key, upload_id) = (input.bucket, input.key, input.upload_id);
     let (e, s) = (etag.clone(), stored.clone());
     tokio::task::spawn_blocking(move || {
-        store.put_part(&bucket, &key, &upload_id, number, ingested.staged, e, s)
+        let upload = UploadRef {
+            bucket: &bucket,
+            key: &key,
+            upload_id: &upload_id,
+        };
+        store.put_part(&upload, number, ingested.staged, e, s)
     })
     .await
     .map_err(join_err)?

@@ -85,8 +85,24 @@ async fn main() {
                 PresigningConfig::expires_in(Duration::from_secs(3600)).expect("presign config");
             let (method, bucket, key) = (&args[5], &args[6], &args[7]);
             let uri = match method.as_str() {
-                "GET" => s3.get_object().bucket(bucket).key(key).presigned(cfg).await.expect("presign").uri().to_owned(),
-                _ => s3.put_object().bucket(bucket).key(key).presigned(cfg).await.expect("presign").uri().to_owned(),
+                "GET" => s3
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .presigned(cfg)
+                    .await
+                    .expect("presign")
+                    .uri()
+                    .to_owned(),
+                _ => s3
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .presigned(cfg)
+                    .await
+                    .expect("presign")
+                    .uri()
+                    .to_owned(),
             };
             println!("{uri}");
         }

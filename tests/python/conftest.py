@@ -49,6 +49,13 @@ class NodeProc:
         with urllib.request.urlopen(self.endpoint + "/healthz") as r:
             assert r.status == 200
 
+    def peak_rss_mib(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM")
+
     def stop(self):
         self.proc.kill()
         self.proc.wait()

@@ -7,12 +7,37 @@ import os
 def test_cp_large_file_uses_multipart_and_round_trips(aws, bucket, tmp_path):
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(40 * 1024 * 1024))
-    aws("s3", "cp", str(src), f"s3://{bucket}/big.bin")
+    aws("s3", "cp", "--no-progress", str(src), f"s3://{bucket}/big.bin")
     head = aws("s3api", "head-object", "--bucket", bucket, "--key", "big.bin").stdout
     assert '-5\\"' in head or "-5\"" in head, head  # 8 MiB parts by default
     dst = tmp_path / "back.bin"
-    aws("s3", "cp", f"s3://{bucket}/big.bin", str(dst))
+    aws("s3", "cp", "--no-progress", f"s3://{bucket}/big.bin", str(dst))
     assert hashlib.sha256(dst.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+
+
+def test_cp_of_1_gib_round_trips_in_bounded_memory(aws, node, bucket, tmp_path):
+    """The issue's bar: `aws s3 cp` of 1 GiB (multipart, 8 MiB parts) and back, byte-exact,
+    while the node's peak RSS stays far below the object size (bodies are streamed)."""
+    src = tmp_path / "1g.bin"
+    want = hashlib.sha256()
+    with open(src, "wb") as f:
+        block = os.urandom(1 << 20)
+        for i in range(1024):
+            piece = block[i % 997 :] + block[: i % 997]  # distinct MiBs without 1 GiB of urandom
+            f.write(piece)
+            want.update(piece)
+    aws("s3", "cp", "--no-progress", str(src), f"s3://{bucket}/1g.bin")
+    dst = tmp_path / "1g.back"
+    aws("s3", "cp", "--no-progress", f"s3://{bucket}/1g.bin", str(dst))
+    got = hashlib.sha256()
+    with open(dst, "rb") as f:
+        while chunk := f.read(1 << 22):
+            got.update(chunk)
+    assert got.hexdigest() == want.hexdigest()
+    assert dst.stat().st_size == 1 << 30
+    rss = node.peak_rss_mib()
+    assert rss < 200, f"peak RSS {rss:.0f} MiB while moving 1 GiB"
+    aws("s3", "rm", f"s3://{bucket}/1g.bin")
 
 
 def test_sync_ls_and_rm(aws, bucket, tmp_path):

@@ -24,6 +24,10 @@ use super::{Gateway, object_meta, with_blake3};
 /// objects two thread hand-offs cost more than the work.
 const SMALL_BODY: u64 = 1024 * 1024;
 
+/// Network frames queued per worker thread: enough to keep both busy, few enough that ten
+/// concurrent part uploads stay within a small memory budget.
+const FRAMES_IN_FLIGHT: usize = 4;
+
 /// An uploaded body, durably staged, with its digests.
 pub(crate) struct Ingested {
     pub staged: StagedObject,
@@ -98,8 +102,8 @@ pub(crate) async fn ingest(
         return Err(s3_error!(IncompleteBody));
     };
 
-    let (to_writer, mut writer_rx) = mpsc::channel::<Msg>(16);
-    let (to_hasher, mut hasher_rx) = mpsc::channel::<Msg>(16);
+    let (to_writer, mut writer_rx) = mpsc::channel::<Msg>(FRAMES_IN_FLIGHT);
+    let (to_hasher, mut hasher_rx) = mpsc::channel::<Msg>(FRAMES_IN_FLIGHT);
     let writer_store = store.clone();
     let writer = tokio::task::spawn_blocking(move || {
         let mut w = writer_store.writer();

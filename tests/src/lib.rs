@@ -234,6 +234,101 @@ impl Node {
     }
 }
 
+impl Node {
+    /// PUT with signed aws-chunked encoding (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`): a seed
+    /// signature over the headers, then one signature per chunk chained from it, as the Java
+    /// and .NET SDKs send. With `tamper`, one body byte is flipped after signing.
+    /// Returns the status and the response body.
+    pub async fn put_signed_chunked(
+        &self,
+        path: &str,
+        data: &[u8],
+        chunk: usize,
+        tamper: bool,
+    ) -> (u16, String) {
+        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+        use aws_sigv4::sign::v4;
+        use sha2::{Digest, Sha256};
+        const MODE: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+        let now = SystemTime::now();
+        let url = format!("{}{}", self.endpoint, path);
+        let host = self.endpoint.trim_start_matches("http://").to_owned();
+
+        let pieces: Vec<&[u8]> = data.chunks(chunk).chain(std::iter::once(&[][..])).collect();
+        let encoded_len: usize = pieces
+            .iter()
+            .map(|p| format!("{:x}", p.len()).len() + 17 + 64 + 2 + p.len() + 2)
+            .sum();
+        let decoded = data.len().to_string();
+        let encoded = encoded_len.to_string();
+        let headers = [
+            ("host", host.as_str()),
+            ("x-amz-content-sha256", MODE),
+            ("content-encoding", "aws-chunked"),
+            ("x-amz-decoded-content-length", decoded.as_str()),
+            ("content-length", encoded.as_str()),
+        ];
+        let identity = Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "s3swarm-tests").into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("s3")
+            .time(now)
+            .settings(SigningSettings::default())
+            .build()
+            .expect("signing params")
+            .into();
+        let signable = SignableRequest::new(
+            "PUT",
+            &url,
+            headers.iter().copied(),
+            SignableBody::Precomputed(MODE.into()),
+        )
+        .expect("signable");
+        let (instructions, seed) = sign(signable, &params).expect("sign").into_parts();
+        let amz_date = instructions
+            .headers()
+            .find(|(k, _)| *k == "x-amz-date")
+            .map(|(_, v)| v.to_owned())
+            .expect("x-amz-date");
+        let scope = format!("{}/us-east-1/s3/aws4_request", &amz_date[..8]);
+        let key = v4::generate_signing_key(SECRET_KEY, now, "us-east-1", "s3");
+        let empty = hex::encode(Sha256::digest(b""));
+
+        let mut body = Vec::with_capacity(encoded_len);
+        let mut prev = seed;
+        for p in &pieces {
+            let sts = format!(
+                "AWS4-HMAC-SHA256-PAYLOAD\n{amz_date}\n{scope}\n{prev}\n{empty}\n{}",
+                hex::encode(Sha256::digest(p))
+            );
+            let sig = v4::calculate_signature(key.as_ref(), sts.as_bytes());
+            body.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", p.len()).as_bytes());
+            body.extend_from_slice(p);
+            body.extend_from_slice(b"\r\n");
+            prev = sig;
+        }
+        assert_eq!(body.len(), encoded_len);
+        if tamper {
+            let i = body.len() / 2;
+            body[i] ^= 0x55;
+        }
+        let mut rb = reqwest::Client::new().put(&url);
+        for (k, v) in headers
+            .iter()
+            .filter(|(k, _)| *k != "host" && *k != "content-length")
+        {
+            rb = rb.header(*k, *v);
+        }
+        for (k, v) in instructions.headers() {
+            rb = rb.header(k, v);
+        }
+        let resp = rb.body(body).send().await.expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();

@@ -410,3 +410,46 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn signed_aws_chunked_uploads_are_verified_chunk_by_chunk() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("chunked").send().await.unwrap();
+    let data = pseudo_random(300_000, 21);
+    // A correctly signed streaming upload in 64 KiB chunks.
+    let (status, body) = node
+        .put_signed_chunked("/chunked/good", &data, 64 * 1024, false)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = s3
+        .get_object()
+        .bucket("chunked")
+        .key("good")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert!(got.as_ref() == data.as_slice());
+    // One byte flipped in flight: the chunk signature no longer matches, nothing is stored.
+    let (status, body) = node
+        .put_signed_chunked("/chunked/bad", &data, 64 * 1024, true)
+        .await;
+    assert!(status == 403 || status == 400, "{status} {body}");
+    assert_eq!(
+        code(
+            &s3.head_object()
+                .bucket("chunked")
+                .key("bad")
+                .send()
+                .await
+                .unwrap_err()
+        ),
+        "NotFound"
+    );
+    assert!(files_under(&node.data_dir.join("tmp")).is_empty());
+}

@@ -25,7 +25,10 @@ pub struct Config {
     pub keys: Vec<KeyPair>,
     /// Largest object a single PUT (or one part) may carry, in bytes.
     pub max_object_size: u64,
-    /// Log filter (`info`, `debug`, `s3swarm=debug,info`, ...).
+    /// How long unreferenced chunks are kept before collection, in seconds, so reads that
+    /// began before an overwrite or delete can finish.
+    pub gc_grace_secs: u64,
+    /// Log filter (`info`, `debug`, `gateway=debug,info`, ...).
     pub log_level: String,
     /// `text` or `json`.
     pub log_format: String,
@@ -39,7 +42,10 @@ impl Default for Config {
             region: "us-east-1".into(),
             keys: Vec::new(),
             max_object_size: 5 * 1024 * 1024 * 1024,
-            log_level: "info".into(),
+            gc_grace_secs: 300,
+            // s3s logs every client error (NoSuchKey, AccessDenied) at ERROR; our own code logs
+            // the failures that matter, so the protocol layer is quiet unless asked.
+            log_level: "info,s3s=off".into(),
             log_format: "text".into(),
         }
     }
@@ -55,6 +61,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub keys: Vec<KeyPair>,
     pub max_object_size: Option<u64>,
+    pub gc_grace_secs: Option<u64>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
 }
@@ -68,6 +75,7 @@ pub struct Overrides {
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
     pub max_object_size: Option<u64>,
+    pub gc_grace_secs: Option<u64>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
 }
@@ -107,6 +115,7 @@ impl Config {
             c.region = f.region.unwrap_or(c.region);
             c.keys = f.keys;
             c.max_object_size = f.max_object_size.unwrap_or(c.max_object_size);
+            c.gc_grace_secs = f.gc_grace_secs.unwrap_or(c.gc_grace_secs);
             c.log_level = f.log_level.unwrap_or(c.log_level);
             c.log_format = f.log_format.unwrap_or(c.log_format);
         }
@@ -114,6 +123,7 @@ impl Config {
         c.data_dir = over.data_dir.unwrap_or(c.data_dir);
         c.region = over.region.unwrap_or(c.region);
         c.max_object_size = over.max_object_size.unwrap_or(c.max_object_size);
+        c.gc_grace_secs = over.gc_grace_secs.unwrap_or(c.gc_grace_secs);
         c.log_level = over.log_level.unwrap_or(c.log_level);
         c.log_format = over.log_format.unwrap_or(c.log_format);
         match (over.access_key, over.secret_key) {

@@ -49,7 +49,11 @@ struct ServeArgs {
     /// Largest single PUT or part, in bytes [default: 5 GiB].
     #[arg(long, env = "S3SWARM_MAX_OBJECT_SIZE")]
     max_object_size: Option<u64>,
-    /// Log filter, e.g. `info` or `gateway=debug,info` [default: info].
+    /// Seconds an unreferenced chunk is kept before it is collected, so reads that began
+    /// before an overwrite or delete finish [default: 300].
+    #[arg(long, env = "S3SWARM_GC_GRACE_SECS")]
+    gc_grace_secs: Option<u64>,
+    /// Log filter, e.g. `info` or `gateway=debug,info` [default: info,s3s=off].
     #[arg(long, env = "S3SWARM_LOG")]
     log_level: Option<String>,
     /// Log format: `text` or `json` [default: text].
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
                 access_key: a.access_key,
                 secret_key: a.secret_key,
                 max_object_size: a.max_object_size,
+                gc_grace_secs: a.gc_grace_secs,
                 log_level: a.log_level,
                 log_format: a.log_format,
             };

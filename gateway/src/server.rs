@@ -55,7 +55,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(ServeError::Credentials)?;
     let dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+    let options = store::StoreOptions {
+        gc_grace: std::time::Duration::from_secs(config.gc_grace_secs),
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, options))
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
         .map_err(|source| ServeError::Store {

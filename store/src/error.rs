@@ -27,6 +27,8 @@ pub enum StoreError {
     Raced(String),
     #[error("part too small: {0}")]
     PartTooSmall(String),
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     #[error("invalid range: {0}")]
     InvalidRange(String),
     #[error("not a valid BLAKE3 hex digest: {0}")]

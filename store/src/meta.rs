@@ -30,10 +30,13 @@ pub(crate) enum Cf {
     Uploads,
     Parts,
     Packs,
+    /// Chunks whose last reference went away, keyed by time of death: collected after a grace
+    /// period so reads that resolved them just before still find their bytes.
+    Graveyard,
 }
 
 impl Cf {
-    const ALL: [Cf; 8] = [
+    const ALL: [Cf; 9] = [
         Cf::Buckets,
         Cf::Objects,
         Cf::Manifests,
@@ -42,6 +45,7 @@ impl Cf {
         Cf::Uploads,
         Cf::Parts,
         Cf::Packs,
+        Cf::Graveyard,
     ];
 
     fn name(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Cf {
             Cf::Uploads => "uploads",
             Cf::Parts => "parts",
             Cf::Packs => "packs",
+            Cf::Graveyard => "graveyard",
         }
     }
 }

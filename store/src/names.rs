@@ -76,6 +76,12 @@ impl ObjectKey {
         if key.len() > MAX_KEY_LEN {
             return Err(StoreError::KeyTooLong(key.len()));
         }
+        // NUL separates key parts in the metadata layout; S3 clients never send it.
+        if key.contains('\0') {
+            return Err(StoreError::InvalidKey(
+                "the key contains a NUL character".into(),
+            ));
+        }
         Ok(Self(key.to_owned()))
     }
 
@@ -123,6 +129,7 @@ mod tests {
             Err(StoreError::KeyTooLong(1025))
         ));
         assert!(ObjectKey::new("").is_err());
+        assert!(ObjectKey::new("a\0b").is_err());
         assert!(ObjectKey::new("ünïcødé/ key+%//").is_ok());
     }
 }

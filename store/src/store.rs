@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
@@ -84,6 +84,43 @@ pub struct NewObject {
     pub etag: String,
     pub meta: ObjectMeta,
     pub checksum: Option<StoredChecksum>,
+    pub precondition: Option<WritePrecondition>,
+}
+
+/// What a conditional write requires of the object it replaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WritePrecondition {
+    /// `If-None-Match: *`: only create, never overwrite.
+    NotExists,
+    /// `If-Match: <etag>`: only replace this exact version.
+    ETagIs(String),
+}
+
+/// Tuning of a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long a chunk nobody references is kept before it is collected, so reads that
+    /// started before an overwrite or delete can finish.
+    pub gc_grace: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            gc_grace: Duration::from_secs(300),
+        }
+    }
+}
+
+fn sweeper(store: &std::sync::Weak<Store>, grace: Duration) {
+    let tick = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        std::thread::sleep(tick);
+        let Some(store) = store.upgrade() else { return };
+        if let Err(e) = store.sweep(grace) {
+            tracing::warn!(error = %e, "garbage collection sweep failed");
+        }
+    }
 }
 
 /// Names one multipart upload.
@@ -128,6 +165,11 @@ fn now_ms() -> i64 {
 impl Store {
     /// Opens (or creates) the store under `dir` and cleans up what a crash left behind.
     pub fn open(dir: &Path) -> Result<Arc<Self>> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens the store with explicit options.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Arc<Self>> {
         fs::create_dir_all(dir)?;
         let packs = Arc::new(PackSet::open(dir)?);
         let stats = Arc::new(StoreStats::default());
@@ -155,7 +197,62 @@ impl Store {
         });
         let store = Arc::new(Self { db, shared });
         store.recover()?;
+        let weak = Arc::downgrade(&store);
+        let grace = options.gc_grace;
+        std::thread::Builder::new()
+            .name("store-sweep".into())
+            .spawn(move || sweeper(&weak, grace))?;
         Ok(store)
+    }
+
+    /// Collects chunks that have had no reference for longer than `grace` (unless an upload
+    /// in flight is about to reference them again); returns how many were dropped.
+    pub fn sweep(&self, grace: Duration) -> Result<usize> {
+        let cutoff = now_ms().saturating_sub(grace.as_millis() as i64);
+        let mut due = Vec::new();
+        self.shared.meta.scan(Cf::Graveyard, &[], |k, _| {
+            let dead = k
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if dead as i64 > cutoff || due.len() >= 4096 {
+                return Ok(false);
+            }
+            due.push(k.to_vec());
+            Ok(true)
+        })?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let shared = self.shared.clone();
+        self.db.transact(move |tx| {
+            let mut dropped = 0;
+            for k in due {
+                let hash = ChunkHash::from_slice(&k[8..])?;
+                let entry = tx
+                    .get(Cf::Chunks, hash.as_bytes())?
+                    .map(|v| ChunkEntry::decode(&v))
+                    .transpose()?;
+                if let Some(e) = entry.filter(|e| e.refs == 0) {
+                    if shared.pinned(&hash) {
+                        continue; // an upload deduplicated against it: look again next sweep
+                    }
+                    drop_chunk(tx, &hash, &e)?;
+                    let len = match &e.location {
+                        ChunkLocation::Inline(d) => d.len() as u64,
+                        ChunkLocation::Pack { len, .. } => u64::from(*len),
+                    };
+                    shared
+                        .stats
+                        .gc_bytes_freed
+                        .fetch_add(len, Ordering::Relaxed);
+                    dropped += 1;
+                }
+                tx.delete(Cf::Graveyard, k);
+            }
+            Ok(dropped)
+        })
     }
 
     fn recover(&self) -> Result<()> {
@@ -172,9 +269,18 @@ impl Store {
             }
             Ok(true)
         })?;
+        let mut graves = Vec::new();
+        self.shared.meta.scan(Cf::Graveyard, &[], |k, _| {
+            graves.push(k.to_vec());
+            Ok(true)
+        })?;
+        // No reader exists yet, so there is nothing to wait for.
         let n = zombies.len();
-        if n > 0 {
+        if n > 0 || !graves.is_empty() {
             self.db.transact(move |tx| {
+                for k in graves {
+                    tx.delete(Cf::Graveyard, k);
+                }
                 for h in zombies {
                     if let Some(v) = tx.get(Cf::Chunks, h.as_bytes())? {
                         let e = ChunkEntry::decode(&v)?;
@@ -190,7 +296,7 @@ impl Store {
             tracing::info!(
                 removed_files = removed,
                 unreferenced_chunks = n,
-                "recovered store after unclean stop"
+                "collected unreferenced data at start"
             );
         }
         Ok(())
@@ -255,7 +361,6 @@ impl Store {
     /// Deletes an empty bucket; its unfinished multipart uploads are aborted with it.
     pub fn delete_bucket(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
-        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             if tx.get(Cf::Buckets, name.as_bytes())?.is_none() {
                 return Err(StoreError::NoSuchBucket(name));
@@ -273,7 +378,7 @@ impl Store {
                     .next()
                     .map(|s| String::from_utf8_lossy(s).into_owned());
                 if let Some(upload_id) = upload_id {
-                    release_upload_parts(tx, &shared, &upload_id)?;
+                    release_upload_parts(tx, &upload_id)?;
                 }
                 tx.delete(Cf::Uploads, ukey);
             }
@@ -311,24 +416,23 @@ impl Store {
     ) -> Result<ObjectRecord> {
         let bucket = bucket.to_owned();
         let okey = object_key(&bucket, key.as_str());
-        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             if tx.get(Cf::Buckets, bucket.as_bytes())?.is_none() {
                 return Err(StoreError::NoSuchBucket(bucket));
             }
             let mut staged = staged;
-            let manifest = commit_staged(tx, &mut staged)?;
+            let manifest = commit_staged(tx, &mut staged, true)?;
             let rec = ObjectRecord {
                 size: staged.size,
                 etag: new.etag,
                 content_hash: staged.content_hash.to_hex(),
                 manifest: manifest.to_hex(),
                 last_modified_ms: now_ms(),
-                meta: new.meta,
-                checksum: new.checksum,
+                meta: new.meta.clone(),
+                checksum: new.checksum.clone(),
                 parts: None,
             };
-            replace_object(tx, &shared, okey, &rec)?;
+            replace_object(tx, okey, &rec, new.precondition.as_ref())?;
             staged.committed = true;
             Ok(rec)
         })
@@ -349,6 +453,24 @@ impl Store {
                 Err(StoreError::NoSuchKey(key.to_owned()))
             }
         }
+    }
+
+    /// The object's record and its chunk list, as of one moment: if the key is overwritten
+    /// between the two reads (the old manifest is gone), the record is read again.
+    pub fn object_with_manifest(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectRecord, Manifest)> {
+        for _ in 0..8 {
+            let rec = self.object(bucket, key)?;
+            if let Some(v) = self.shared.meta.get(Cf::Manifests, &rec.manifest_id()?.0)? {
+                return Ok((rec, Manifest::decode(&v)?));
+            }
+        }
+        Err(StoreError::Raced(format!(
+            "{bucket}/{key} changed under every read"
+        )))
     }
 
     /// The chunk list of an object.
@@ -379,21 +501,24 @@ impl Store {
 
     /// The manifest of some object whose whole-content BLAKE3 is `hash`.
     pub fn blob(&self, hash: &ContentHash) -> Result<Manifest> {
-        let mut found = None;
+        let mut ids = Vec::new();
         self.shared
             .meta
             .scan_prefix(Cf::Blobs, hash.as_bytes(), |k, _| {
-                found = Some(ManifestId(
+                ids.push(ManifestId(
                     k[32..]
                         .try_into()
                         .map_err(|_| StoreError::Corrupt("blob key".into()))?,
                 ));
-                Ok(false)
+                Ok(ids.len() < 16)
             })?;
-        match found {
-            Some(id) => load_manifest(&self.shared.meta, id),
-            None => Err(StoreError::NoSuchBlob(hash.to_hex())),
+        // An entry can outlive its manifest for the instant between two commits; try the next.
+        for id in ids {
+            if let Some(v) = self.shared.meta.get(Cf::Manifests, &id.0)? {
+                return Manifest::decode(&v);
+            }
         }
+        Err(StoreError::NoSuchBlob(hash.to_hex()))
     }
 
     /// Lists `bucket` in key order: keys starting with `prefix`, after `after`, grouping keys
@@ -473,13 +598,12 @@ impl Store {
     pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool> {
         self.bucket(bucket)?;
         let okey = object_key(bucket, key);
-        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             let Some(v) = tx.get(Cf::Objects, &okey)? else {
                 return Ok(false);
             };
             let old: ObjectRecord = from_json(&v)?;
-            release_manifest(tx, &shared, old.manifest_id()?, Some(&old.content_hash()?))?;
+            release_manifest(tx, old.manifest_id()?, Some(&old.content_hash()?))?;
             tx.delete(Cf::Objects, okey);
             Ok(true)
         })
@@ -529,6 +653,7 @@ impl Store {
 
     /// The upload's record, or `NoSuchUpload`.
     pub fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadRecord> {
+        check_upload_id(upload_id)?;
         match self
             .shared
             .meta
@@ -551,6 +676,7 @@ impl Store {
         etag: String,
         checksum: Option<StoredChecksum>,
     ) -> Result<PartRecord> {
+        check_upload_id(upload.upload_id)?;
         if !(1..=MAX_PART_NUMBER).contains(&number) {
             return Err(StoreError::InvalidPart(format!(
                 "part number {number} is outside 1..=10000"
@@ -559,13 +685,12 @@ impl Store {
         let ukey = upload_key(upload.bucket, upload.key, upload.upload_id);
         let pkey = part_key(upload.upload_id, number);
         let upload_id = upload.upload_id.to_owned();
-        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             if tx.get(Cf::Uploads, &ukey)?.is_none() {
                 return Err(StoreError::NoSuchUpload(upload_id));
             }
             let mut staged = staged;
-            let manifest = commit_staged(tx, &mut staged)?;
+            let manifest = commit_staged(tx, &mut staged, false)?;
             let rec = PartRecord {
                 size: staged.size,
                 etag,
@@ -575,7 +700,7 @@ impl Store {
             };
             if let Some(old) = tx.get(Cf::Parts, &pkey)? {
                 let old: PartRecord = from_json(&old)?;
-                release_manifest(tx, &shared, old.manifest_id()?, None)?;
+                release_manifest(tx, old.manifest_id()?, None)?;
             }
             tx.put(Cf::Parts, pkey, to_json(&rec));
             staged.committed = true;
@@ -635,6 +760,7 @@ impl Store {
         upload_id: &str,
         listed: &[(u32, String)],
         checksum: Option<StoredChecksum>,
+        precondition: Option<WritePrecondition>,
     ) -> Result<ObjectRecord> {
         let upload = self.upload(bucket, key.as_str(), upload_id)?;
         if listed.is_empty() {
@@ -682,7 +808,6 @@ impl Store {
         let okey = object_key(bucket, key.as_str());
         let ukey = upload_key(bucket, key.as_str(), upload_id);
         let upload_id = upload_id.to_owned();
-        let shared = self.shared.clone();
         let parts = listed.len() as u32;
         self.db.transact(move |tx| {
             if tx.get(Cf::Uploads, &ukey)?.is_none() {
@@ -716,8 +841,8 @@ impl Store {
                 checksum,
                 parts: Some(parts),
             };
-            replace_object(tx, &shared, okey, &rec)?;
-            release_upload_parts(tx, &shared, &upload_id)?;
+            replace_object(tx, okey, &rec, precondition.as_ref())?;
+            release_upload_parts(tx, &upload_id)?;
             tx.delete(Cf::Uploads, ukey);
             Ok(rec)
         })
@@ -725,18 +850,28 @@ impl Store {
 
     /// Aborts an upload and frees its parts.
     pub fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        check_upload_id(upload_id)?;
         self.bucket(bucket)?;
         let ukey = upload_key(bucket, key, upload_id);
         let upload_id = upload_id.to_owned();
-        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             if tx.get(Cf::Uploads, &ukey)?.is_none() {
                 return Err(StoreError::NoSuchUpload(upload_id));
             }
-            release_upload_parts(tx, &shared, &upload_id)?;
+            release_upload_parts(tx, &upload_id)?;
             tx.delete(Cf::Uploads, ukey);
             Ok(())
         })
+    }
+}
+
+/// Upload ids are ours (32 hex digits); anything else cannot name an upload, and must not
+/// reach key construction where it could alias another upload's parts.
+fn check_upload_id(id: &str) -> Result<()> {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(StoreError::NoSuchUpload(id.chars().take(64).collect()))
     }
 }
 
@@ -789,7 +924,11 @@ fn add_ref(tx: &mut Tx<'_>, hash: &ChunkHash) -> Result<()> {
 }
 
 /// Adds the staged content's chunk references and manifest; returns the manifest's id.
-fn commit_staged(tx: &mut Tx<'_>, staged: &mut StagedObject) -> Result<ManifestId> {
+fn commit_staged(
+    tx: &mut Tx<'_>,
+    staged: &mut StagedObject,
+    index_blob: bool,
+) -> Result<ManifestId> {
     let mut pack_live = 0u64;
     for c in staged.manifest.chunks() {
         let key = c.hash.as_bytes().to_vec();
@@ -839,31 +978,58 @@ fn commit_staged(tx: &mut Tx<'_>, staged: &mut StagedObject) -> Result<ManifestI
     }
     let id = ManifestId::random();
     tx.put(Cf::Manifests, id.0.to_vec(), staged.manifest.encode());
-    tx.put(Cf::Blobs, blob_key(&staged.content_hash, id), Vec::new());
+    // Parts are not objects: only whole objects are addressable by content hash.
+    if index_blob {
+        tx.put(Cf::Blobs, blob_key(&staged.content_hash, id), Vec::new());
+    }
     Ok(id)
 }
 
+/// Replaces (or creates) the object at `okey`, if `precondition` holds for what is there now.
+/// Checked inside the commit, so concurrent conditional writers cannot both win.
 fn replace_object(
     tx: &mut Tx<'_>,
-    shared: &Shared,
     okey: Vec<u8>,
     rec: &ObjectRecord,
+    precondition: Option<&WritePrecondition>,
 ) -> Result<()> {
-    if let Some(v) = tx.get(Cf::Objects, &okey)? {
-        let old: ObjectRecord = from_json(&v)?;
-        release_manifest(tx, shared, old.manifest_id()?, Some(&old.content_hash()?))?;
+    let old: Option<ObjectRecord> = tx
+        .get(Cf::Objects, &okey)?
+        .map(|v| from_json(&v))
+        .transpose()?;
+    match (precondition, &old) {
+        (Some(WritePrecondition::NotExists), Some(_)) => {
+            return Err(StoreError::PreconditionFailed(
+                "an object already exists at this key".into(),
+            ));
+        }
+        (Some(WritePrecondition::ETagIs(_)), None) => {
+            return Err(StoreError::NoSuchKey(
+                String::from_utf8_lossy(&okey).into_owned(),
+            ));
+        }
+        (Some(WritePrecondition::ETagIs(want)), Some(o)) if want.trim_matches('"') != o.etag => {
+            return Err(StoreError::PreconditionFailed(format!(
+                "the current ETag is {}",
+                o.etag
+            )));
+        }
+        _ => {}
+    }
+    if let Some(old) = old {
+        release_manifest(tx, old.manifest_id()?, Some(&old.content_hash()?))?;
     }
     tx.put(Cf::Objects, okey, to_json(rec));
     Ok(())
 }
 
-fn release_upload_parts(tx: &mut Tx<'_>, shared: &Shared, upload_id: &str) -> Result<()> {
+fn release_upload_parts(tx: &mut Tx<'_>, upload_id: &str) -> Result<()> {
     let mut prefix = upload_id.as_bytes().to_vec();
     prefix.push(0);
     for pkey in tx.keys_with_prefix(Cf::Parts, &prefix)? {
         if let Some(v) = tx.get(Cf::Parts, &pkey)? {
             let part: PartRecord = from_json(&v)?;
-            release_manifest(tx, shared, part.manifest_id()?, None)?;
+            release_manifest(tx, part.manifest_id()?, None)?;
         }
         tx.delete(Cf::Parts, pkey);
     }
@@ -871,12 +1037,7 @@ fn release_upload_parts(tx: &mut Tx<'_>, shared: &Shared, upload_id: &str) -> Re
 }
 
 /// Drops one reference per manifest entry and collects chunks nobody references any more.
-fn release_manifest(
-    tx: &mut Tx<'_>,
-    shared: &Shared,
-    id: ManifestId,
-    content: Option<&ContentHash>,
-) -> Result<()> {
+fn release_manifest(tx: &mut Tx<'_>, id: ManifestId, content: Option<&ContentHash>) -> Result<()> {
     let Some(v) = tx.get(Cf::Manifests, &id.0)? else {
         return Ok(());
     };
@@ -887,21 +1048,24 @@ fn release_manifest(
         };
         let mut e = ChunkEntry::decode(&v)?;
         e.refs = e.refs.saturating_sub(1);
-        if e.refs == 0 && !shared.pinned(&c.hash) {
-            drop_chunk(tx, &c.hash, &e)?;
-            shared
-                .stats
-                .gc_bytes_freed
-                .fetch_add(u64::from(c.len), Ordering::Relaxed);
-        } else {
-            tx.put(Cf::Chunks, c.hash.as_bytes().to_vec(), e.encode());
+        if e.refs == 0 {
+            // Not dropped yet: a read that resolved this chunk a moment ago must still find
+            // it. The sweeper collects it after the grace period unless it is referenced again.
+            tx.put(Cf::Graveyard, grave_key(now_ms(), &c.hash), Vec::new());
         }
+        tx.put(Cf::Chunks, c.hash.as_bytes().to_vec(), e.encode());
     }
     tx.delete(Cf::Manifests, id.0.to_vec());
     if let Some(h) = content {
         tx.delete(Cf::Blobs, blob_key(h, id));
     }
     Ok(())
+}
+
+fn grave_key(dead_ms: i64, hash: &ChunkHash) -> Vec<u8> {
+    let mut k = (dead_ms.max(0) as u64).to_be_bytes().to_vec();
+    k.extend_from_slice(hash.as_bytes());
+    k
 }
 
 fn drop_chunk(tx: &mut Tx<'_>, hash: &ChunkHash, e: &ChunkEntry) -> Result<()> {
@@ -949,11 +1113,13 @@ impl ChunkSink {
         }
         // Pin before looking, so the entry cannot be collected between the look and our commit.
         self.shared.pin(hash);
-        if self.shared.meta.get(Cf::Chunks, hash.as_bytes())?.is_some() {
+        let stored = self.shared.meta.get(Cf::Chunks, hash.as_bytes());
+        if matches!(stored, Ok(Some(_))) {
             self.pinned.push(hash);
             return Ok(());
         }
         self.shared.unpin(&[hash]);
+        stored?;
         if chunk.len() <= INLINE_MAX {
             self.new_chunks.insert(hash, NewChunk::Inline(chunk));
         } else {

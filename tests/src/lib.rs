@@ -40,14 +40,20 @@ pub struct Node {
 
 impl Node {
     /// A node on a fresh data directory with the test identity configured by environment.
+    /// Unreferenced chunks are collected at once (`--gc-grace-secs 0`), so tests can observe it.
     pub fn start() -> Node {
         Self::start_with(
-            &[],
+            &["--gc-grace-secs", "0"],
             &[
                 ("S3SWARM_ACCESS_KEY", ACCESS_KEY),
                 ("S3SWARM_SECRET_KEY", SECRET_KEY),
             ],
         )
+    }
+
+    /// Pack files currently on disk.
+    pub fn packs(&self) -> usize {
+        files_under(&self.data_dir.join("packs")).len()
     }
 
     /// A node with extra flags and environment, on a fresh data directory.
@@ -363,6 +369,15 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Polls `cond` for up to ten seconds; panics with `what` if it never holds.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The S3 error code of an SDK error, if the service answered with one.

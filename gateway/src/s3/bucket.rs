@@ -28,7 +28,12 @@ pub(crate) async fn create_bucket(
         .and_then(|c| c.location_constraint)
         .map(|l| l.as_str().to_owned())
         .filter(|l| !l.is_empty());
-    match g.store.create_bucket(&name, &owner, region) {
+    let store = g.store.clone();
+    let (n, o) = (name.clone(), owner.clone());
+    let created = tokio::task::spawn_blocking(move || store.create_bucket(&n, &o, region))
+        .await
+        .map_err(super::error::join_err)?;
+    match created {
         Ok(()) => {}
         Err(StoreError::BucketExists(b)) => {
             return match g.store.bucket(&b) {

@@ -36,6 +36,10 @@ pub(crate) fn s3_err(e: StoreError) -> S3Error {
         ),
         E::PartTooSmall(m) => s3_error!(EntityTooSmall, "{m}"),
         E::InvalidRange(m) => s3_error!(InvalidRange, "{m}"),
+        E::PreconditionFailed(m) => s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold: {m}"
+        ),
         E::InvalidHash(m) => s3_error!(InvalidArgument, "not a BLAKE3 hex digest: {m}"),
         E::Raced(m) => {
             tracing::info!(chunk = %m, "upload raced with garbage collection; client should retry");

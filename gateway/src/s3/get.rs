@@ -154,6 +154,10 @@ fn resolve_range(
     ))
 }
 
+fn checksum_enabled(mode: Option<&ChecksumMode>) -> bool {
+    mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
+}
+
 fn expires(rec: &ObjectRecord) -> Option<Timestamp> {
     rec.meta
         .expires
@@ -195,7 +199,7 @@ pub(crate) async fn get_object(
         .map_err(join_err)?
         .map_err(s3_err)?;
     let body = stream_range(g.store.clone(), manifest, range, Some(g.metrics.clone()));
-    let checksum = if full && input.checksum_mode.is_some() {
+    let checksum = if full && checksum_enabled(input.checksum_mode.as_ref()) {
         to_dto(rec.checksum.as_ref())
     } else {
         Checksum::default()
@@ -254,7 +258,7 @@ pub(crate) async fn head_object(
     let range = resolve_range(input.range.as_ref(), input.part_number, &rec)?;
     let full = range.is_none();
     let range = range.unwrap_or_else(|| ByteRange::full(rec.size));
-    let checksum = if full && input.checksum_mode.is_some() {
+    let checksum = if full && checksum_enabled(input.checksum_mode.as_ref()) {
         to_dto(rec.checksum.as_ref())
     } else {
         Checksum::default()

@@ -54,6 +54,31 @@ pub(crate) fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
 }
 
+/// The precondition of a conditional write (`If-None-Match: *`, `If-Match: <etag>`).
+pub(crate) fn write_precondition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Option<store::WritePrecondition>> {
+    use store::WritePrecondition as W;
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => Err(s3s::s3_error!(
+            InvalidRequest,
+            "If-Match and If-None-Match cannot be combined on a write"
+        )),
+        (None, Some(ETagCondition::Any)) => Ok(Some(W::NotExists)),
+        (None, Some(ETagCondition::ETag(_))) => Err(s3s::s3_error!(
+            NotImplemented,
+            "If-None-Match on a write supports only '*'"
+        )),
+        (Some(ETagCondition::ETag(t)), None) => Ok(Some(W::ETagIs(t.value().to_owned()))),
+        (Some(ETagCondition::Any), None) => Err(s3s::s3_error!(
+            NotImplemented,
+            "If-Match: * on a write is not supported"
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
 pub(crate) fn with_blake3<T>(mut resp: S3Response<T>, hex: &str) -> S3Response<T> {
     if let Ok(v) = http::HeaderValue::from_str(hex) {
         resp.headers.insert(BLAKE3_HEADER, v);

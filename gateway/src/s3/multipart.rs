@@ -7,7 +7,7 @@ use store::{MAX_PART_NUMBER, ObjectKey, UploadRecord, UploadRef};
 use super::checksum::{ChecksumPlan, to_dto};
 use super::error::{join_err, s3_err};
 use super::put::{check_metadata_size, ingest};
-use super::{Gateway, object_meta, timestamp, with_blake3};
+use super::{Gateway, object_meta, timestamp, with_blake3, write_precondition};
 
 const MAX_PARTS_LISTED: i32 = 1000;
 const MAX_UPLOADS_LISTED: i32 = 1000;
@@ -150,6 +150,7 @@ pub(crate) async fn complete(
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let input = req.input;
     let key = ObjectKey::new(&input.key).map_err(s3_err)?;
+    let precondition = write_precondition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
     let parts = input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -171,7 +172,7 @@ pub(crate) async fn complete(
     let store = g.store.clone();
     let (bucket, upload_id) = (input.bucket.clone(), input.upload_id);
     let rec = tokio::task::spawn_blocking(move || {
-        store.complete_upload(&bucket, &key, &upload_id, &listed, None)
+        store.complete_upload(&bucket, &key, &upload_id, &listed, None, precondition)
     })
     .await
     .map_err(join_err)?
@@ -281,35 +282,48 @@ pub(crate) async fn list_uploads(
         .map_err(s3_err)?;
     let key_marker = input.key_marker.clone().unwrap_or_default();
     let id_marker = input.upload_id_marker.clone().unwrap_or_default();
+    let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+    // A key marker that is a common prefix returned earlier skips every key under it.
+    let marker_is_prefix = delimiter
+        .as_ref()
+        .is_some_and(|d| key_marker.ends_with(d.as_str()) && key_marker.starts_with(&prefix));
     let mut uploads = Vec::new();
     let mut prefixes: Vec<String> = Vec::new();
-    let mut next = None;
-    let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+    // The last entry returned (key or common prefix, and upload id) is where the next page starts.
+    let mut last: Option<(String, Option<String>)> = None;
+    let mut truncated = false;
     for (key, id, rec) in all {
-        // Uploads sort by key, then upload id; resume strictly after the markers.
         let after_marker = key_marker.is_empty()
-            || key > key_marker
-            || (key == key_marker && !id_marker.is_empty() && id > id_marker);
+            || if marker_is_prefix {
+                !key.starts_with(&key_marker) && key > key_marker
+            } else {
+                key > key_marker || (key == key_marker && !id_marker.is_empty() && id > id_marker)
+            };
         if !after_marker {
             continue;
         }
-        if let Some(d) = &delimiter
-            && let Some(i) = key[prefix.len()..].find(d.as_str())
-        {
-            let cp = key[..prefix.len() + i + d.len()].to_owned();
-            if prefixes.last() != Some(&cp) {
-                if uploads.len() + prefixes.len() == max {
-                    next = Some((key, id));
-                    break;
-                }
-                prefixes.push(cp);
+        let common = delimiter.as_ref().and_then(|d| {
+            let rest = key.get(prefix.len()..)?;
+            rest.find(d.as_str())
+                .map(|i| key[..prefix.len() + i + d.len()].to_owned())
+        });
+        if let Some(cp) = common {
+            if prefixes.last() == Some(&cp) {
+                continue;
             }
+            if uploads.len() + prefixes.len() == max {
+                truncated = true;
+                break;
+            }
+            last = Some((cp.clone(), None));
+            prefixes.push(cp);
             continue;
         }
         if uploads.len() + prefixes.len() == max {
-            next = Some((key, id));
+            truncated = true;
             break;
         }
+        last = Some((key.clone(), Some(id.clone())));
         uploads.push(MultipartUpload {
             key: Some(key),
             upload_id: Some(id),
@@ -324,14 +338,9 @@ pub(crate) async fn list_uploads(
             ..Default::default()
         });
     }
-    let truncated = next.is_some();
-    let (next_key, next_id) = if truncated {
-        match uploads.last() {
-            Some(u) => (u.key.clone(), u.upload_id.clone()),
-            None => (prefixes.last().cloned(), None),
-        }
-    } else {
-        (None, None)
+    let (next_key, next_id) = match (truncated, last) {
+        (true, Some((k, id))) => (Some(k), id),
+        _ => (None, None),
     };
     let output = ListMultipartUploadsOutput {
         bucket: Some(input.bucket),

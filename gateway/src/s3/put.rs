@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::checksum::{ChecksumPlan, to_dto};
 use super::error::{join_err, s3_err};
-use super::{Gateway, object_meta, with_blake3};
+use super::{Gateway, object_meta, with_blake3, write_precondition};
 
 /// Bodies up to this size are read whole and ingested in one blocking call: for small
 /// objects two thread hand-offs cost more than the work.
@@ -241,6 +241,7 @@ pub(crate) async fn put_object(
         input.metadata.clone(),
     );
     check_metadata_size(&meta)?;
+    let precondition = write_precondition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
     let expected = Checksum {
         checksum_crc32: input.checksum_crc32.clone(),
         checksum_crc32c: input.checksum_crc32c.clone(),
@@ -275,6 +276,7 @@ pub(crate) async fn put_object(
         etag: etag.clone(),
         meta,
         checksum: stored_checksum.clone(),
+        precondition,
     };
     let store = g.store.clone();
     let bucket = input.bucket;

@@ -14,11 +14,11 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use memmap2::Mmap;
 
 use crate::error::{Result, StoreError};
 
@@ -40,11 +40,46 @@ impl PackId {
     }
 }
 
-/// The pack directories of one store, and a cache of open read handles.
+/// The pack directories of one store, and a cache of read-only mappings of packs.
 pub struct PackSet {
     packs_dir: PathBuf,
     tmp_dir: PathBuf,
-    open: Mutex<HashMap<PackId, Arc<File>>>,
+    open: Mutex<HashMap<PackId, Arc<Mmap>>>,
+}
+
+/// A slice of a mapped pack, handed to the network without copying: the socket write reads
+/// straight from the page cache. Packs are immutable once sealed and only ever unlinked,
+/// never truncated, so a mapping stays valid for as long as this slice lives.
+struct MappedSlice {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MappedSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+impl Drop for MappedSlice {
+    /// Once the bytes are on the wire, drop our page mappings: the pages stay in the page
+    /// cache, but no longer count towards this process's RSS (a 1 GiB GET otherwise shows
+    /// as 1 GiB resident).
+    fn drop(&mut self) {
+        const PAGE: usize = 4096;
+        let from = self.start.next_multiple_of(PAGE);
+        let to = self.end / PAGE * PAGE;
+        if to > from {
+            // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops page
+            // table entries, and any later access (another slice of the same range) faults the
+            // identical, immutable bytes back in from the page cache.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+            };
+        }
+    }
 }
 
 impl PackSet {
@@ -112,43 +147,45 @@ impl PackSet {
         })
     }
 
-    /// Reads `len` bytes at `offset` of pack `id`.
+    /// `len` bytes at `offset` of pack `id`, without copying them.
     pub fn read(&self, id: PackId, offset: u64, len: usize) -> Result<Bytes> {
-        let file = self.handle(id)?;
-        let mut buf = BytesMut::zeroed(len);
-        file.read_exact_at(&mut buf, offset).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                StoreError::Corrupt(format!(
-                    "pack {id:?} is shorter than {} bytes",
-                    offset + len as u64
-                ))
+        let map = self.handle(id)?;
+        let short = || {
+            StoreError::Corrupt(format!(
+                "pack {id:?} is shorter than {} bytes",
+                offset + len as u64
+            ))
+        };
+        let start = usize::try_from(offset).map_err(|_| short())?;
+        let end = start
+            .checked_add(len)
+            .filter(|e| *e <= map.len())
+            .ok_or_else(short)?;
+        Ok(Bytes::from_owner(MappedSlice { map, start, end }))
+    }
+
+    fn handle(&self, id: PackId) -> Result<Arc<Mmap>> {
+        let mut open = self.open.lock().map_err(|_| StoreError::Closed)?;
+        if let Some(m) = open.get(&id) {
+            return Ok(m.clone());
+        }
+        let file = File::open(self.packs_dir.join(id.file_name())).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::Corrupt(format!("pack {id:?} is missing"))
             } else {
                 StoreError::Io(e)
             }
         })?;
-        Ok(buf.freeze())
-    }
-
-    fn handle(&self, id: PackId) -> Result<Arc<File>> {
-        let mut open = self.open.lock().map_err(|_| StoreError::Closed)?;
-        if let Some(f) = open.get(&id) {
-            return Ok(f.clone());
-        }
-        let f = Arc::new(
-            File::open(self.packs_dir.join(id.file_name())).map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    StoreError::Corrupt(format!("pack {id:?} is missing"))
-                } else {
-                    StoreError::Io(e)
-                }
-            })?,
-        );
-        // The cache only saves open() calls; bound it so a huge store does not run out of fds.
+        // SAFETY: sealed packs are never modified or truncated, only unlinked, which keeps an
+        // existing mapping valid (see `MappedSlice`).
+        let map = Arc::new(unsafe { Mmap::map(&file)? });
+        let _ = map.advise(memmap2::Advice::Sequential);
+        // The cache only saves open()+mmap() calls; bound it so a huge store keeps few mappings.
         if open.len() >= 512 {
             open.clear();
         }
-        open.insert(id, f.clone());
-        Ok(f)
+        open.insert(id, map.clone());
+        Ok(map)
     }
 
     /// Unlinks a pack whose last live chunk was released (after that release is durable).

@@ -401,8 +401,17 @@ impl Store {
                 pack: None,
                 pinned: Vec::new(),
             },
-            whole: blake3::Hasher::new(),
+            whole: Some(blake3::Hasher::new()),
             size: 0,
+        }
+    }
+
+    /// A writer for a caller that computes the whole-content BLAKE3 on another thread (so the
+    /// chunking thread does not hash every byte twice) and passes it to `finish_with`.
+    pub fn writer_for_hashed(&self) -> ObjectWriter {
+        ObjectWriter {
+            whole: None,
+            ..self.writer()
         }
     }
 
@@ -1146,14 +1155,17 @@ pub struct ObjectWriter {
     shared: Arc<Shared>,
     chunker: Chunker,
     sink: ChunkSink,
-    whole: blake3::Hasher,
+    /// `None` when the caller hashes the whole content itself (see `Store::writer_for_hashed`).
+    whole: Option<blake3::Hasher>,
     size: u64,
 }
 
 impl ObjectWriter {
     /// Feeds the next bytes of the content.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.whole.update(data);
+        if let Some(w) = &mut self.whole {
+            w.update(data);
+        }
         self.size += data.len() as u64;
         let sink = &mut self.sink;
         self.chunker.push(data, |c| sink.take(c))
@@ -1166,13 +1178,25 @@ impl ObjectWriter {
 
     /// Makes the new chunks durable (one fsync for the pack) and returns the staged content,
     /// not yet visible under any key.
-    pub fn finish(self) -> Result<StagedObject> {
+    pub fn finish(mut self) -> Result<StagedObject> {
+        let hash = self
+            .whole
+            .take()
+            .map(|w| ContentHash::from(w.finalize()))
+            .ok_or_else(|| {
+                StoreError::Corrupt("writer was created for an external content hash".into())
+            })?;
+        self.finish_with(hash)
+    }
+
+    /// Like `finish`, with the whole-content BLAKE3 the caller computed over the same bytes.
+    pub fn finish_with(self, content_hash: ContentHash) -> Result<StagedObject> {
         let ObjectWriter {
             shared,
             chunker,
             mut sink,
-            whole,
             size,
+            ..
         } = self;
         chunker.finish(|c| sink.take(c))?;
         let pack = match sink.pack.take() {
@@ -1194,7 +1218,7 @@ impl ObjectWriter {
         };
         Ok(StagedObject {
             manifest: Manifest::new(std::mem::take(&mut sink.chunks)),
-            content_hash: ContentHash::from(whole.finalize()),
+            content_hash,
             size,
             new_chunks: std::mem::take(&mut sink.new_chunks),
             pack,

@@ -165,13 +165,57 @@ fn expires(rec: &ObjectRecord) -> Option<Timestamp> {
         .and_then(|s| Timestamp::parse(TimestampFormat::HttpDate, s).ok())
 }
 
-async fn lookup(g: &Gateway, bucket: &str, key: &str) -> S3Result<ObjectRecord> {
-    let store = g.store.clone();
-    let (b, k) = (bucket.to_owned(), key.to_owned());
-    tokio::task::spawn_blocking(move || store.object(&b, &k))
-        .await
-        .map_err(join_err)?
-        .map_err(s3_err)
+/// An object's response fields, shared by GET and HEAD (whose output types differ).
+macro_rules! object_output {
+    ($ty:ident, $rec:expr, $range:expr, $full:expr, $checksum:expr, { $($extra:tt)* }) => {{
+        let (rec, range, full, checksum): (&ObjectRecord, ByteRange, bool, Checksum) = ($rec, $range, $full, $checksum);
+        $ty {
+            $($extra)*
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(range.len() as i64),
+            content_range: (!full)
+                .then(|| format!("bytes {}-{}/{}", range.start(), range.end().saturating_sub(1), rec.size)),
+            e_tag: Some(ETag::Strong(rec.etag.clone())),
+            last_modified: Some(timestamp(rec.last_modified_ms)),
+            content_type: rec.meta.content_type.clone().or_else(|| Some("binary/octet-stream".into())),
+            content_encoding: rec.meta.content_encoding.clone(),
+            content_disposition: rec.meta.content_disposition.clone(),
+            content_language: rec.meta.content_language.clone(),
+            cache_control: rec.meta.cache_control.clone(),
+            expires: expires(rec),
+            metadata: (!rec.meta.user.is_empty()).then(|| rec.meta.user.clone().into_iter().collect()),
+            parts_count: rec.parts.map(|p| p as i32),
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            ..Default::default()
+        }
+    }};
+}
+
+/// Conditions, range and returned checksum of a GET or HEAD, decided from the record.
+fn plan_read(
+    c: &Conditions<'_>,
+    range: Option<&Range>,
+    part_number: Option<i32>,
+    mode: Option<&ChecksumMode>,
+    rec: &ObjectRecord,
+) -> S3Result<(ByteRange, bool, Checksum)> {
+    check_conditions(c, rec)?;
+    let range = resolve_range(range, part_number, rec)?;
+    let full = range.is_none();
+    let checksum = if full && checksum_enabled(mode) {
+        to_dto(rec.checksum.as_ref())
+    } else {
+        Checksum::default()
+    };
+    Ok((
+        range.unwrap_or_else(|| ByteRange::full(rec.size)),
+        full,
+        checksum,
+    ))
 }
 
 pub(crate) async fn get_object(
@@ -179,64 +223,30 @@ pub(crate) async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
-    let rec = lookup(g, &input.bucket, &input.key).await?;
-    check_conditions(
-        &Conditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            if_modified_since: input.if_modified_since.as_ref(),
-            if_unmodified_since: input.if_unmodified_since.as_ref(),
-        },
-        &rec,
-    )?;
-    let range = resolve_range(input.range.as_ref(), input.part_number, &rec)?;
-    let full = range.is_none();
-    let range = range.unwrap_or_else(|| ByteRange::full(rec.size));
     let store = g.store.clone();
-    let r2 = rec.clone();
-    let manifest = tokio::task::spawn_blocking(move || store.manifest(&r2))
+    let (b, k) = (input.bucket.clone(), input.key.clone());
+    // Record and manifest of the same version, even if the key is being overwritten.
+    let (rec, manifest) = tokio::task::spawn_blocking(move || store.object_with_manifest(&b, &k))
         .await
         .map_err(join_err)?
         .map_err(s3_err)?;
+    let conditions = Conditions {
+        if_match: input.if_match.as_ref(),
+        if_none_match: input.if_none_match.as_ref(),
+        if_modified_since: input.if_modified_since.as_ref(),
+        if_unmodified_since: input.if_unmodified_since.as_ref(),
+    };
+    let (range, full, checksum) = plan_read(
+        &conditions,
+        input.range.as_ref(),
+        input.part_number,
+        input.checksum_mode.as_ref(),
+        &rec,
+    )?;
     let body = stream_range(g.store.clone(), manifest, range, Some(g.metrics.clone()));
-    let checksum = if full && checksum_enabled(input.checksum_mode.as_ref()) {
-        to_dto(rec.checksum.as_ref())
-    } else {
-        Checksum::default()
-    };
-    let output = GetObjectOutput {
+    let output = object_output!(GetObjectOutput, &rec, range, full, checksum, {
         body: Some(StreamingBlob::new(body)),
-        accept_ranges: Some("bytes".into()),
-        content_length: Some(range.len() as i64),
-        content_range: (!full).then(|| {
-            format!(
-                "bytes {}-{}/{}",
-                range.start(),
-                range.end().saturating_sub(1),
-                rec.size
-            )
-        }),
-        e_tag: Some(ETag::Strong(rec.etag.clone())),
-        last_modified: Some(timestamp(rec.last_modified_ms)),
-        content_type: rec
-            .meta
-            .content_type
-            .clone()
-            .or_else(|| Some("binary/octet-stream".into())),
-        content_encoding: rec.meta.content_encoding.clone(),
-        content_disposition: rec.meta.content_disposition.clone(),
-        content_language: rec.meta.content_language.clone(),
-        cache_control: rec.meta.cache_control.clone(),
-        expires: expires(&rec),
-        metadata: (!rec.meta.user.is_empty()).then(|| rec.meta.user.clone().into_iter().collect()),
-        parts_count: rec.parts.map(|p| p as i32),
-        checksum_crc32: checksum.checksum_crc32,
-        checksum_crc32c: checksum.checksum_crc32c,
-        checksum_crc64nvme: checksum.checksum_crc64nvme,
-        checksum_sha1: checksum.checksum_sha1,
-        checksum_sha256: checksum.checksum_sha256,
-        ..Default::default()
-    };
+    });
     Ok(with_blake3(S3Response::new(output), &rec.content_hash))
 }
 
@@ -245,55 +255,25 @@ pub(crate) async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
-    let rec = lookup(g, &input.bucket, &input.key).await?;
-    check_conditions(
-        &Conditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            if_modified_since: input.if_modified_since.as_ref(),
-            if_unmodified_since: input.if_unmodified_since.as_ref(),
-        },
+    let store = g.store.clone();
+    let (b, k) = (input.bucket.clone(), input.key.clone());
+    let rec = tokio::task::spawn_blocking(move || store.object(&b, &k))
+        .await
+        .map_err(join_err)?
+        .map_err(s3_err)?;
+    let conditions = Conditions {
+        if_match: input.if_match.as_ref(),
+        if_none_match: input.if_none_match.as_ref(),
+        if_modified_since: input.if_modified_since.as_ref(),
+        if_unmodified_since: input.if_unmodified_since.as_ref(),
+    };
+    let (range, full, checksum) = plan_read(
+        &conditions,
+        input.range.as_ref(),
+        input.part_number,
+        input.checksum_mode.as_ref(),
         &rec,
     )?;
-    let range = resolve_range(input.range.as_ref(), input.part_number, &rec)?;
-    let full = range.is_none();
-    let range = range.unwrap_or_else(|| ByteRange::full(rec.size));
-    let checksum = if full && checksum_enabled(input.checksum_mode.as_ref()) {
-        to_dto(rec.checksum.as_ref())
-    } else {
-        Checksum::default()
-    };
-    let output = HeadObjectOutput {
-        accept_ranges: Some("bytes".into()),
-        content_length: Some(range.len() as i64),
-        content_range: (!full).then(|| {
-            format!(
-                "bytes {}-{}/{}",
-                range.start(),
-                range.end().saturating_sub(1),
-                rec.size
-            )
-        }),
-        e_tag: Some(ETag::Strong(rec.etag.clone())),
-        last_modified: Some(timestamp(rec.last_modified_ms)),
-        content_type: rec
-            .meta
-            .content_type
-            .clone()
-            .or_else(|| Some("binary/octet-stream".into())),
-        content_encoding: rec.meta.content_encoding.clone(),
-        content_disposition: rec.meta.content_disposition.clone(),
-        content_language: rec.meta.content_language.clone(),
-        cache_control: rec.meta.cache_control.clone(),
-        expires: expires(&rec),
-        metadata: (!rec.meta.user.is_empty()).then(|| rec.meta.user.clone().into_iter().collect()),
-        parts_count: rec.parts.map(|p| p as i32),
-        checksum_crc32: checksum.checksum_crc32,
-        checksum_crc32c: checksum.checksum_crc32c,
-        checksum_crc64nvme: checksum.checksum_crc64nvme,
-        checksum_sha1: checksum.checksum_sha1,
-        checksum_sha256: checksum.checksum_sha256,
-        ..Default::default()
-    };
+    let output = object_output!(HeadObjectOutput, &rec, range, full, checksum, {});
     Ok(with_blake3(S3Response::new(output), &rec.content_hash))
 }

@@ -4,9 +4,9 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 use store::{MAX_PART_NUMBER, ObjectKey, UploadRecord, UploadRef};
 
-use super::checksum::{ChecksumPlan, to_dto};
+use super::checksum::to_dto;
 use super::error::{join_err, s3_err};
-use super::put::{check_metadata_size, ingest};
+use super::put::{check_metadata_size, receive, upload_body};
 use super::{Gateway, object_meta, timestamp, with_blake3, write_precondition};
 
 const MAX_PARTS_LISTED: i32 = 1000;
@@ -88,37 +88,15 @@ pub(crate) async fn upload_part(
     g.store
         .upload(&input.bucket, &input.key, &input.upload_id)
         .map_err(s3_err)?;
-    let expected = Checksum {
-        checksum_crc32: input.checksum_crc32.clone(),
-        checksum_crc32c: input.checksum_crc32c.clone(),
-        checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-        checksum_sha1: input.checksum_sha1.clone(),
-        checksum_sha256: input.checksum_sha256.clone(),
-        ..Default::default()
-    };
-    let plan = ChecksumPlan::new(
-        &headers,
-        input.checksum_algorithm.as_ref(),
-        expected,
-        input.content_md5.as_deref(),
-    )?;
-    let ingested = ingest(
-        &g.store,
-        input.body,
-        &plan,
-        g.max_object_size,
-        input.content_length,
-    )
-    .await?;
-    let stored = plan.verify(
-        &ingested.md5,
-        &ingested.checksums,
-        trailing_headers.and_then(|t| t.take()),
-    )?;
-    g.metrics.bytes_in(ingested.staged.size());
+    let (bucket, key, upload_id) = (
+        input.bucket.clone(),
+        input.key.clone(),
+        input.upload_id.clone(),
+    );
+    let received = receive(g, &headers, trailing_headers, upload_body!(input)).await?;
+    let (ingested, stored) = (received.ingested, received.checksum);
     let etag = hex::encode(ingested.md5);
     let store = g.store.clone();
-    let (bucket, key, upload_id) = (input.bucket, input.key, input.upload_id);
     let (e, s) = (etag.clone(), stored.clone());
     tokio::task::spawn_blocking(move || {
         let upload = UploadRef {

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use s3s::dto::{Checksum, ETag, PutObjectInput, PutObjectOutput, StreamingBlob};
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use store::{NewObject, ObjectKey, ObjectMeta, StagedObject, Store};
+use store::{ContentHash, NewObject, ObjectKey, ObjectMeta, StagedObject, Store, StoredChecksum};
 use tokio::sync::mpsc;
 
 use super::checksum::{ChecksumPlan, to_dto};
@@ -24,9 +24,12 @@ use super::{Gateway, object_meta, with_blake3, write_precondition};
 /// objects two thread hand-offs cost more than the work.
 const SMALL_BODY: u64 = 1024 * 1024;
 
-/// Network frames queued per worker thread: enough to keep both busy, few enough that ten
+/// Frame batches queued per worker thread: enough to keep both busy, few enough that ten
 /// concurrent part uploads stay within a small memory budget.
 const FRAMES_IN_FLIGHT: usize = 4;
+
+/// Frames are handed to the worker threads in batches of about this many bytes.
+const BATCH_BYTES: usize = 512 * 1024;
 
 /// An uploaded body, durably staged, with its digests.
 pub(crate) struct Ingested {
@@ -36,8 +39,11 @@ pub(crate) struct Ingested {
 }
 
 enum Msg {
-    Data(Bytes),
-    End,
+    /// Network frames, batched: a message per 16 KiB frame costs more in thread wake-ups than
+    /// the hashing it feeds.
+    Data(Arc<Vec<Bytes>>),
+    /// The body is complete; carries its whole-content BLAKE3 from the hashing thread.
+    End(ContentHash),
 }
 
 /// Streams `body` into the store. Fails with EntityTooLarge past `limit` bytes and
@@ -102,14 +108,18 @@ pub(crate) async fn ingest(
     };
 
     let (to_writer, mut writer_rx) = mpsc::channel::<Msg>(FRAMES_IN_FLIGHT);
-    let (to_hasher, mut hasher_rx) = mpsc::channel::<Msg>(FRAMES_IN_FLIGHT);
+    let (to_hasher, mut hasher_rx) = mpsc::channel::<Arc<Vec<Bytes>>>(FRAMES_IN_FLIGHT);
     let writer_store = store.clone();
     let writer = tokio::task::spawn_blocking(move || {
-        let mut w = writer_store.writer();
+        let mut w = writer_store.writer_for_hashed();
         while let Some(msg) = writer_rx.blocking_recv() {
             match msg {
-                Msg::Data(b) => w.write(&b)?,
-                Msg::End => return w.finish().map(Some),
+                Msg::Data(frames) => {
+                    for b in frames.iter() {
+                        w.write(b)?;
+                    }
+                }
+                Msg::End(content_hash) => return w.finish_with(content_hash).map(Some),
             }
         }
         // The sender went away without End: the upload failed; dropping `w` removes its pack.
@@ -118,19 +128,25 @@ pub(crate) async fn ingest(
     let mut checks = plan.hasher();
     let hasher = tokio::task::spawn_blocking(move || {
         let mut md5 = Md5::new();
-        while let Some(msg) = hasher_rx.blocking_recv() {
-            match msg {
-                Msg::Data(b) => {
-                    md5.update(&b);
-                    checks.update(&b);
-                }
-                Msg::End => return Some((<[u8; 16]>::from(md5.finalize()), checks.finalize())),
+        let mut whole = blake3::Hasher::new();
+        while let Some(frames) = hasher_rx.blocking_recv() {
+            for b in frames.iter() {
+                md5.update(b);
+                whole.update(b);
+                checks.update(b);
             }
         }
-        None
+        // The sender closes the channel after the last frame, or early on failure.
+        (
+            <[u8; 16]>::from(md5.finalize()),
+            checks.finalize(),
+            ContentHash::from(whole.finalize()),
+        )
     });
 
     let mut total = 0u64;
+    let mut batch = Vec::new();
+    let mut batch_len = 0usize;
     let fed: S3Result<()> = async {
         while let Some(frame) = body.next().await {
             let frame = frame.map_err(|e| body_error(&e))?;
@@ -141,11 +157,22 @@ pub(crate) async fn ingest(
                     "Your upload exceeds the maximum allowed size of {limit} bytes."
                 ));
             }
-            if to_hasher.send(Msg::Data(frame.clone())).await.is_err()
-                || to_writer.send(Msg::Data(frame)).await.is_err()
-            {
-                break; // the writer failed; its error is reported below
+            batch_len += frame.len();
+            batch.push(frame);
+            if batch_len >= BATCH_BYTES {
+                let frames = Arc::new(std::mem::take(&mut batch));
+                batch_len = 0;
+                if to_hasher.send(frames.clone()).await.is_err()
+                    || to_writer.send(Msg::Data(frames)).await.is_err()
+                {
+                    break; // the writer failed; its error is reported below
+                }
             }
+        }
+        if !batch.is_empty() {
+            let frames = Arc::new(std::mem::take(&mut batch));
+            let _ = to_hasher.send(frames.clone()).await;
+            let _ = to_writer.send(Msg::Data(frames)).await;
         }
         if declared.is_some_and(|n| n != total) {
             return Err(s3_error!(
@@ -157,22 +184,22 @@ pub(crate) async fn ingest(
         Ok(())
     }
     .await;
+    // Closing the hasher's channel ends its loop; the writer finishes only when told the hash.
+    drop(to_hasher);
+    let (md5, checksums, content_hash) = hasher.await.map_err(join_err)?;
     if fed.is_ok() {
-        let _ = to_writer.send(Msg::End).await;
-        let _ = to_hasher.send(Msg::End).await;
+        let _ = to_writer.send(Msg::End(content_hash)).await;
     }
     drop(to_writer);
-    drop(to_hasher);
     let staged = writer.await.map_err(join_err)?.map_err(s3_err)?;
-    let digests = hasher.await.map_err(join_err)?;
     fed?;
-    match (staged, digests) {
-        (Some(staged), Some((md5, checksums))) => Ok(Ingested {
+    match staged {
+        Some(staged) => Ok(Ingested {
             staged,
             md5,
             checksums,
         }),
-        _ => Err(s3_error!(IncompleteBody, "the upload was interrupted")),
+        None => Err(s3_error!(IncompleteBody, "the upload was interrupted")),
     }
 }
 
@@ -219,6 +246,72 @@ pub(crate) fn check_metadata_size(meta: &ObjectMeta) -> S3Result<()> {
     Ok(())
 }
 
+/// The body of a PutObject or UploadPart and what the client claims about it.
+pub(crate) struct UploadBody {
+    pub body: Option<StreamingBlob>,
+    pub content_length: Option<i64>,
+    pub content_md5: Option<String>,
+    pub algorithm: Option<s3s::dto::ChecksumAlgorithm>,
+    pub expected: Checksum,
+}
+
+/// Moves the body and integrity fields out of a PutObject or UploadPart input (same names).
+macro_rules! upload_body {
+    ($input:ident) => {
+        $crate::s3::put::UploadBody {
+            body: $input.body,
+            content_length: $input.content_length,
+            content_md5: $input.content_md5,
+            algorithm: $input.checksum_algorithm,
+            expected: s3s::dto::Checksum {
+                checksum_crc32: $input.checksum_crc32,
+                checksum_crc32c: $input.checksum_crc32c,
+                checksum_crc64nvme: $input.checksum_crc64nvme,
+                checksum_sha1: $input.checksum_sha1,
+                checksum_sha256: $input.checksum_sha256,
+                ..Default::default()
+            },
+        }
+    };
+}
+pub(crate) use upload_body;
+
+/// A body received, verified against every digest the client sent, and durably staged.
+pub(crate) struct Received {
+    pub ingested: Ingested,
+    pub checksum: Option<StoredChecksum>,
+}
+
+pub(crate) async fn receive(
+    g: &Gateway,
+    headers: &http::HeaderMap,
+    trailers: Option<s3s::TrailingHeaders>,
+    upload: UploadBody,
+) -> S3Result<Received> {
+    let plan = ChecksumPlan::new(
+        headers,
+        upload.algorithm.as_ref(),
+        upload.expected,
+        upload.content_md5.as_deref(),
+    )?;
+    let ingested = ingest(
+        &g.store,
+        upload.body,
+        &plan,
+        g.max_object_size,
+        upload.content_length,
+    )
+    .await?;
+    // Trailers are complete only now that the body has been read to its end.
+    let checksum = plan.verify(
+        &ingested.md5,
+        &ingested.checksums,
+        trailers.and_then(|t| t.take()),
+    )?;
+    g.metrics.bytes_in(ingested.staged.size());
+    Ok(Received { ingested, checksum })
+}
+
 pub(crate) async fn put_object(
     g: &Gateway,
     req: S3Request<PutObjectInput>,
@@ -242,35 +335,9 @@ pub(crate) async fn put_object(
     );
     check_metadata_size(&meta)?;
     let precondition = write_precondition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
-    let expected = Checksum {
-        checksum_crc32: input.checksum_crc32.clone(),
-        checksum_crc32c: input.checksum_crc32c.clone(),
-        checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-        checksum_sha1: input.checksum_sha1.clone(),
-        checksum_sha256: input.checksum_sha256.clone(),
-        ..Default::default()
-    };
-    let plan = ChecksumPlan::new(
-        &headers,
-        input.checksum_algorithm.as_ref(),
-        expected,
-        input.content_md5.as_deref(),
-    )?;
-    let ingested = ingest(
-        &g.store,
-        input.body,
-        &plan,
-        g.max_object_size,
-        input.content_length,
-    )
-    .await?;
-    let stored_checksum = plan.verify(
-        &ingested.md5,
-        &ingested.checksums,
-        trailing_headers.and_then(|t| t.take()),
-    )?;
-    g.metrics.bytes_in(ingested.staged.size());
-
+    let received = receive(g, &headers, trailing_headers, upload_body!(input)).await?;
+    let ingested = received.ingested;
+    let stored_checksum = received.checksum;
     let etag = hex::encode(ingested.md5);
     let new = NewObject {
         etag: etag.clone(),

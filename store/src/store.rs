@@ -618,6 +618,59 @@ impl Store {
         })
     }
 
+    /// Copies `src` to `dst` without moving a byte: the new object shares the source's chunks
+    /// (one more reference each). `meta` replaces the metadata (`None` keeps the source's);
+    /// `source_etag`, when given, must still be the source's ETag at commit time.
+    pub fn copy_object(
+        &self,
+        src: (&str, &str),
+        dst: (&str, &ObjectKey),
+        meta: Option<ObjectMeta>,
+        source_etag: Option<String>,
+    ) -> Result<ObjectRecord> {
+        self.bucket(src.0)?;
+        let skey = object_key(src.0, src.1);
+        let (dst_bucket, okey) = (dst.0.to_owned(), object_key(dst.0, dst.1.as_str()));
+        let src_name = src.1.to_owned();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Buckets, dst_bucket.as_bytes())?.is_none() {
+                return Err(StoreError::NoSuchBucket(dst_bucket));
+            }
+            let source: ObjectRecord = match tx.get(Cf::Objects, &skey)? {
+                Some(v) => from_json(&v)?,
+                None => return Err(StoreError::NoSuchKey(src_name)),
+            };
+            if let Some(e) = source_etag
+                && e != source.etag
+            {
+                return Err(StoreError::PreconditionFailed(
+                    "the source object changed".into(),
+                ));
+            }
+            let bytes = tx
+                .get(Cf::Manifests, &source.manifest_id()?.0)?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("manifest {} missing", source.manifest))
+                })?;
+            let manifest = Manifest::decode(&bytes)?;
+            for c in manifest.chunks() {
+                add_ref(tx, &c.hash)?;
+            }
+            let id = ManifestId::random();
+            let content = source.content_hash()?;
+            tx.put(Cf::Manifests, id.0.to_vec(), bytes);
+            tx.put(Cf::Blobs, blob_key(&content, id), Vec::new());
+            let rec = ObjectRecord {
+                manifest: id.to_hex(),
+                last_modified_ms: now_ms(),
+                meta: meta.unwrap_or_else(|| source.meta.clone()),
+                ..source
+            };
+            replace_object(tx, okey, &rec, None)?;
+            Ok(rec)
+        })
+    }
+
     /// Totals over all stored chunks (scans the chunk table).
     pub fn usage(&self) -> Result<Usage> {
         let mut u = Usage::default();

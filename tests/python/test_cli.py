@@ -58,6 +58,12 @@ def test_sync_ls_and_rm(aws, bucket, tmp_path):
     for p in tree.rglob("*"):
         if p.is_file():
             assert (back / p.relative_to(tree)).read_bytes() == p.read_bytes()
+    # Server-side copy (CopyObject), then mv (copy + delete).
+    aws("s3", "cp", f"s3://{bucket}/t/sub/b.bin", f"s3://{bucket}/copied.bin")
+    aws("s3", "mv", f"s3://{bucket}/copied.bin", f"s3://{bucket}/moved.bin")
+    aws("s3", "cp", f"s3://{bucket}/moved.bin", str(tmp_path / "moved.bin"))
+    assert (tmp_path / "moved.bin").read_bytes() == (tree / "sub/b.bin").read_bytes()
+    aws("s3", "rm", f"s3://{bucket}/moved.bin")
     aws("s3", "rm", "--recursive", f"s3://{bucket}/t")
     assert aws("s3", "ls", "--recursive", f"s3://{bucket}/").stdout.strip() == ""
 

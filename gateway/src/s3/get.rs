@@ -84,14 +84,14 @@ struct Conditions<'a> {
     if_unmodified_since: Option<&'a Timestamp>,
 }
 
-fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
+pub(crate) fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
     match cond {
         ETagCondition::Any => true,
         ETagCondition::ETag(t) => t.value() == etag,
     }
 }
 
-fn seconds(t: &Timestamp) -> i64 {
+pub(crate) fn seconds(t: &Timestamp) -> i64 {
     time::OffsetDateTime::from(t.clone()).unix_timestamp()
 }
 

@@ -4,6 +4,7 @@ mod access;
 pub mod blob;
 mod bucket;
 mod checksum;
+mod copy;
 mod delete;
 mod error;
 mod get;
@@ -158,6 +159,13 @@ impl S3 for Gateway {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         put::put_object(self, req).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        copy::copy_object(self, req).await
     }
 
     async fn get_object(

@@ -186,8 +186,19 @@ async fn metrics_handler(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn s3_handler(State(st): State<AppState>, req: Request) -> Response {
+    let is_head = req.method() == http::Method::HEAD;
     match st.s3.clone().oneshot(req).await {
-        Ok(resp) => resp.map(Body::new),
+        Ok(mut resp) => {
+            // s3s serializes HeadObject with status 200 even for a range, and ignores the
+            // status a handler sets; S3 answers a ranged HEAD with 206, like a GET.
+            if is_head
+                && resp.status() == StatusCode::OK
+                && resp.headers().contains_key(http::header::CONTENT_RANGE)
+            {
+                *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            }
+            resp.map(Body::new)
+        }
         Err(e) => {
             tracing::error!(error = ?e, "s3 service failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()

@@ -671,6 +671,42 @@ impl Store {
         })
     }
 
+    /// Deletes many keys in one commit. Each item is a key and, optionally, the ETag the
+    /// object must still have; the result says, per item, whether it was deleted (a missing
+    /// key counts as deleted, as in S3) or why not.
+    pub fn delete_objects(
+        &self,
+        bucket: &str,
+        items: Vec<(String, Option<String>)>,
+    ) -> Result<Vec<Result<()>>> {
+        self.bucket(bucket)?;
+        let bucket = bucket.to_owned();
+        self.db.transact(move |tx| {
+            let mut results = Vec::with_capacity(items.len());
+            for (key, etag) in items {
+                let okey = object_key(&bucket, &key);
+                let Some(v) = tx.get(Cf::Objects, &okey)? else {
+                    results.push(Ok(()));
+                    continue;
+                };
+                let old: ObjectRecord = from_json(&v)?;
+                if let Some(want) = etag
+                    && want.trim_matches('"') != old.etag
+                {
+                    results.push(Err(StoreError::PreconditionFailed(format!(
+                        "the current ETag is {}",
+                        old.etag
+                    ))));
+                    continue;
+                }
+                release_manifest(tx, old.manifest_id()?, Some(&old.content_hash()?))?;
+                tx.delete(Cf::Objects, okey);
+                results.push(Ok(()));
+            }
+            Ok(results)
+        })
+    }
+
     /// Totals over all stored chunks (scans the chunk table).
     pub fn usage(&self) -> Result<Usage> {
         let mut u = Usage::default();

@@ -96,3 +96,12 @@ def test_upload_fileobj_streams_unknown_length(s3, bucket):
     data = os.urandom(7 * 1024 * 1024)
     s3.upload_fileobj(io.BytesIO(data), bucket, "stream.bin")
     assert s3.get_object(Bucket=bucket, Key="stream.bin")["Body"].read() == data
+
+
+def test_delete_objects_in_bulk(s3, bucket):
+    keys = [f"bulk/{i:04}" for i in range(250)]
+    for k in keys:
+        s3.put_object(Bucket=bucket, Key=k, Body=b"x")
+    r = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+    assert len(r["Deleted"]) == 250 and not r.get("Errors")
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="bulk/")["KeyCount"] == 0

@@ -166,6 +166,23 @@ async fn ranges_read_exact_slices() {
         .unwrap();
     assert_eq!(r.content_range(), Some(format!("bytes 10-19/{n}").as_str()));
     assert_eq!(r.content_length(), Some(10));
+    let h = node
+        .signed_with(
+            "HEAD",
+            "/rng/k",
+            &[("range", "bytes=10-19")],
+            vec![],
+            s3swarm_tests::ACCESS_KEY,
+            s3swarm_tests::SECRET_KEY,
+        )
+        .await;
+    assert_eq!(h.status(), 206, "HEAD with a range answers like GET");
+    assert_eq!(
+        h.headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok()),
+        Some(format!("bytes 10-19/{n}").as_str())
+    );
     let e = s3
         .get_object()
         .bucket("rng")

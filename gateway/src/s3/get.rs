@@ -275,5 +275,7 @@ pub(crate) async fn head_object(
         &rec,
     )?;
     let output = object_output!(HeadObjectOutput, &rec, range, full, checksum, {});
+    // A ranged HEAD must answer 206; s3s always writes 200 for HeadObject, so the HTTP
+    // layer corrects it (see `server::s3_handler`).
     Ok(with_blake3(S3Response::new(output), &rec.content_hash))
 }

@@ -161,6 +161,13 @@ impl S3 for Gateway {
         put::put_object(self, req).await
     }
 
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        delete::delete_objects(self, req).await
+    }
+
     async fn copy_object(
         &self,
         req: S3Request<CopyObjectInput>,

@@ -7,7 +7,7 @@ use store::ObjectKey;
 
 use super::error::{join_err, s3_err};
 use super::get::{etag_matches, seconds};
-use super::{Gateway, object_meta, timestamp, with_blake3};
+use super::{Gateway, object_meta_of, timestamp, with_blake3};
 
 pub(crate) async fn copy_object(
     g: &Gateway,
@@ -91,20 +91,11 @@ pub(crate) async fn copy_object(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
         ));
     }
-    let meta = replace.then(|| {
-        object_meta(
-            input.content_type.clone(),
-            input.content_encoding.clone(),
-            input.content_disposition.clone(),
-            input.content_language.clone(),
-            input.cache_control.clone(),
-            input.expires.clone(),
-            input.metadata.clone(),
-        )
-    });
-    if let Some(m) = &meta {
-        super::put::check_metadata_size(m)?;
-    }
+    let meta = if replace {
+        Some(object_meta_of!(input)?)
+    } else {
+        None
+    };
     let store = g.store.clone();
     let (sb, sk, db) = (
         src_bucket.to_string(),

@@ -218,6 +218,24 @@ fn plan_read(
     ))
 }
 
+/// `plan_read` over the fields GET and HEAD inputs share.
+macro_rules! plan_read {
+    ($input:ident, $rec:expr) => {
+        plan_read(
+            &Conditions {
+                if_match: $input.if_match.as_ref(),
+                if_none_match: $input.if_none_match.as_ref(),
+                if_modified_since: $input.if_modified_since.as_ref(),
+                if_unmodified_since: $input.if_unmodified_since.as_ref(),
+            },
+            $input.range.as_ref(),
+            $input.part_number,
+            $input.checksum_mode.as_ref(),
+            $rec,
+        )
+    };
+}
+
 pub(crate) async fn get_object(
     g: &Gateway,
     req: S3Request<GetObjectInput>,
@@ -230,19 +248,7 @@ pub(crate) async fn get_object(
         .await
         .map_err(join_err)?
         .map_err(s3_err)?;
-    let conditions = Conditions {
-        if_match: input.if_match.as_ref(),
-        if_none_match: input.if_none_match.as_ref(),
-        if_modified_since: input.if_modified_since.as_ref(),
-        if_unmodified_since: input.if_unmodified_since.as_ref(),
-    };
-    let (range, full, checksum) = plan_read(
-        &conditions,
-        input.range.as_ref(),
-        input.part_number,
-        input.checksum_mode.as_ref(),
-        &rec,
-    )?;
+    let (range, full, checksum) = plan_read!(input, &rec)?;
     let body = stream_range(g.store.clone(), manifest, range, Some(g.metrics.clone()));
     let output = object_output!(GetObjectOutput, &rec, range, full, checksum, {
         body: Some(StreamingBlob::new(body)),
@@ -261,19 +267,7 @@ pub(crate) async fn head_object(
         .await
         .map_err(join_err)?
         .map_err(s3_err)?;
-    let conditions = Conditions {
-        if_match: input.if_match.as_ref(),
-        if_none_match: input.if_none_match.as_ref(),
-        if_modified_since: input.if_modified_since.as_ref(),
-        if_unmodified_since: input.if_unmodified_since.as_ref(),
-    };
-    let (range, full, checksum) = plan_read(
-        &conditions,
-        input.range.as_ref(),
-        input.part_number,
-        input.checksum_mode.as_ref(),
-        &rec,
-    )?;
+    let (range, full, checksum) = plan_read!(input, &rec)?;
     let output = object_output!(HeadObjectOutput, &rec, range, full, checksum, {});
     // A ranged HEAD must answer 206; s3s always writes 200 for HeadObject, so the HTTP
     // layer corrects it (see `server::s3_handler`).

@@ -87,6 +87,25 @@ pub(crate) fn with_blake3<T>(mut resp: S3Response<T>, hex: &str) -> S3Response<T
     resp
 }
 
+/// The metadata a client sets (standard headers and `x-amz-meta-*`), from any input with the
+/// standard field names (PutObject, CreateMultipartUpload, CopyObject), checked against S3's
+/// 2 KiB limit on user metadata.
+macro_rules! object_meta_of {
+    ($input:expr) => {{
+        let meta = $crate::s3::object_meta(
+            $input.content_type.clone(),
+            $input.content_encoding.clone(),
+            $input.content_disposition.clone(),
+            $input.content_language.clone(),
+            $input.cache_control.clone(),
+            $input.expires.clone(),
+            $input.metadata.clone(),
+        );
+        $crate::s3::put::check_metadata_size(&meta).map(|()| meta)
+    }};
+}
+pub(crate) use object_meta_of;
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn object_meta(
     content_type: Option<ContentType>,

@@ -6,8 +6,8 @@ use store::{MAX_PART_NUMBER, ObjectKey, UploadRecord, UploadRef};
 
 use super::checksum::to_dto;
 use super::error::{join_err, s3_err};
-use super::put::{check_metadata_size, receive, upload_body};
-use super::{Gateway, object_meta, timestamp, with_blake3, write_precondition};
+use super::put::{receive, upload_body};
+use super::{Gateway, object_meta_of, timestamp, with_blake3, write_precondition};
 
 const MAX_PARTS_LISTED: i32 = 1000;
 const MAX_UPLOADS_LISTED: i32 = 1000;
@@ -30,16 +30,7 @@ pub(crate) async fn create(
         .unwrap_or_default();
     let input = req.input;
     let key = ObjectKey::new(&input.key).map_err(s3_err)?;
-    let meta = object_meta(
-        input.content_type,
-        input.content_encoding,
-        input.content_disposition,
-        input.content_language,
-        input.cache_control,
-        input.expires,
-        input.metadata,
-    );
-    check_metadata_size(&meta)?;
+    let meta = object_meta_of!(input)?;
     let rec = UploadRecord {
         owner,
         initiated_ms: time::OffsetDateTime::now_utc().unix_timestamp() * 1000,

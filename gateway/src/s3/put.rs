@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::checksum::{ChecksumPlan, to_dto};
 use super::error::{join_err, s3_err};
-use super::{Gateway, object_meta, with_blake3, write_precondition};
+use super::{Gateway, object_meta_of, with_blake3, write_precondition};
 
 /// Bodies up to this size are read whole and ingested in one blocking call: for small
 /// objects two thread hand-offs cost more than the work.
@@ -324,16 +324,7 @@ pub(crate) async fn put_object(
     } = req;
     let key = ObjectKey::new(&input.key).map_err(s3_err)?;
     g.store.bucket(&input.bucket).map_err(s3_err)?;
-    let meta = object_meta(
-        input.content_type.clone(),
-        input.content_encoding.clone(),
-        input.content_disposition.clone(),
-        input.content_language.clone(),
-        input.cache_control.clone(),
-        input.expires.clone(),
-        input.metadata.clone(),
-    );
-    check_metadata_size(&meta)?;
+    let meta = object_meta_of!(input)?;
     let precondition = write_precondition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
     let received = receive(g, &headers, trailing_headers, upload_body!(input)).await?;
     let ingested = received.ingested;

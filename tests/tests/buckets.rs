@@ -198,3 +198,32 @@ async fn generated_credentials_are_stored_private_and_printed_once() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn unimplemented_operations_say_so_instead_of_pretending() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("nyi").send().await.unwrap();
+    let e = s3
+        .get_bucket_versioning()
+        .bucket("nyi")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NotImplemented");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(501));
+    let e = s3
+        .put_object_tagging()
+        .bucket("nyi")
+        .key("k")
+        .tagging(
+            aws_sdk_s3::types::Tagging::builder()
+                .set_tag_set(Some(vec![]))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NotImplemented");
+}

@@ -26,5 +26,5 @@ pub use records::{
 };
 pub use store::{
     INLINE_MAX, ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE, NewObject, ObjectWriter,
-    StagedObject, Store, StoreOptions, StoreStats, UploadRef, Usage, WritePrecondition,
+    StagedObject, Store, StoreOptions, StoreStats, UploadRef, WritePrecondition,
 };

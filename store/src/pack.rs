@@ -47,6 +47,8 @@ pub struct PackSet {
     open: Mutex<HashMap<PackId, Arc<Mmap>>>,
 }
 
+const PAGE: usize = 4096;
+
 /// A slice of a mapped pack, handed to the network without copying: the socket write reads
 /// straight from the page cache. Packs are immutable once sealed and only ever unlinked,
 /// never truncated, so a mapping stays valid for as long as this slice lives.
@@ -67,7 +69,6 @@ impl Drop for MappedSlice {
     /// cache, but no longer count towards this process's RSS (a 1 GiB GET otherwise shows
     /// as 1 GiB resident).
     fn drop(&mut self) {
-        const PAGE: usize = 4096;
         let from = self.start.next_multiple_of(PAGE);
         let to = self.end / PAGE * PAGE;
         if to > from {
@@ -191,9 +192,10 @@ impl PackSet {
 
     /// Unlinks a pack whose last live chunk was released (after that release is durable).
     pub fn remove(&self, id: PackId) -> Result<()> {
-        if let Ok(mut open) = self.open.lock() {
-            open.remove(&id);
-        }
+        // Unlink under the cache lock, so a concurrent read cannot map the file again and
+        // keep the space of a deleted pack alive in the cache.
+        let mut open = self.open.lock().map_err(|_| StoreError::Closed)?;
+        open.remove(&id);
         match fs::remove_file(self.packs_dir.join(id.file_name())) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -236,19 +238,13 @@ impl PackWriter {
 
     /// Asks the kernel to start writing what was appended so far, without waiting: the disk
     /// works while the rest of the body arrives, and the final fsync finds little left to do.
-    /// Waits for the window before the previous one, so dirty pages per upload stay bounded.
     fn start_writeback(&mut self) {
         use std::os::fd::AsRawFd;
         let fd = self.file.as_raw_fd();
         let (from, len) = (self.flushed as i64, (self.len - self.flushed) as i64);
         // SAFETY: plain syscalls on a file descriptor we own; failures only lose the hint.
         unsafe {
-            libc::sync_file_range(
-                fd,
-                from,
-                len,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE,
-            );
+            libc::sync_file_range(fd, from, len, libc::SYNC_FILE_RANGE_WRITE);
         }
         self.flushed = self.len;
     }

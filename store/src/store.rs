@@ -147,14 +147,6 @@ pub enum ListCursor {
     Prefix(String),
 }
 
-/// Figures about the store's contents.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Usage {
-    pub chunks: u64,
-    pub stored_bytes: u64,
-    pub packs: u64,
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -208,7 +200,7 @@ impl Store {
     /// Collects chunks that have had no reference for longer than `grace` (unless an upload
     /// in flight is about to reference them again); returns how many were dropped.
     pub fn sweep(&self, grace: Duration) -> Result<usize> {
-        let cutoff = now_ms().saturating_sub(grace.as_millis() as i64);
+        let cutoff = now_ms().saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
         let mut due = Vec::new();
         self.shared.meta.scan(Cf::Graveyard, &[], |k, _| {
             let dead = k
@@ -482,11 +474,6 @@ impl Store {
         )))
     }
 
-    /// The chunk list of an object.
-    pub fn manifest(&self, rec: &ObjectRecord) -> Result<Manifest> {
-        load_manifest(&self.shared.meta, rec.manifest_id()?)
-    }
-
     /// Reads one slice of a chunk.
     pub fn read_slice(&self, slice: &ChunkSlice) -> Result<Bytes> {
         read_slice(&self.shared, slice)
@@ -705,25 +692,6 @@ impl Store {
             }
             Ok(results)
         })
-    }
-
-    /// Totals over all stored chunks (scans the chunk table).
-    pub fn usage(&self) -> Result<Usage> {
-        let mut u = Usage::default();
-        self.shared.meta.scan(Cf::Chunks, &[], |_, v| {
-            let e = ChunkEntry::decode(v)?;
-            u.chunks += 1;
-            u.stored_bytes += match e.location {
-                ChunkLocation::Inline(d) => d.len() as u64,
-                ChunkLocation::Pack { len, .. } => u64::from(len),
-            };
-            Ok(true)
-        })?;
-        self.shared.meta.scan(Cf::Packs, &[], |_, _| {
-            u.packs += 1;
-            Ok(true)
-        })?;
-        Ok(u)
     }
 
     // ---- multipart -----------------------------------------------------------------------
@@ -1212,7 +1180,11 @@ impl ChunkSink {
         // Pin before looking, so the entry cannot be collected between the look and our commit.
         self.shared.pin(hash);
         let stored = self.shared.meta.get(Cf::Chunks, hash.as_bytes());
-        if matches!(stored, Ok(Some(_))) {
+        // A chunk at zero references may be swept any moment: store its bytes again rather
+        // than race the sweeper (the commit still reuses the entry if it survives).
+        let live =
+            matches!(&stored, Ok(Some(v)) if ChunkEntry::decode(v).is_ok_and(|e| e.refs > 0));
+        if live {
             self.pinned.push(hash);
             return Ok(());
         }
@@ -1278,8 +1250,18 @@ impl ObjectWriter {
         self.finish_with(hash)
     }
 
-    /// Like `finish`, with the whole-content BLAKE3 the caller computed over the same bytes.
+    /// Like `finish`, with the whole-content BLAKE3 the caller computed over the same bytes
+    /// (only for writers from `Store::writer_for_hashed`).
     pub fn finish_with(self, content_hash: ContentHash) -> Result<StagedObject> {
+        if self.whole.is_some() {
+            return Err(StoreError::Corrupt(
+                "finish_with on a writer that hashes itself; use finish".into(),
+            ));
+        }
+        self.finish_unchecked(content_hash)
+    }
+
+    fn finish_unchecked(self, content_hash: ContentHash) -> Result<StagedObject> {
         let ObjectWriter {
             shared,
             chunker,

@@ -69,6 +69,14 @@ pub(crate) async fn ingest(
             while let Some(frame) = b.next().await {
                 let frame = frame.map_err(|e| body_error(&e))?;
                 buf.extend_from_slice(&frame);
+                // A lying length (e.g. a small decoded length on an aws-chunked body) must not
+                // make us buffer more than was declared.
+                if declared.is_some_and(|n| buf.len() as u64 > n) {
+                    return Err(s3_error!(
+                        IncompleteBody,
+                        "the body is longer than its declared length"
+                    ));
+                }
                 if buf.len() as u64 > limit {
                     return Err(s3_error!(
                         EntityTooLarge,

@@ -134,6 +134,10 @@ impl PartRecord {
 pub(crate) struct ChunkEntry {
     pub refs: u64,
     pub location: ChunkLocation,
+    /// When the last reference went away (unix ms), while the entry waits in the graveyard.
+    /// Kept per chunk so an older graveyard entry of a chunk that was revived and died again
+    /// does not cut the newer grace period short.
+    pub dead_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,16 +151,19 @@ pub(crate) enum ChunkLocation {
     },
 }
 
+/// Layout: refs (u64 LE), a kind byte (bit 0: in a pack, bit 1: a death time follows),
+/// the death time (i64 LE) if flagged, then the inline bytes or (pack id, offset, length).
 impl ChunkEntry {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = self.refs.to_le_bytes().to_vec();
+        let in_pack = matches!(self.location, ChunkLocation::Pack { .. });
+        out.push(u8::from(in_pack) | if self.dead_ms.is_some() { 2 } else { 0 });
+        if let Some(t) = self.dead_ms {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
         match &self.location {
-            ChunkLocation::Inline(data) => {
-                out.push(0);
-                out.extend_from_slice(data);
-            }
+            ChunkLocation::Inline(data) => out.extend_from_slice(data),
             ChunkLocation::Pack { pack, offset, len } => {
-                out.push(1);
                 out.extend_from_slice(&pack.0.to_le_bytes());
                 out.extend_from_slice(&offset.to_le_bytes());
                 out.extend_from_slice(&len.to_le_bytes());
@@ -167,17 +174,41 @@ impl ChunkEntry {
 
     pub(crate) fn decode(b: &[u8]) -> Result<Self> {
         let bad = || StoreError::Corrupt(format!("chunk entry of {} bytes", b.len()));
-        let refs = u64::from_le_bytes(b.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-        let location = match b.get(8) {
-            Some(0) => ChunkLocation::Inline(b[9..].to_vec()),
-            Some(1) if b.len() == 9 + 20 => ChunkLocation::Pack {
-                pack: PackId(u64::from_le_bytes(b[9..17].try_into().map_err(|_| bad())?)),
-                offset: u64::from_le_bytes(b[17..25].try_into().map_err(|_| bad())?),
-                len: u32::from_le_bytes(b[25..29].try_into().map_err(|_| bad())?),
-            },
-            _ => return Err(bad()),
+        let u64_at = |at: usize| -> Result<u64> {
+            Ok(u64::from_le_bytes(
+                b.get(at..at + 8)
+                    .ok_or_else(bad)?
+                    .try_into()
+                    .map_err(|_| bad())?,
+            ))
         };
-        Ok(Self { refs, location })
+        let refs = u64_at(0)?;
+        let kind = *b.get(8).ok_or_else(bad)?;
+        if kind > 3 {
+            return Err(bad());
+        }
+        let (dead_ms, rest) = if kind & 2 != 0 {
+            (Some(u64_at(9)? as i64), 17)
+        } else {
+            (None, 9)
+        };
+        let location = if kind & 1 == 0 {
+            ChunkLocation::Inline(b[rest..].to_vec())
+        } else {
+            if b.len() != rest + 20 {
+                return Err(bad());
+            }
+            ChunkLocation::Pack {
+                pack: PackId(u64_at(rest)?),
+                offset: u64_at(rest + 8)?,
+                len: u32::from_le_bytes(b[rest + 16..rest + 20].try_into().map_err(|_| bad())?),
+            }
+        };
+        Ok(Self {
+            refs,
+            location,
+            dead_ms,
+        })
     }
 }
 
@@ -267,11 +298,14 @@ mod tests {
                 len: 123,
             },
         ] {
-            let e = ChunkEntry {
-                refs: 3,
-                location: loc,
-            };
-            assert_eq!(ChunkEntry::decode(&e.encode()).unwrap(), e);
+            for dead_ms in [None, Some(1_763_000_000_000)] {
+                let e = ChunkEntry {
+                    refs: 3,
+                    location: loc.clone(),
+                    dead_ms,
+                };
+                assert_eq!(ChunkEntry::decode(&e.encode()).unwrap(), e);
+            }
         }
         assert!(ChunkEntry::decode(&[1, 2]).is_err());
         assert!(

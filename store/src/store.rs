@@ -200,7 +200,13 @@ impl Store {
     /// Collects chunks that have had no reference for longer than `grace` (unless an upload
     /// in flight is about to reference them again); returns how many were dropped.
     pub fn sweep(&self, grace: Duration) -> Result<usize> {
-        let cutoff = now_ms().saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+        self.sweep_dead_before(
+            now_ms().saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// `sweep` with an explicit cutoff: chunks dead at or before `cutoff` (unix ms) go.
+    fn sweep_dead_before(&self, cutoff: i64) -> Result<usize> {
         let mut due = Vec::new();
         self.shared.meta.scan(Cf::Graveyard, &[], |k, _| {
             let dead = k
@@ -227,6 +233,11 @@ impl Store {
                     .map(|v| ChunkEntry::decode(&v))
                     .transpose()?;
                 if let Some(e) = entry.filter(|e| e.refs == 0) {
+                    if e.dead_ms.is_some_and(|t| t > cutoff) {
+                        // Revived and dead again since this entry: a newer one covers it.
+                        tx.delete(Cf::Graveyard, k);
+                        continue;
+                    }
                     if shared.pinned(&hash) {
                         continue; // an upload deduplicated against it: look again next sweep
                     }
@@ -985,6 +996,7 @@ fn add_ref(tx: &mut Tx<'_>, hash: &ChunkHash) -> Result<()> {
         .ok_or_else(|| StoreError::Raced(hash.to_hex()))?;
     let mut e = ChunkEntry::decode(&v)?;
     e.refs += 1;
+    e.dead_ms = None;
     tx.put(Cf::Chunks, hash.as_bytes().to_vec(), e.encode());
     Ok(())
 }
@@ -1002,6 +1014,7 @@ fn commit_staged(
             Some(v) => {
                 let mut e = ChunkEntry::decode(&v)?;
                 e.refs += 1;
+                e.dead_ms = None;
                 e
             }
             None => {
@@ -1021,7 +1034,11 @@ fn commit_staged(
                     // Deduplicated against a chunk that has since been collected.
                     None => return Err(StoreError::Raced(c.hash.to_hex())),
                 };
-                ChunkEntry { refs: 1, location }
+                ChunkEntry {
+                    refs: 1,
+                    location,
+                    dead_ms: None,
+                }
             }
         };
         tx.put(Cf::Chunks, key, entry.encode());
@@ -1117,7 +1134,9 @@ fn release_manifest(tx: &mut Tx<'_>, id: ManifestId, content: Option<&ContentHas
         if e.refs == 0 {
             // Not dropped yet: a read that resolved this chunk a moment ago must still find
             // it. The sweeper collects it after the grace period unless it is referenced again.
-            tx.put(Cf::Graveyard, grave_key(now_ms(), &c.hash), Vec::new());
+            let now = now_ms();
+            e.dead_ms = Some(now);
+            tx.put(Cf::Graveyard, grave_key(now, &c.hash), Vec::new());
         }
         tx.put(Cf::Chunks, c.hash.as_bytes().to_vec(), e.encode());
     }
@@ -1331,5 +1350,70 @@ impl Drop for StagedObject {
         {
             let _ = self.sink.shared.packs.remove(pack);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(store: &Store, h: &ChunkHash) -> Option<ChunkEntry> {
+        store
+            .shared
+            .meta
+            .get(Cf::Chunks, h.as_bytes())
+            .unwrap()
+            .map(|v| ChunkEntry::decode(&v).unwrap())
+    }
+
+    fn put(store: &Store, key: &str, data: &[u8]) {
+        let mut w = store.writer();
+        w.write(data).unwrap();
+        let staged = w.finish().unwrap();
+        let new = NewObject {
+            etag: "e".into(),
+            ..Default::default()
+        };
+        store
+            .put_object("bkt", &ObjectKey::new(key).unwrap(), staged, new)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_chunk_revived_and_dead_again_keeps_its_newer_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(
+            dir.path(),
+            StoreOptions {
+                gc_grace: Duration::from_secs(3600),
+            },
+        )
+        .unwrap();
+        store
+            .create_bucket(&BucketName::new("bkt").unwrap(), "owner", None)
+            .unwrap();
+        let data = b"small enough to be one inline chunk";
+        let h = ChunkHash::of(data);
+
+        put(&store, "k", data);
+        store.delete_object("bkt", "k").unwrap();
+        let first = entry(&store, &h).and_then(|e| e.dead_ms).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        put(&store, "k", data);
+        assert_eq!(
+            entry(&store, &h).map(|e| (e.refs, e.dead_ms)),
+            Some((1, None)),
+            "revived"
+        );
+        store.delete_object("bkt", "k").unwrap();
+        let second = entry(&store, &h).and_then(|e| e.dead_ms).unwrap();
+        assert!(second > first);
+
+        // The first death is past the cutoff, the second is not: the chunk must stay.
+        assert_eq!(store.sweep_dead_before(second - 1).unwrap(), 0);
+        assert!(entry(&store, &h).is_some());
+        // Once the second death is past the cutoff too, it goes.
+        assert_eq!(store.sweep_dead_before(second).unwrap(), 1);
+        assert!(entry(&store, &h).is_none());
     }
 }

@@ -122,3 +122,13 @@ pub(crate) async fn get_bucket_location(
         location_constraint,
     }))
 }
+
+/// Versioning has never been enabled on any bucket (it is not implemented yet), which S3
+/// reports as a configuration with no status. PutBucketVersioning answers 501.
+pub(crate) async fn get_bucket_versioning(
+    g: &Gateway,
+    req: S3Request<GetBucketVersioningInput>,
+) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+    g.store.bucket(&req.input.bucket).map_err(s3_err)?;
+    Ok(S3Response::new(GetBucketVersioningOutput::default()))
+}

@@ -171,6 +171,92 @@ pub(crate) async fn list_objects_v2(
     Ok(S3Response::new(output))
 }
 
+/// A V1-style marker is a key; when it names a common prefix returned earlier, the listing
+/// skips everything under that prefix.
+fn marker_cursor(marker: &str, prefix: &str, delimiter: Option<&str>) -> ListCursor {
+    match delimiter {
+        Some(d) if !d.is_empty() && marker.ends_with(d) && marker.starts_with(prefix) => {
+            ListCursor::Prefix(marker.to_owned())
+        }
+        _ => ListCursor::Key(marker.to_owned()),
+    }
+}
+
+/// ListObjectVersions. Buckets are not versioned yet, so every object has exactly one version,
+/// `null`, which is the latest: what S3 lists for a bucket that never had versioning enabled.
+pub(crate) async fn list_object_versions(
+    g: &Gateway,
+    req: S3Request<ListObjectVersionsInput>,
+) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+    let input = req.input;
+    let enc = encoder(input.encoding_type.as_ref())?;
+    let max = max_keys(input.max_keys)?;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let key_marker = input.key_marker.clone().filter(|m| !m.is_empty());
+    // With one version per key, a version-id marker can only be `null`: resume after that key.
+    let after = key_marker
+        .as_deref()
+        .map(|m| marker_cursor(m, &prefix, input.delimiter.as_deref()));
+    let page = page(
+        g,
+        &input.bucket,
+        &prefix,
+        input.delimiter.as_deref(),
+        after,
+        max,
+    )
+    .await?;
+    let owner = req.credentials.as_ref().map(|c| Owner {
+        display_name: Some(c.access_key.clone()),
+        id: Some(c.access_key.clone()),
+    });
+    let versions = page
+        .objects
+        .iter()
+        .map(|(key, rec)| ObjectVersion {
+            key: Some(enc(key)),
+            version_id: Some("null".into()),
+            is_latest: Some(true),
+            size: Some(rec.size as i64),
+            e_tag: Some(ETag::Strong(rec.etag.clone())),
+            last_modified: Some(timestamp(rec.last_modified_ms)),
+            storage_class: Some(ObjectVersionStorageClass::from_static(
+                ObjectVersionStorageClass::STANDARD,
+            )),
+            owner: owner.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let (next_key, next_version) = match &page.next {
+        Some(ListCursor::Key(k)) => (Some(enc(k)), Some("null".to_owned())),
+        Some(ListCursor::Prefix(p)) => (Some(enc(p)), None),
+        None => (None, None),
+    };
+    let output = ListObjectVersionsOutput {
+        name: Some(input.bucket),
+        prefix: Some(enc(&prefix)),
+        delimiter: input.delimiter.as_deref().map(enc),
+        key_marker: input.key_marker,
+        version_id_marker: input.version_id_marker,
+        max_keys: Some(max as i32),
+        is_truncated: Some(page.next.is_some()),
+        next_key_marker: next_key,
+        next_version_id_marker: next_version,
+        encoding_type: input.encoding_type,
+        versions: Some(versions),
+        common_prefixes: Some(
+            page.common_prefixes
+                .iter()
+                .map(|p| CommonPrefix {
+                    prefix: Some(enc(p)),
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
 pub(crate) async fn list_objects(
     g: &Gateway,
     req: S3Request<ListObjectsInput>,
@@ -180,13 +266,9 @@ pub(crate) async fn list_objects(
     let max = max_keys(input.max_keys)?;
     let prefix = input.prefix.clone().unwrap_or_default();
     let marker = input.marker.clone().filter(|m| !m.is_empty());
-    // A V1 marker is a key; when it names a common prefix returned earlier, skip that whole prefix.
-    let after = marker.as_ref().map(|m| match input.delimiter.as_deref() {
-        Some(d) if !d.is_empty() && m.ends_with(d) && m.starts_with(&prefix) => {
-            ListCursor::Prefix(m.clone())
-        }
-        _ => ListCursor::Key(m.clone()),
-    });
+    let after = marker
+        .as_deref()
+        .map(|m| marker_cursor(m, &prefix, input.delimiter.as_deref()));
     let page = page(
         g,
         &input.bucket,

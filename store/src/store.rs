@@ -2,7 +2,7 @@
 //!
 //! All methods block (RocksDB and file I/O); async callers run them on blocking threads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +58,7 @@ impl Shared {
         }
     }
 
-    fn unpin(&self, hashes: &[ChunkHash]) {
+    fn unpin<'a>(&self, hashes: impl IntoIterator<Item = &'a ChunkHash>) {
         if let Ok(mut p) = self.pins.lock() {
             for h in hashes {
                 if let Some(n) = p.get_mut(h) {
@@ -402,7 +402,7 @@ impl Store {
                 chunks: Vec::new(),
                 new_chunks: HashMap::new(),
                 pack: None,
-                pinned: Vec::new(),
+                pinned: HashSet::new(),
             },
             whole: Some(blake3::Hasher::new()),
             size: 0,
@@ -1183,7 +1183,8 @@ struct ChunkSink {
     chunks: Vec<ChunkRef>,
     new_chunks: HashMap<ChunkHash, NewChunk>,
     pack: Option<PackWriter>,
-    pinned: Vec<ChunkHash>,
+    /// Looked up for every chunk of an upload, so a set, not a list.
+    pinned: HashSet<ChunkHash>,
 }
 
 impl ChunkSink {
@@ -1204,10 +1205,10 @@ impl ChunkSink {
         let live =
             matches!(&stored, Ok(Some(v)) if ChunkEntry::decode(v).is_ok_and(|e| e.refs > 0));
         if live {
-            self.pinned.push(hash);
+            self.pinned.insert(hash);
             return Ok(());
         }
-        self.shared.unpin(&[hash]);
+        self.shared.unpin([&hash]);
         stored?;
         if chunk.len() <= INLINE_MAX {
             self.new_chunks.insert(hash, NewChunk::Inline(chunk));

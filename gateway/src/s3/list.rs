@@ -113,13 +113,7 @@ fn contents(
             ..Default::default()
         })
         .collect();
-    let prefixes = page
-        .common_prefixes
-        .iter()
-        .map(|p| CommonPrefix {
-            prefix: Some(enc(p)),
-        })
-        .collect();
+    let prefixes = common_prefixes(page, enc);
     (objects, prefixes)
 }
 
@@ -182,6 +176,38 @@ fn marker_cursor(marker: &str, prefix: &str, delimiter: Option<&str>) -> ListCur
     }
 }
 
+/// A page that resumes after a V1-style marker (ListObjects, ListObjectVersions).
+async fn page_after_marker(
+    g: &Gateway,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    marker: Option<&str>,
+    max: usize,
+) -> S3Result<ListPage> {
+    let after = marker
+        .filter(|m| !m.is_empty())
+        .map(|m| marker_cursor(m, prefix, delimiter));
+    page(g, bucket, prefix, delimiter, after, max).await
+}
+
+/// The requesting identity, as S3 reports owners in listings.
+fn requester(creds: Option<&s3s::auth::Credentials>) -> Option<Owner> {
+    creds.map(|c| Owner {
+        display_name: Some(c.access_key.clone()),
+        id: Some(c.access_key.clone()),
+    })
+}
+
+fn common_prefixes(page: &ListPage, enc: fn(&str) -> String) -> Vec<CommonPrefix> {
+    page.common_prefixes
+        .iter()
+        .map(|p| CommonPrefix {
+            prefix: Some(enc(p)),
+        })
+        .collect()
+}
+
 /// ListObjectVersions. Buckets are not versioned yet, so every object has exactly one version,
 /// `null`, which is the latest: what S3 lists for a bucket that never had versioning enabled.
 pub(crate) async fn list_object_versions(
@@ -192,24 +218,17 @@ pub(crate) async fn list_object_versions(
     let enc = encoder(input.encoding_type.as_ref())?;
     let max = max_keys(input.max_keys)?;
     let prefix = input.prefix.clone().unwrap_or_default();
-    let key_marker = input.key_marker.clone().filter(|m| !m.is_empty());
     // With one version per key, a version-id marker can only be `null`: resume after that key.
-    let after = key_marker
-        .as_deref()
-        .map(|m| marker_cursor(m, &prefix, input.delimiter.as_deref()));
-    let page = page(
+    let page = page_after_marker(
         g,
         &input.bucket,
         &prefix,
         input.delimiter.as_deref(),
-        after,
+        input.key_marker.as_deref(),
         max,
     )
     .await?;
-    let owner = req.credentials.as_ref().map(|c| Owner {
-        display_name: Some(c.access_key.clone()),
-        id: Some(c.access_key.clone()),
-    });
+    let owner = requester(req.credentials.as_ref());
     let versions = page
         .objects
         .iter()
@@ -244,14 +263,7 @@ pub(crate) async fn list_object_versions(
         next_version_id_marker: next_version,
         encoding_type: input.encoding_type,
         versions: Some(versions),
-        common_prefixes: Some(
-            page.common_prefixes
-                .iter()
-                .map(|p| CommonPrefix {
-                    prefix: Some(enc(p)),
-                })
-                .collect(),
-        ),
+        common_prefixes: Some(common_prefixes(&page, enc)),
         ..Default::default()
     };
     Ok(S3Response::new(output))
@@ -266,22 +278,16 @@ pub(crate) async fn list_objects(
     let max = max_keys(input.max_keys)?;
     let prefix = input.prefix.clone().unwrap_or_default();
     let marker = input.marker.clone().filter(|m| !m.is_empty());
-    let after = marker
-        .as_deref()
-        .map(|m| marker_cursor(m, &prefix, input.delimiter.as_deref()));
-    let page = page(
+    let page = page_after_marker(
         g,
         &input.bucket,
         &prefix,
         input.delimiter.as_deref(),
-        after,
+        marker.as_deref(),
         max,
     )
     .await?;
-    let owner = req.credentials.as_ref().map(|c| Owner {
-        display_name: Some(c.access_key.clone()),
-        id: Some(c.access_key.clone()),
-    });
+    let owner = requester(req.credentials.as_ref());
     let (objects, prefixes) = contents(&page, enc, owner.as_ref());
     // S3 sends NextMarker only with a delimiter; clients otherwise continue from the last key.
     let next_marker = match (&page.next, input.delimiter.as_deref()) {

@@ -17,6 +17,20 @@ pub enum StoreError {
     BucketNotEmpty(String),
     #[error("no such key: {0}")]
     NoSuchKey(String),
+    #[error("no such version: {0}")]
+    NoSuchVersion(String),
+    #[error("invalid version id: {0}")]
+    InvalidVersion(String),
+    /// The key's current version (or the version asked for) is a delete marker.
+    #[error("{key} is a delete marker")]
+    DeleteMarker {
+        key: String,
+        version_id: crate::version::VersionId,
+        /// Whether the request named this version (S3 then answers 405, else 404).
+        named: bool,
+    },
+    #[error("conflicting write: {0}")]
+    Conflict(String),
     #[error("no such upload: {0}")]
     NoSuchUpload(String),
     #[error("invalid part: {0}")]

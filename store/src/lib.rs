@@ -15,6 +15,7 @@ pub mod names;
 pub mod pack;
 pub mod records;
 mod store;
+pub mod version;
 
 pub use chunker::Chunker;
 pub use error::{Result, StoreError};
@@ -25,6 +26,8 @@ pub use records::{
     BucketRecord, ObjectMeta, ObjectRecord, PartRecord, StoredChecksum, UploadRecord,
 };
 pub use store::{
-    INLINE_MAX, ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE, NewObject, ObjectWriter,
-    StagedObject, Store, StoreOptions, StoreStats, UploadRef, WritePrecondition,
+    Deleted, INLINE_MAX, ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE, NewObject,
+    ObjectWriter, Replacement, StagedObject, Store, StoreOptions, StoreStats, UploadRef,
+    VersionsPage, WritePrecondition,
 };
+pub use version::{DeleteMarker, Version, VersionId, Versioning};

@@ -33,10 +33,12 @@ pub(crate) enum Cf {
     /// Chunks whose last reference went away, keyed by time of death: collected after a grace
     /// period so reads that resolved them just before still find their bytes.
     Graveyard,
+    /// Noncurrent object versions (the current one is in `Objects`).
+    Versions,
 }
 
 impl Cf {
-    const ALL: [Cf; 9] = [
+    const ALL: [Cf; 10] = [
         Cf::Buckets,
         Cf::Objects,
         Cf::Manifests,
@@ -46,6 +48,7 @@ impl Cf {
         Cf::Parts,
         Cf::Packs,
         Cf::Graveyard,
+        Cf::Versions,
     ];
 
     fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Cf {
             Cf::Parts => "parts",
             Cf::Packs => "packs",
             Cf::Graveyard => "graveyard",
+            Cf::Versions => "versions",
         }
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, StoreError};
 use crate::hash::ContentHash;
 use crate::pack::PackId;
+use crate::version::{VersionId, Versioning};
 
 /// Names one stored manifest; fresh for every write, so overwrites never alias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,6 +44,9 @@ pub struct BucketRecord {
     /// Region string the bucket was created with (S3 LocationConstraint), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Versioning state; `None` for a bucket that never had versioning enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<Versioning>,
 }
 
 /// Metadata a client sets on an object and gets back: standard headers and `x-amz-meta-*`.
@@ -69,6 +73,10 @@ pub struct ObjectMeta {
 pub struct StoredChecksum {
     pub algorithm: String,
     pub value: String,
+    /// A multipart checksum of the parts' checksums (`value` ends in `-N`), rather than a
+    /// checksum of the whole content.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub composite: bool,
 }
 
 /// An object as listed and resolved.
@@ -87,6 +95,14 @@ pub struct ObjectRecord {
     /// Number of parts for a multipart object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+    #[serde(default, skip_serializing_if = "VersionId::is_null")]
+    pub version_id: VersionId,
+    /// Orders this version among the key's versions (see [`crate::version`]).
+    #[serde(default)]
+    pub seq: u64,
+    /// Object tags (S3 allows up to 10).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl ObjectRecord {
@@ -109,6 +125,12 @@ pub struct UploadRecord {
     pub meta: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_algorithm: Option<String>,
+    /// With an algorithm: whether the object gets a composite checksum (else full-object).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checksum_composite: bool,
+    /// Tags from `x-amz-tagging`, applied when the upload completes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// One uploaded part.
@@ -252,6 +274,23 @@ pub(crate) fn object_key(bucket: &str, key: &str) -> Vec<u8> {
     k.extend_from_slice(bucket.as_bytes());
     k.push(0);
     k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// Where a noncurrent version lives: after the object key, `0x00` and the inverted stamp,
+/// so a key's versions sort newest first.
+pub(crate) fn version_key(okey: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(okey.len() + 9);
+    k.extend_from_slice(okey);
+    k.push(0);
+    k.extend_from_slice(&(!seq).to_be_bytes());
+    k
+}
+
+/// The prefix under which all noncurrent versions of `okey` live.
+pub(crate) fn versions_prefix(okey: &[u8]) -> Vec<u8> {
+    let mut k = okey.to_vec();
+    k.push(0);
     k
 }
 

@@ -20,6 +20,7 @@ use crate::meta::{Cf, Database, Meta, Tx};
 use crate::names::{BucketName, ObjectKey};
 use crate::pack::{PackId, PackSet, PackWriter};
 use crate::records::*;
+use crate::version::{DeleteMarker, Version, VersionId, Versioning, next_seq};
 
 /// Chunks up to this size are kept inside the metadata database rather than in a pack.
 pub const INLINE_MAX: usize = 64 * 1024;
@@ -85,6 +86,14 @@ pub struct NewObject {
     pub meta: ObjectMeta,
     pub checksum: Option<StoredChecksum>,
     pub precondition: Option<WritePrecondition>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What a copy replaces rather than keeps from its source.
+#[derive(Clone, Debug, Default)]
+pub struct Replacement {
+    pub meta: Option<ObjectMeta>,
+    pub tags: Option<BTreeMap<String, String>>,
 }
 
 /// What a conditional write requires of the object it replaces.
@@ -94,6 +103,22 @@ pub enum WritePrecondition {
     NotExists,
     /// `If-Match: <etag>`: only replace this exact version.
     ETagIs(String),
+}
+
+impl WritePrecondition {
+    /// Whether a write may replace `current` (`None`: no object, or a delete marker).
+    pub fn check(&self, key: &str, current: Option<&ObjectRecord>) -> Result<()> {
+        match (self, current) {
+            (WritePrecondition::NotExists, Some(_)) => Err(StoreError::PreconditionFailed(
+                "an object already exists at this key".into(),
+            )),
+            (WritePrecondition::ETagIs(_), None) => Err(StoreError::NoSuchKey(key.to_owned())),
+            (WritePrecondition::ETagIs(want), Some(o)) if want.trim_matches('"') != o.etag => Err(
+                StoreError::PreconditionFailed(format!("the current ETag is {}", o.etag)),
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Tuning of a store.
@@ -138,6 +163,33 @@ pub struct ListPage {
     pub common_prefixes: Vec<String>,
     /// Set when more entries follow; pass it back as `after` to continue.
     pub next: Option<ListCursor>,
+}
+
+/// One page of a version listing, in S3's order: keys ascending, each key's versions newest
+/// first (the latest first of all), common prefixes where they fall.
+#[derive(Debug, Default)]
+pub struct VersionsPage {
+    /// Key, version, and whether it is the key's latest version.
+    pub versions: Vec<(String, Version, bool)>,
+    pub common_prefixes: Vec<String>,
+    /// Set when more entries follow: where to resume (and after which version of that key).
+    pub next: Option<(ListCursor, Option<VersionId>)>,
+}
+
+/// What a DELETE did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// The version removed, or the delete marker created; `None` in a bucket that never had
+    /// versioning (nothing to name).
+    pub version_id: Option<VersionId>,
+    /// Whether that version is a delete marker.
+    pub delete_marker: bool,
+}
+
+/// One entry of a key-ordered scan of current versions.
+enum Listed {
+    Key(String, Version),
+    Prefix(String),
 }
 
 /// Where a listing resumes: after a key, or after everything under a common prefix.
@@ -329,6 +381,7 @@ impl Store {
             owner: owner.to_owned(),
             created_ms: now_ms(),
             region,
+            versioning: None,
         };
         let n = name.to_string();
         self.db.transact(move |tx| {
@@ -359,6 +412,18 @@ impl Store {
             Ok(true)
         })?;
         Ok(out)
+    }
+
+    /// Turns versioning on or suspends it. Once enabled, a bucket never returns to
+    /// "never versioned" (as in S3).
+    pub fn set_versioning(&self, name: &str, state: Versioning) -> Result<()> {
+        let name = name.to_owned();
+        self.db.transact(move |tx| {
+            let mut rec = bucket_in(tx, &name)?;
+            rec.versioning = Some(state);
+            tx.put(Cf::Buckets, name.into_bytes(), to_json(&rec));
+            Ok(())
+        })
     }
 
     /// Deletes an empty bucket; its unfinished multipart uploads are aborted with it.
@@ -429,9 +494,7 @@ impl Store {
         let bucket = bucket.to_owned();
         let okey = object_key(&bucket, key.as_str());
         self.db.transact(move |tx| {
-            if tx.get(Cf::Buckets, bucket.as_bytes())?.is_none() {
-                return Err(StoreError::NoSuchBucket(bucket));
-            }
+            let versioning = bucket_in(tx, &bucket)?.versioning;
             let mut staged = staged;
             let manifest = commit_staged(tx, &mut staged, true)?;
             let rec = ObjectRecord {
@@ -443,8 +506,11 @@ impl Store {
                 meta: new.meta.clone(),
                 checksum: new.checksum.clone(),
                 parts: None,
+                version_id: VersionId::Null,
+                seq: 0,
+                tags: new.tags.clone(),
             };
-            replace_object(tx, okey, &rec, new.precondition.as_ref())?;
+            let rec = install(tx, okey, rec, versioning, new.precondition.as_ref())?;
             staged.committed = true;
             Ok(rec)
         })
@@ -452,17 +518,45 @@ impl Store {
 
     // ---- reading -------------------------------------------------------------------------
 
-    /// The object's record, or `NoSuchKey` (`NoSuchBucket` when the bucket is missing).
+    /// The object's current record, or `NoSuchKey` (`NoSuchBucket` when the bucket is
+    /// missing, `DeleteMarker` when the key's latest version is a delete marker).
     pub fn object(&self, bucket: &str, key: &str) -> Result<ObjectRecord> {
-        match self
-            .shared
-            .meta
-            .get(Cf::Objects, &object_key(bucket, key))?
-        {
-            Some(v) => from_json(&v),
+        self.object_version(bucket, key, None)
+    }
+
+    /// The record of one version (`None`: the current one). A version that does not exist
+    /// is `NoSuchVersion`; one that is a delete marker is `DeleteMarker`.
+    pub fn object_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: Option<VersionId>,
+    ) -> Result<ObjectRecord> {
+        let okey = object_key(bucket, key);
+        let found = match self.shared.meta.get(Cf::Objects, &okey)? {
+            None => None,
+            Some(v) => {
+                let cur: Version = from_json(&v)?;
+                match id {
+                    None => Some(cur),
+                    Some(id) if cur.version_id() == id => Some(cur),
+                    Some(id) => find_noncurrent(&self.shared.meta, &okey, id)?.map(|(_, v)| v),
+                }
+            }
+        };
+        match found {
+            Some(Version::Object(o)) => Ok(o),
+            Some(Version::DeleteMarker(m)) => Err(StoreError::DeleteMarker {
+                key: key.to_owned(),
+                version_id: m.version_id,
+                named: id.is_some(),
+            }),
             None => {
                 self.bucket(bucket)?;
-                Err(StoreError::NoSuchKey(key.to_owned()))
+                match id {
+                    None => Err(StoreError::NoSuchKey(key.to_owned())),
+                    Some(id) => Err(StoreError::NoSuchVersion(id.to_string())),
+                }
             }
         }
     }
@@ -473,9 +567,10 @@ impl Store {
         &self,
         bucket: &str,
         key: &str,
+        id: Option<VersionId>,
     ) -> Result<(ObjectRecord, Manifest)> {
         for _ in 0..8 {
-            let rec = self.object(bucket, key)?;
+            let rec = self.object_version(bucket, key, id)?;
             if let Some(v) = self.shared.meta.get(Cf::Manifests, &rec.manifest_id()?.0)? {
                 return Ok((rec, Manifest::decode(&v)?));
             }
@@ -530,6 +625,7 @@ impl Store {
 
     /// Lists `bucket` in key order: keys starting with `prefix`, after `after`, grouping keys
     /// that contain `delimiter` past the prefix into common prefixes; at most `max` entries.
+    /// Keys whose latest version is a delete marker are not listed.
     pub fn list_objects(
         &self,
         bucket: &str,
@@ -538,6 +634,135 @@ impl Store {
         after: Option<&ListCursor>,
         max: usize,
     ) -> Result<ListPage> {
+        let (entries, next) = self.scan_current(bucket, prefix, delimiter, after, max, false)?;
+        let mut page = ListPage {
+            next,
+            ..ListPage::default()
+        };
+        for e in entries {
+            match e {
+                Listed::Key(k, Version::Object(o)) => page.objects.push((k, o)),
+                Listed::Key(_, Version::DeleteMarker(_)) => {}
+                Listed::Prefix(p) => page.common_prefixes.push(p),
+            }
+        }
+        Ok(page)
+    }
+
+    /// Lists every version of the keys in `bucket` (see [`Store::list_objects`] for `prefix`,
+    /// `delimiter` and `after`); `after_version` resumes inside the key `after` names.
+    pub fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&ListCursor>,
+        after_version: Option<VersionId>,
+        max: usize,
+    ) -> Result<VersionsPage> {
+        let mut page = VersionsPage::default();
+        if max == 0 {
+            self.bucket(bucket)?;
+            return Ok(page);
+        }
+        // Finish the key the version marker points into, then go on after it.
+        if let (Some(ListCursor::Key(k)), Some(v)) = (after, after_version) {
+            let all = self.versions_of(bucket, k)?;
+            if let Some(i) = all.iter().position(|x| x.version_id() == v) {
+                for (j, ver) in all.into_iter().enumerate().skip(i + 1) {
+                    if page.versions.len() == max {
+                        let last = page.versions.last().map(|(_, v, _)| v.version_id());
+                        page.next = Some((ListCursor::Key(k.clone()), last));
+                        return Ok(page);
+                    }
+                    page.versions.push((k.clone(), ver, j == 0));
+                }
+            }
+        }
+        let mut count = page.versions.len();
+        let want = max - count;
+        if want == 0 {
+            // The marker's key filled the page: it is truncated if any key follows.
+            let (rest, _) = self.scan_current(bucket, prefix, delimiter, after, 1, true)?;
+            if !rest.is_empty() {
+                page.next = page
+                    .versions
+                    .last()
+                    .map(|(k, v, _)| (ListCursor::Key(k.clone()), Some(v.version_id())));
+            }
+            return Ok(page);
+        }
+        let (entries, more) = self.scan_current(bucket, prefix, delimiter, after, want, true)?;
+        let n = entries.len();
+        for (i, e) in entries.into_iter().enumerate() {
+            match e {
+                Listed::Prefix(p) => {
+                    count += 1;
+                    if count == max && (i + 1 < n || more.is_some()) {
+                        page.next = Some((ListCursor::Prefix(p.clone()), None));
+                    }
+                    page.common_prefixes.push(p);
+                }
+                Listed::Key(k, current) => {
+                    let okey = object_key(bucket, &k);
+                    let mut versions = vec![current];
+                    versions.extend(self.noncurrent(&okey)?);
+                    let total = versions.len();
+                    for (j, v) in versions.into_iter().enumerate() {
+                        let id = v.version_id();
+                        page.versions.push((k.clone(), v, j == 0));
+                        count += 1;
+                        if count == max {
+                            if j + 1 < total || i + 1 < n || more.is_some() {
+                                page.next = Some((ListCursor::Key(k), Some(id)));
+                            }
+                            return Ok(page);
+                        }
+                    }
+                }
+            }
+            if count == max {
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    /// Every version of one key, newest (the current one) first.
+    fn versions_of(&self, bucket: &str, key: &str) -> Result<Vec<Version>> {
+        let okey = object_key(bucket, key);
+        let Some(v) = self.shared.meta.get(Cf::Objects, &okey)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![from_json(&v)?];
+        out.extend(self.noncurrent(&okey)?);
+        Ok(out)
+    }
+
+    /// The noncurrent versions of a key, newest first.
+    fn noncurrent(&self, okey: &[u8]) -> Result<Vec<Version>> {
+        let mut out = Vec::new();
+        self.shared
+            .meta
+            .scan_prefix(Cf::Versions, &versions_prefix(okey), |_, v| {
+                out.push(from_json(v)?);
+                Ok(true)
+            })?;
+        Ok(out)
+    }
+
+    /// The key-ordered scan under both listings: current versions (delete markers too when
+    /// `markers`) and common prefixes, at most `max` entries, and where to resume if more
+    /// follow.
+    fn scan_current(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&ListCursor>,
+        max: usize,
+        markers: bool,
+    ) -> Result<(Vec<Listed>, Option<ListCursor>)> {
         self.bucket(bucket)?;
         let delimiter = delimiter.filter(|d| !d.is_empty());
         let base = object_key(bucket, "");
@@ -555,24 +780,29 @@ impl Store {
             }
             None => {}
         }
-        let mut page = ListPage::default();
+        let mut entries = Vec::new();
+        let mut next = None;
         if max == 0 {
-            return Ok(page);
+            return Ok((entries, next));
         }
         let full_prefix = object_key(bucket, prefix);
-        let mut count = 0usize;
         let mut last: Option<ListCursor> = None;
         loop {
             let mut seek_to: Option<Vec<u8>> = None;
-            let mut done = true;
             self.shared.meta.scan(Cf::Objects, &start, |k, v| {
                 if !k.starts_with(&full_prefix) {
                     return Ok(false);
                 }
                 let key = std::str::from_utf8(&k[base.len()..])
                     .map_err(|_| StoreError::Corrupt("key".into()))?;
-                if count == max {
-                    page.next = last.clone();
+                let version: Version = from_json(v)?;
+                // Skipped before grouping, so a prefix shows only if something under it is
+                // listed.
+                if !markers && version.object().is_none() {
+                    return Ok(true);
+                }
+                if entries.len() == max {
+                    next = last.clone();
                     return Ok(false);
                 }
                 if let Some(d) = delimiter
@@ -581,38 +811,84 @@ impl Store {
                     let cp = key[..prefix.len() + i + d.len()].to_owned();
                     let mut s = object_key(bucket, &cp);
                     s.push(0xFF);
-                    page.common_prefixes.push(cp.clone());
+                    entries.push(Listed::Prefix(cp.clone()));
                     last = Some(ListCursor::Prefix(cp));
-                    count += 1;
                     seek_to = Some(s);
-                    done = false;
                     return Ok(false);
                 }
-                page.objects.push((key.to_owned(), from_json(v)?));
+                entries.push(Listed::Key(key.to_owned(), version));
                 last = Some(ListCursor::Key(key.to_owned()));
-                count += 1;
                 Ok(true)
             })?;
             match seek_to {
-                Some(s) if !done => start = s,
+                Some(s) if next.is_none() => start = s,
                 _ => break,
             }
         }
-        Ok(page)
+        Ok((entries, next))
     }
 
-    /// Deletes `bucket/key`; returns whether it existed.
-    pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool> {
-        self.bucket(bucket)?;
+    /// Deletes `bucket/key`: in a versioned bucket, without `version` a delete marker becomes
+    /// the latest version and the data stays; with `version`, that version is removed for
+    /// good (and the next newest becomes current). Deleting what does not exist succeeds.
+    pub fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<VersionId>,
+    ) -> Result<Deleted> {
         let okey = object_key(bucket, key);
+        let bucket = bucket.to_owned();
         self.db.transact(move |tx| {
-            let Some(v) = tx.get(Cf::Objects, &okey)? else {
-                return Ok(false);
+            let versioning = bucket_in(tx, &bucket)?.versioning;
+            match version {
+                None => delete_current(tx, okey, versioning),
+                Some(id) => delete_version(tx, okey, id),
+            }
+        })
+    }
+
+    /// Rewrites the tags of one version (`None`: the current one); returns its id.
+    pub fn set_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<VersionId>,
+        tags: BTreeMap<String, String>,
+    ) -> Result<VersionId> {
+        let okey = object_key(bucket, key);
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.db.transact(move |tx| {
+            bucket_in(tx, &bucket)?;
+            let cur = current(tx, &okey)?;
+            let (slot, found) = match (cur, version) {
+                (Some(c), None) => ((Cf::Objects, okey.clone()), Some(c)),
+                (Some(c), Some(id)) if c.version_id() == id => {
+                    ((Cf::Objects, okey.clone()), Some(c))
+                }
+                (Some(_), Some(id)) => match find_noncurrent_tx(tx, &okey, id)? {
+                    Some((k, v)) => ((Cf::Versions, k), Some(v)),
+                    None => ((Cf::Versions, Vec::new()), None),
+                },
+                (None, _) => ((Cf::Objects, okey.clone()), None),
             };
-            let old: ObjectRecord = from_json(&v)?;
-            release_manifest(tx, old.manifest_id()?, Some(&old.content_hash()?))?;
-            tx.delete(Cf::Objects, okey);
-            Ok(true)
+            match found {
+                Some(Version::Object(mut o)) => {
+                    o.tags = tags;
+                    let id = o.version_id;
+                    tx.put(slot.0, slot.1, to_json(&Version::Object(o)));
+                    Ok(id)
+                }
+                Some(Version::DeleteMarker(m)) => Err(StoreError::DeleteMarker {
+                    key,
+                    version_id: m.version_id,
+                    named: version.is_some(),
+                }),
+                None => match version {
+                    Some(id) => Err(StoreError::NoSuchVersion(id.to_string())),
+                    None => Err(StoreError::NoSuchKey(key)),
+                },
+            }
         })
     }
 
@@ -621,22 +897,38 @@ impl Store {
     /// `source_etag`, when given, must still be the source's ETag at commit time.
     pub fn copy_object(
         &self,
-        src: (&str, &str),
+        src: (&str, &str, Option<VersionId>),
         dst: (&str, &ObjectKey),
-        meta: Option<ObjectMeta>,
+        replace: Replacement,
         source_etag: Option<String>,
     ) -> Result<ObjectRecord> {
         self.bucket(src.0)?;
         let skey = object_key(src.0, src.1);
         let (dst_bucket, okey) = (dst.0.to_owned(), object_key(dst.0, dst.1.as_str()));
-        let src_name = src.1.to_owned();
+        let (src_name, src_version) = (src.1.to_owned(), src.2);
         self.db.transact(move |tx| {
-            if tx.get(Cf::Buckets, dst_bucket.as_bytes())?.is_none() {
-                return Err(StoreError::NoSuchBucket(dst_bucket));
-            }
-            let source: ObjectRecord = match tx.get(Cf::Objects, &skey)? {
-                Some(v) => from_json(&v)?,
-                None => return Err(StoreError::NoSuchKey(src_name)),
+            let versioning = bucket_in(tx, &dst_bucket)?.versioning;
+            let found = match (current(tx, &skey)?, src_version) {
+                (Some(c), None) => Some(c),
+                (Some(c), Some(id)) if c.version_id() == id => Some(c),
+                (Some(_), Some(id)) => find_noncurrent_tx(tx, &skey, id)?.map(|(_, v)| v),
+                (None, _) => None,
+            };
+            let source = match found {
+                Some(Version::Object(o)) => o,
+                Some(Version::DeleteMarker(m)) => {
+                    return Err(StoreError::DeleteMarker {
+                        key: src_name,
+                        version_id: m.version_id,
+                        named: src_version.is_some(),
+                    });
+                }
+                None => {
+                    return Err(match src_version {
+                        Some(id) => StoreError::NoSuchVersion(id.to_string()),
+                        None => StoreError::NoSuchKey(src_name),
+                    });
+                }
             };
             if let Some(e) = source_etag
                 && e != source.etag
@@ -661,45 +953,50 @@ impl Store {
             let rec = ObjectRecord {
                 manifest: id.to_hex(),
                 last_modified_ms: now_ms(),
-                meta: meta.unwrap_or_else(|| source.meta.clone()),
+                meta: replace.meta.unwrap_or_else(|| source.meta.clone()),
+                tags: replace.tags.unwrap_or_else(|| source.tags.clone()),
                 ..source
             };
-            replace_object(tx, okey, &rec, None)?;
-            Ok(rec)
+            install(tx, okey, rec, versioning, None)
         })
     }
 
-    /// Deletes many keys in one commit. Each item is a key and, optionally, the ETag the
-    /// object must still have; the result says, per item, whether it was deleted (a missing
-    /// key counts as deleted, as in S3) or why not.
+    /// Deletes many keys (or versions) in one commit. Each item names a key, optionally a
+    /// version, and optionally the ETag the object must still have; the result says, per
+    /// item, what was deleted (a missing key counts as deleted, as in S3) or why not.
     pub fn delete_objects(
         &self,
         bucket: &str,
-        items: Vec<(String, Option<String>)>,
-    ) -> Result<Vec<Result<()>>> {
-        self.bucket(bucket)?;
+        items: Vec<(String, Option<VersionId>, Option<String>)>,
+    ) -> Result<Vec<Result<Deleted>>> {
         let bucket = bucket.to_owned();
         self.db.transact(move |tx| {
+            let versioning = bucket_in(tx, &bucket)?.versioning;
             let mut results = Vec::with_capacity(items.len());
-            for (key, etag) in items {
+            for (key, version, etag) in items {
                 let okey = object_key(&bucket, &key);
-                let Some(v) = tx.get(Cf::Objects, &okey)? else {
-                    results.push(Ok(()));
-                    continue;
-                };
-                let old: ObjectRecord = from_json(&v)?;
-                if let Some(want) = etag
-                    && want.trim_matches('"') != old.etag
-                {
-                    results.push(Err(StoreError::PreconditionFailed(format!(
-                        "the current ETag is {}",
-                        old.etag
-                    ))));
-                    continue;
+                if let Some(want) = etag {
+                    let cur = match version {
+                        None => current(tx, &okey)?,
+                        Some(id) => match current(tx, &okey)? {
+                            Some(c) if c.version_id() == id => Some(c),
+                            _ => find_noncurrent_tx(tx, &okey, id)?.map(|(_, v)| v),
+                        },
+                    };
+                    if let Some(o) = cur.as_ref().and_then(Version::object)
+                        && want.trim_matches('"') != o.etag
+                    {
+                        results.push(Err(StoreError::PreconditionFailed(format!(
+                            "the current ETag is {}",
+                            o.etag
+                        ))));
+                        continue;
+                    }
                 }
-                release_manifest(tx, old.manifest_id()?, Some(&old.content_hash()?))?;
-                tx.delete(Cf::Objects, okey);
-                results.push(Ok(()));
+                results.push(match version {
+                    None => delete_current(tx, okey, versioning),
+                    Some(id) => delete_version(tx, okey, id),
+                });
             }
             Ok(results)
         })
@@ -781,6 +1078,88 @@ impl Store {
             }
             tx.put(Cf::Parts, pkey, to_json(&rec));
             staged.committed = true;
+            Ok(rec)
+        })
+    }
+
+    /// Stores part `number` of an upload as `range` of existing content (UploadPartCopy),
+    /// sharing every chunk the range covers whole; only the partial chunks at its two ends
+    /// (at most two chunks' worth of bytes) are read and stored anew.
+    pub fn put_part_copy(
+        &self,
+        upload: &UploadRef<'_>,
+        number: u32,
+        source: &Manifest,
+        range: ByteRange,
+        etag: String,
+        checksum: Option<StoredChecksum>,
+    ) -> Result<PartRecord> {
+        check_upload_id(upload.upload_id)?;
+        if !(1..=MAX_PART_NUMBER).contains(&number) {
+            return Err(StoreError::InvalidPart(format!(
+                "part number {number} is outside 1..=10000"
+            )));
+        }
+        enum Segment {
+            Shared(ChunkRef),
+            Copied(StagedObject),
+        }
+        let mut segments = Vec::new();
+        for slice in source.slices(range) {
+            if slice.offset == 0 && slice.len == slice.chunk.len {
+                segments.push(Segment::Shared(slice.chunk));
+            } else {
+                let mut w = self.writer();
+                w.write(&self.read_slice(&slice)?)?;
+                segments.push(Segment::Copied(w.finish()?));
+            }
+        }
+        let ukey = upload_key(upload.bucket, upload.key, upload.upload_id);
+        let pkey = part_key(upload.upload_id, number);
+        let upload_id = upload.upload_id.to_owned();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Uploads, &ukey)?.is_none() {
+                return Err(StoreError::NoSuchUpload(upload_id));
+            }
+            let mut chunks = Vec::new();
+            let mut scratch = Vec::new();
+            let mut staged_all = Vec::new();
+            for seg in segments {
+                match seg {
+                    Segment::Shared(c) => chunks.push(c),
+                    Segment::Copied(mut staged) => {
+                        scratch.push(commit_staged(tx, &mut staged, false)?);
+                        chunks.extend_from_slice(staged.manifest.chunks());
+                        staged_all.push(staged);
+                    }
+                }
+            }
+            // The part's own references; the scratch manifests only carried the new
+            // chunks into the store and are dropped again.
+            for c in &chunks {
+                add_ref(tx, &c.hash)?;
+            }
+            for id in scratch {
+                release_manifest(tx, id, None)?;
+            }
+            let manifest = Manifest::new(chunks);
+            let id = ManifestId::random();
+            tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
+            let rec = PartRecord {
+                size: manifest.size(),
+                etag,
+                manifest: id.to_hex(),
+                last_modified_ms: now_ms(),
+                checksum,
+            };
+            if let Some(old) = tx.get(Cf::Parts, &pkey)? {
+                let old: PartRecord = from_json(&old)?;
+                release_manifest(tx, old.manifest_id()?, None)?;
+            }
+            tx.put(Cf::Parts, pkey, to_json(&rec));
+            for s in &mut staged_all {
+                s.committed = true;
+            }
             Ok(rec)
         })
     }
@@ -886,7 +1265,9 @@ impl Store {
         let ukey = upload_key(bucket, key.as_str(), upload_id);
         let upload_id = upload_id.to_owned();
         let parts = listed.len() as u32;
+        let bucket = bucket.to_owned();
         self.db.transact(move |tx| {
+            let versioning = bucket_in(tx, &bucket)?.versioning;
             if tx.get(Cf::Uploads, &ukey)?.is_none() {
                 return Err(StoreError::NoSuchUpload(upload_id));
             }
@@ -917,8 +1298,11 @@ impl Store {
                 meta: upload.meta,
                 checksum,
                 parts: Some(parts),
+                version_id: VersionId::Null,
+                seq: 0,
+                tags: upload.tags,
             };
-            replace_object(tx, okey, &rec, precondition.as_ref())?;
+            let rec = install(tx, okey, rec, versioning, precondition.as_ref())?;
             release_upload_parts(tx, &upload_id)?;
             tx.delete(Cf::Uploads, ukey);
             Ok(rec)
@@ -1068,42 +1452,220 @@ fn commit_staged(
     Ok(id)
 }
 
-/// Replaces (or creates) the object at `okey`, if `precondition` holds for what is there now.
-/// Checked inside the commit, so concurrent conditional writers cannot both win.
-fn replace_object(
-    tx: &mut Tx<'_>,
-    okey: Vec<u8>,
-    rec: &ObjectRecord,
+fn bucket_in(tx: &Tx<'_>, bucket: &str) -> Result<BucketRecord> {
+    match tx.get(Cf::Buckets, bucket.as_bytes())? {
+        Some(v) => from_json(&v),
+        None => Err(StoreError::NoSuchBucket(bucket.to_owned())),
+    }
+}
+
+fn current(tx: &Tx<'_>, okey: &[u8]) -> Result<Option<Version>> {
+    tx.get(Cf::Objects, okey)?
+        .map(|v| from_json(&v))
+        .transpose()
+}
+
+/// Checks a conditional write against the key's current version (a delete marker counts as
+/// no object). Run inside the commit, so concurrent conditional writers cannot both win.
+fn check_precondition(
+    okey: &[u8],
+    cur: Option<&Version>,
     precondition: Option<&WritePrecondition>,
 ) -> Result<()> {
-    let old: Option<ObjectRecord> = tx
-        .get(Cf::Objects, &okey)?
-        .map(|v| from_json(&v))
-        .transpose()?;
-    match (precondition, &old) {
-        (Some(WritePrecondition::NotExists), Some(_)) => {
-            return Err(StoreError::PreconditionFailed(
-                "an object already exists at this key".into(),
-            ));
-        }
-        (Some(WritePrecondition::ETagIs(_)), None) => {
-            return Err(StoreError::NoSuchKey(
-                String::from_utf8_lossy(&okey).into_owned(),
-            ));
-        }
-        (Some(WritePrecondition::ETagIs(want)), Some(o)) if want.trim_matches('"') != o.etag => {
-            return Err(StoreError::PreconditionFailed(format!(
-                "the current ETag is {}",
-                o.etag
-            )));
-        }
-        _ => {}
+    match precondition {
+        Some(p) => p.check(
+            &String::from_utf8_lossy(okey),
+            cur.and_then(Version::object),
+        ),
+        None => Ok(()),
     }
-    if let Some(old) = old {
-        release_manifest(tx, old.manifest_id()?, Some(&old.content_hash()?))?;
+}
+
+/// Makes `rec` the current version at `okey` if `precondition` holds, under the bucket's
+/// versioning state: never versioned, the old object is released; enabled, it becomes a
+/// noncurrent version; suspended, the new object is the `null` version, replacing any older
+/// `null` version. Returns the record as stored (with its version id).
+fn install(
+    tx: &mut Tx<'_>,
+    okey: Vec<u8>,
+    rec: ObjectRecord,
+    versioning: Option<Versioning>,
+    precondition: Option<&WritePrecondition>,
+) -> Result<ObjectRecord> {
+    let cur = current(tx, &okey)?;
+    check_precondition(&okey, cur.as_ref(), precondition)?;
+    match install_version(tx, okey, Version::Object(rec), versioning, cur)? {
+        Version::Object(o) => Ok(o),
+        Version::DeleteMarker(_) => Err(StoreError::Corrupt("installed a marker".into())),
     }
-    tx.put(Cf::Objects, okey, to_json(rec));
+}
+
+fn install_version(
+    tx: &mut Tx<'_>,
+    okey: Vec<u8>,
+    mut new: Version,
+    versioning: Option<Versioning>,
+    cur: Option<Version>,
+) -> Result<Version> {
+    let seq = next_seq();
+    let id = match versioning {
+        Some(Versioning::Enabled) => VersionId::mint(seq),
+        _ => VersionId::Null,
+    };
+    new.set_identity(id, seq);
+    if let Some(old) = cur {
+        match versioning {
+            None => release_version(tx, &old)?,
+            Some(Versioning::Suspended) if old.version_id().is_null() => {
+                release_version(tx, &old)?;
+            }
+            Some(_) => {
+                let k = version_key(&okey, old.seq());
+                tx.put(Cf::Versions, k, to_json(&old));
+            }
+        }
+    }
+    if versioning == Some(Versioning::Suspended) {
+        drop_noncurrent_null(tx, &okey)?;
+    }
+    tx.put(Cf::Objects, okey, to_json(&new));
+    Ok(new)
+}
+
+/// Frees a version's data (a delete marker has none).
+fn release_version(tx: &mut Tx<'_>, v: &Version) -> Result<()> {
+    match v {
+        Version::Object(o) => release_manifest(tx, o.manifest_id()?, Some(&o.content_hash()?)),
+        Version::DeleteMarker(_) => Ok(()),
+    }
+}
+
+fn drop_noncurrent_null(tx: &mut Tx<'_>, okey: &[u8]) -> Result<()> {
+    if let Some((k, v)) = find_noncurrent_tx(tx, okey, VersionId::Null)? {
+        release_version(tx, &v)?;
+        tx.delete(Cf::Versions, k);
+    }
     Ok(())
+}
+
+/// DELETE without a version id.
+fn delete_current(
+    tx: &mut Tx<'_>,
+    okey: Vec<u8>,
+    versioning: Option<Versioning>,
+) -> Result<Deleted> {
+    let cur = current(tx, &okey)?;
+    if versioning.is_none() {
+        if let Some(old) = cur {
+            release_version(tx, &old)?;
+            tx.delete(Cf::Objects, okey);
+        }
+        return Ok(Deleted::default());
+    }
+    let marker = Version::DeleteMarker(DeleteMarker {
+        version_id: VersionId::Null,
+        seq: 0,
+        marker_ms: now_ms(),
+    });
+    let marker = install_version(tx, okey, marker, versioning, cur)?;
+    Ok(Deleted {
+        version_id: Some(marker.version_id()),
+        delete_marker: true,
+    })
+}
+
+/// DELETE of one version: removed for good; if it was the current one, the next newest
+/// version (if any) becomes current.
+fn delete_version(tx: &mut Tx<'_>, okey: Vec<u8>, id: VersionId) -> Result<Deleted> {
+    let gone = |v: &Version| Deleted {
+        version_id: Some(id),
+        delete_marker: v.object().is_none(),
+    };
+    let cur = current(tx, &okey)?;
+    if let Some(c) = cur
+        && c.version_id() == id
+    {
+        release_version(tx, &c)?;
+        let newest = tx
+            .keys_with_prefix(Cf::Versions, &versions_prefix(&okey))?
+            .into_iter()
+            .next();
+        match newest {
+            Some(k) => {
+                let v = tx
+                    .get(Cf::Versions, &k)?
+                    .ok_or_else(|| StoreError::Corrupt("version vanished".into()))?;
+                tx.put(Cf::Objects, okey, v);
+                tx.delete(Cf::Versions, k);
+            }
+            None => tx.delete(Cf::Objects, okey),
+        }
+        return Ok(gone(&c));
+    }
+    match find_noncurrent_tx(tx, &okey, id)? {
+        Some((k, v)) => {
+            release_version(tx, &v)?;
+            tx.delete(Cf::Versions, k);
+            Ok(gone(&v))
+        }
+        // S3 answers success for a version that does not exist.
+        None => Ok(Deleted {
+            version_id: Some(id),
+            delete_marker: false,
+        }),
+    }
+}
+
+/// A noncurrent version by id, as the transaction sees it: a stamped id names its slot
+/// directly; `null` needs a scan of the key's versions.
+fn find_noncurrent_tx(
+    tx: &Tx<'_>,
+    okey: &[u8],
+    id: VersionId,
+) -> Result<Option<(Vec<u8>, Version)>> {
+    if let VersionId::Stamped { seq, .. } = id {
+        let k = version_key(okey, seq);
+        return Ok(match tx.get(Cf::Versions, &k)? {
+            Some(v) => {
+                let v: Version = from_json(&v)?;
+                (v.version_id() == id).then_some((k, v))
+            }
+            None => None,
+        });
+    }
+    for k in tx.keys_with_prefix(Cf::Versions, &versions_prefix(okey))? {
+        if let Some(v) = tx.get(Cf::Versions, &k)? {
+            let v: Version = from_json(&v)?;
+            if v.version_id() == id {
+                return Ok(Some((k, v)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// [`find_noncurrent_tx`] for readers outside a transaction.
+fn find_noncurrent(meta: &Meta, okey: &[u8], id: VersionId) -> Result<Option<(Vec<u8>, Version)>> {
+    if let VersionId::Stamped { seq, .. } = id {
+        let k = version_key(okey, seq);
+        return Ok(match meta.get(Cf::Versions, &k)? {
+            Some(v) => {
+                let v: Version = from_json(&v)?;
+                (v.version_id() == id).then_some((k, v))
+            }
+            None => None,
+        });
+    }
+    let mut found = None;
+    meta.scan_prefix(Cf::Versions, &versions_prefix(okey), |k, v| {
+        let v: Version = from_json(v)?;
+        if v.version_id() == id {
+            found = Some((k.to_vec(), v));
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    Ok(found)
 }
 
 fn release_upload_parts(tx: &mut Tx<'_>, upload_id: &str) -> Result<()> {
@@ -1397,7 +1959,7 @@ mod tests {
         let h = ChunkHash::of(data);
 
         put(&store, "k", data);
-        store.delete_object("bkt", "k").unwrap();
+        store.delete_object("bkt", "k", None).unwrap();
         let first = entry(&store, &h).and_then(|e| e.dead_ms).unwrap();
         std::thread::sleep(Duration::from_millis(5));
         put(&store, "k", data);
@@ -1406,7 +1968,7 @@ mod tests {
             Some((1, None)),
             "revived"
         );
-        store.delete_object("bkt", "k").unwrap();
+        store.delete_object("bkt", "k", None).unwrap();
         let second = entry(&store, &h).and_then(|e| e.dead_ms).unwrap();
         assert!(second > first);
 

@@ -368,3 +368,169 @@ async fn listing_uploads_with_a_delimiter_pages_to_the_end() {
         .unwrap_err();
     assert_eq!(code(&e), "NoSuchUpload");
 }
+
+/// Multipart checksums: full-object CRCs combined from the parts (equal to the CRC of the
+/// whole content), composite SHA-256 (`-N`), returned with checksum mode and by
+/// GetObjectAttributes; a wrong claimed value at completion is refused.
+#[tokio::test]
+async fn multipart_checksums_are_full_object_or_composite() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, ObjectAttributes};
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("mpck").send().await.unwrap();
+    let data = pseudo_random(11 * MIB + 333, 5);
+    let (a, b) = data.split_at(6 * MIB);
+    // The CRC32 of the whole content, as a single PUT reports it.
+    let whole = s3
+        .put_object()
+        .bucket("mpck")
+        .key("single")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .body(data.clone().into())
+        .send()
+        .await
+        .unwrap()
+        .checksum_crc32()
+        .unwrap()
+        .to_owned();
+
+    for (alg, kind) in [
+        (ChecksumAlgorithm::Crc32, ChecksumType::FullObject),
+        (ChecksumAlgorithm::Sha256, ChecksumType::Composite),
+    ] {
+        let key = format!("mp-{}", alg.as_str());
+        let up = s3
+            .create_multipart_upload()
+            .bucket("mpck")
+            .key(&key)
+            .checksum_algorithm(alg.clone())
+            .checksum_type(kind.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(up.checksum_type(), Some(&kind));
+        let id = up.upload_id().unwrap();
+        let mut parts = Vec::new();
+        for (n, chunk) in [a, b].iter().enumerate() {
+            let r = s3
+                .upload_part()
+                .bucket("mpck")
+                .key(&key)
+                .upload_id(id)
+                .part_number(n as i32 + 1)
+                .checksum_algorithm(alg.clone())
+                .body(chunk.to_vec().into())
+                .send()
+                .await
+                .unwrap();
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(n as i32 + 1)
+                    .e_tag(r.e_tag().unwrap())
+                    .set_checksum_crc32(r.checksum_crc32().map(str::to_owned))
+                    .set_checksum_sha256(r.checksum_sha256().map(str::to_owned))
+                    .build(),
+            );
+        }
+        let mut complete = s3
+            .complete_multipart_upload()
+            .bucket("mpck")
+            .key(&key)
+            .upload_id(id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts.clone()))
+                    .build(),
+            );
+        if kind == ChecksumType::FullObject {
+            // A wrong whole-object value first: refused, the upload stays completable.
+            let e = s3
+                .complete_multipart_upload()
+                .bucket("mpck")
+                .key(&key)
+                .upload_id(id)
+                .checksum_crc32("AAAAAA==")
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts.clone()))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap_err();
+            assert_eq!(code(&e), "BadDigest");
+            complete = complete.checksum_crc32(&whole);
+        }
+        let done = complete.send().await.unwrap();
+        let h = s3
+            .head_object()
+            .bucket("mpck")
+            .key(&key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(h.checksum_type(), Some(&kind));
+        if kind == ChecksumType::FullObject {
+            assert_eq!(
+                h.checksum_crc32(),
+                Some(whole.as_str()),
+                "combined CRC = CRC of the whole"
+            );
+            assert_eq!(done.checksum_crc32(), Some(whole.as_str()));
+        } else {
+            assert!(h.checksum_sha256().unwrap().ends_with("-2"));
+        }
+        let attrs = s3
+            .get_object_attributes()
+            .bucket("mpck")
+            .key(&key)
+            .object_attributes(ObjectAttributes::Checksum)
+            .object_attributes(ObjectAttributes::ObjectParts)
+            .object_attributes(ObjectAttributes::ObjectSize)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(attrs.object_size(), Some(data.len() as i64));
+        assert_eq!(attrs.object_parts().unwrap().total_parts_count(), Some(2));
+        let ck = attrs.checksum().unwrap();
+        assert_eq!(ck.checksum_type(), Some(&kind));
+        assert_eq!(
+            ck.checksum_crc32().or(ck.checksum_sha256()),
+            h.checksum_crc32().or(h.checksum_sha256())
+        );
+    }
+
+    // Combinations S3 refuses.
+    let e = s3
+        .create_multipart_upload()
+        .bucket("mpck")
+        .key("x")
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .checksum_type(ChecksumType::FullObject)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidRequest");
+    // A part whose checksum is of another algorithm than the upload's.
+    let up = s3
+        .create_multipart_upload()
+        .bucket("mpck")
+        .key("mismatch")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .send()
+        .await
+        .unwrap();
+    let e = s3
+        .upload_part()
+        .bucket("mpck")
+        .key("mismatch")
+        .upload_id(up.upload_id().unwrap())
+        .part_number(1)
+        .checksum_algorithm(ChecksumAlgorithm::Sha1)
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidRequest");
+}

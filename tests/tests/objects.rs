@@ -456,3 +456,82 @@ async fn conditional_writes_are_enforced_and_race_free() {
     }
     assert_eq!(wins, 1);
 }
+
+/// A conditional PUT whose condition held when it started but not when it commits (another
+/// write landed while its body was arriving) gets 409 ConditionalRequestConflict; one whose
+/// condition fails up front gets 412 at once.
+#[tokio::test]
+async fn a_conditional_write_that_loses_a_race_gets_409() {
+    use aws_sdk_s3::presigning::PresigningConfig;
+    use std::time::Duration;
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("race409").send().await.unwrap();
+    let presigned = s3
+        .put_object()
+        .bucket("race409")
+        .key("k")
+        .if_none_match("*")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(600)).unwrap())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let mut req = reqwest::Client::new().put(presigned.uri());
+    for (k, v) in presigned.headers() {
+        req = req.header(k, v);
+    }
+    let slow = tokio::spawn(
+        req.header("content-length", (2 * 1024 * 1024).to_string())
+            .body(reqwest::Body::wrap_stream(tokio_stream_of(rx)))
+            .send(),
+    );
+    tx.send(Ok(vec![1u8; 1024 * 1024])).await.unwrap();
+    // Let the slow writer pass its up-front check, then another writer creates the key.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s3.put_object()
+        .bucket("race409")
+        .key("k")
+        .body(b"winner".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    tx.send(Ok(vec![2u8; 1024 * 1024])).await.unwrap();
+    drop(tx);
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("ConditionalRequestConflict")
+    );
+    let got = s3
+        .get_object()
+        .bucket("race409")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"winner"
+    );
+
+    // The key exists now: the same conditional PUT fails before its body matters.
+    let e = s3
+        .put_object()
+        .bucket("race409")
+        .key("k")
+        .if_none_match("*")
+        .body(vec![0u8; 1024].into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(412));
+}
+
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

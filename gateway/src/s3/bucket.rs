@@ -2,7 +2,7 @@
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
-use store::{BucketName, StoreError};
+use store::{BucketName, StoreError, Versioning};
 
 use super::error::s3_err;
 use super::{Gateway, timestamp};
@@ -129,6 +129,47 @@ pub(crate) async fn get_bucket_versioning(
     g: &Gateway,
     req: S3Request<GetBucketVersioningInput>,
 ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-    g.store.bucket(&req.input.bucket).map_err(s3_err)?;
-    Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    let rec = g.store.bucket(&req.input.bucket).map_err(s3_err)?;
+    // A bucket that never had versioning reports no status at all, as S3 does.
+    let status = rec.versioning.map(|v| {
+        BucketVersioningStatus::from_static(match v {
+            Versioning::Enabled => BucketVersioningStatus::ENABLED,
+            Versioning::Suspended => BucketVersioningStatus::SUSPENDED,
+        })
+    });
+    Ok(S3Response::new(GetBucketVersioningOutput {
+        status,
+        ..Default::default()
+    }))
+}
+
+pub(crate) async fn put_bucket_versioning(
+    g: &Gateway,
+    req: S3Request<PutBucketVersioningInput>,
+) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+    let input = req.input;
+    let conf = input.versioning_configuration;
+    if conf
+        .mfa_delete
+        .as_ref()
+        .is_some_and(|m| m.as_str() == MFADelete::ENABLED)
+    {
+        return Err(s3_error!(NotImplemented, "MFA Delete is not supported"));
+    }
+    let state = match conf.status.as_ref().map(BucketVersioningStatus::as_str) {
+        Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
+        Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
+        other => {
+            return Err(s3_error!(
+                MalformedXML,
+                "The versioning Status must be Enabled or Suspended, not {other:?}"
+            ));
+        }
+    };
+    let store = g.store.clone();
+    tokio::task::spawn_blocking(move || store.set_versioning(&input.bucket, state))
+        .await
+        .map_err(super::error::join_err)?
+        .map_err(s3_err)?;
+    Ok(S3Response::new(PutBucketVersioningOutput::default()))
 }

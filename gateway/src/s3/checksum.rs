@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use http::HeaderMap;
 use s3s::checksum::ChecksumHasher;
-use s3s::dto::{Checksum, ChecksumAlgorithm};
+use s3s::dto::{Checksum, ChecksumAlgorithm, ChecksumType};
 use s3s::{S3Result, s3_error};
 use store::StoredChecksum;
 
@@ -168,6 +168,7 @@ impl ChecksumPlan {
                 stored = Some(StoredChecksum {
                     algorithm: (*alg).to_owned(),
                     value: v.clone(),
+                    composite: false,
                 });
             }
         }
@@ -182,8 +183,175 @@ pub(crate) fn to_dto(stored: Option<&StoredChecksum>) -> Checksum {
         && let Some(slot) = slot(&mut c, &s.algorithm)
     {
         *slot = Some(s.value.clone());
+        c.checksum_type = Some(ChecksumType::from_static(if s.composite {
+            ChecksumType::COMPOSITE
+        } else {
+            ChecksumType::FULL_OBJECT
+        }));
     }
     c
+}
+
+/// The algorithm and checksum type a multipart upload declares, checked against what S3
+/// allows: SHA-1/SHA-256 only as composite, CRC-64/NVME only as full-object; CRC-32(C)
+/// either (composite unless asked otherwise).
+pub(crate) fn multipart_plan(
+    algorithm: Option<&ChecksumAlgorithm>,
+    kind: Option<&ChecksumType>,
+) -> S3Result<Option<(&'static str, bool)>> {
+    let Some(a) = algorithm else {
+        if kind.is_some() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The x-amz-checksum-type header can only be used with the x-amz-checksum-algorithm header."
+            ));
+        }
+        return Ok(None);
+    };
+    let upper = a.as_str().to_ascii_uppercase();
+    let alg = ALGORITHMS
+        .iter()
+        .find(|x| **x == upper)
+        .copied()
+        .ok_or_else(|| s3_error!(InvalidRequest, "Unsupported checksum algorithm: {upper}"))?;
+    let composite = match kind.map(|k| k.as_str().to_ascii_uppercase()) {
+        None => alg != "CRC64NVME",
+        Some(k) if k == ChecksumType::COMPOSITE => true,
+        Some(k) if k == ChecksumType::FULL_OBJECT => false,
+        Some(k) => {
+            return Err(s3_error!(InvalidRequest, "Unknown checksum type: {k}"));
+        }
+    };
+    match (alg, composite) {
+        ("SHA1" | "SHA256", false) | ("CRC64NVME", true) => Err(s3_error!(
+            InvalidRequest,
+            "The {} checksum type cannot be used with the {alg} checksum algorithm.",
+            if composite {
+                "COMPOSITE"
+            } else {
+                "FULL_OBJECT"
+            }
+        )),
+        _ => Ok(Some((alg, composite))),
+    }
+}
+
+fn crc_algorithm(alg: &str) -> Option<(crc_fast::CrcAlgorithm, usize)> {
+    match alg {
+        "CRC32" => Some((crc_fast::CrcAlgorithm::Crc32IsoHdlc, 4)),
+        "CRC32C" => Some((crc_fast::CrcAlgorithm::Crc32Iscsi, 4)),
+        "CRC64NVME" => Some((crc_fast::CrcAlgorithm::Crc64Nvme, 8)),
+        _ => None,
+    }
+}
+
+fn decode_value(v: &str) -> S3Result<Vec<u8>> {
+    B64.decode(v)
+        .map_err(|_| s3_error!(InvalidPart, "a part has a malformed checksum"))
+}
+
+/// The checksum of a multipart object from its parts' checksums (each with the part's
+/// size). Composite: the algorithm over the concatenated raw part checksums, then `-N`.
+/// Full-object: the CRCs combined as if computed over the whole content, which CRCs allow
+/// without reading a byte.
+pub(crate) fn multipart_checksum(
+    alg: &'static str,
+    composite: bool,
+    parts: &[(&StoredChecksum, u64)],
+) -> S3Result<StoredChecksum> {
+    let value = if composite {
+        let mut h = ChecksumPlan {
+            expected: Checksum::default(),
+            algorithms: vec![alg],
+            content_md5: None,
+        }
+        .hasher();
+        for (c, _) in parts {
+            h.update(&decode_value(&c.value)?);
+        }
+        let whole = h.finalize();
+        let v = get(&whole, alg).ok_or_else(|| s3_error!(InternalError, "no {alg} computed"))?;
+        format!("{v}-{}", parts.len())
+    } else {
+        let (crc, width) = crc_algorithm(alg).ok_or_else(|| {
+            s3_error!(
+                InvalidRequest,
+                "{alg} has no full-object multipart checksum"
+            )
+        })?;
+        let mut acc: Option<u64> = None;
+        for (c, size) in parts {
+            let raw = decode_value(&c.value)?;
+            if raw.len() != width {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "a part has a malformed {alg} checksum"
+                ));
+            }
+            let mut b = [0u8; 8];
+            b[8 - width..].copy_from_slice(&raw);
+            let v = u64::from_be_bytes(b);
+            acc = Some(match acc {
+                None => v,
+                Some(a) => crc_fast::checksum_combine(crc, a, v, *size),
+            });
+        }
+        let v = acc.ok_or_else(|| s3_error!(InvalidPart, "the upload lists no parts"))?;
+        B64.encode(&v.to_be_bytes()[8 - width..])
+    };
+    Ok(StoredChecksum {
+        algorithm: alg.to_owned(),
+        value,
+        composite,
+    })
+}
+
+/// A hasher for one algorithm by its S3 name.
+pub(crate) fn hasher_for(alg: &str) -> S3Result<ChecksumHasher> {
+    let alg = ALGORITHMS
+        .iter()
+        .find(|x| **x == alg)
+        .copied()
+        .ok_or_else(|| s3_error!(InvalidRequest, "Unsupported checksum algorithm: {alg}"))?;
+    Ok(ChecksumPlan {
+        expected: Checksum::default(),
+        algorithms: vec![alg],
+        content_md5: None,
+    }
+    .hasher())
+}
+
+/// The stored checksum a [`hasher_for`] hasher computed.
+pub(crate) fn finish(h: ChecksumHasher, alg: &str) -> S3Result<StoredChecksum> {
+    let c = h.finalize();
+    let value = get(&c, alg)
+        .cloned()
+        .ok_or_else(|| s3_error!(InternalError, "no {alg} computed"))?;
+    Ok(StoredChecksum {
+        algorithm: alg.to_owned(),
+        value,
+        composite: false,
+    })
+}
+
+/// Compares a checksum the client sent with CompleteMultipartUpload to the one computed.
+pub(crate) fn check_claim(claimed: &Checksum, computed: &StoredChecksum) -> S3Result<()> {
+    for alg in ALGORITHMS {
+        if let Some(want) = get(claimed, alg) {
+            let same = alg == computed.algorithm
+                && (want == &computed.value
+                    || computed.value.split('-').next() == Some(want.as_str()));
+            if !same {
+                return Err(s3_error!(
+                    BadDigest,
+                    "The {alg} you specified ({want}) did not match the calculated checksum ({} {})",
+                    computed.algorithm,
+                    computed.value
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -209,6 +377,53 @@ mod tests {
         t.insert("x-amz-checksum-crc32", right.parse().unwrap());
         let stored = plan.verify(&[0; 16], &computed, Some(t)).unwrap().unwrap();
         assert_eq!(stored.algorithm, "CRC32");
+    }
+
+    fn crc(alg: &'static str, data: &[u8]) -> StoredChecksum {
+        let plan = ChecksumPlan {
+            expected: Checksum::default(),
+            algorithms: vec![alg],
+            content_md5: None,
+        };
+        let mut h = plan.hasher();
+        h.update(data);
+        let c = h.finalize();
+        StoredChecksum {
+            algorithm: alg.into(),
+            value: get(&c, alg).unwrap().clone(),
+            composite: false,
+        }
+    }
+
+    #[test]
+    fn full_object_crcs_combine_to_the_crc_of_the_whole() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for alg in ["CRC32", "CRC32C", "CRC64NVME"] {
+            let whole = crc(alg, &data);
+            let (a, b) = data.split_at(123_457);
+            let (pa, pb) = (crc(alg, a), crc(alg, b));
+            let combined =
+                multipart_checksum(alg, false, &[(&pa, a.len() as u64), (&pb, b.len() as u64)])
+                    .unwrap();
+            assert_eq!(combined.value, whole.value, "{alg}");
+        }
+        let (pa, pb) = (crc("SHA256", b"ab"), crc("SHA256", b"cd"));
+        let c = multipart_checksum("SHA256", true, &[(&pa, 2), (&pb, 2)]).unwrap();
+        assert!(c.value.ends_with("-2"));
+        assert!(
+            multipart_plan(
+                Some(&ChecksumAlgorithm::from_static("SHA256")),
+                Some(&ChecksumType::from_static("FULL_OBJECT"))
+            )
+            .is_err()
+        );
+        assert!(
+            multipart_plan(
+                Some(&ChecksumAlgorithm::from_static("CRC64NVME")),
+                Some(&ChecksumType::from_static("COMPOSITE"))
+            )
+            .is_err()
+        );
     }
 
     #[test]

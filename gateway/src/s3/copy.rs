@@ -3,73 +3,89 @@
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
-use store::ObjectKey;
+use store::{ByteRange, ObjectKey, ObjectRecord, Replacement, UploadRef, VersionId};
 
-use super::error::{join_err, s3_err};
+use super::error::{join_err, s3_err, version_arg};
 use super::get::{etag_matches, seconds};
-use super::{Gateway, object_meta_of, timestamp, with_blake3};
+use super::{Gateway, object_meta_of, tagging, timestamp, with_blake3};
 
-pub(crate) async fn copy_object(
-    g: &Gateway,
-    req: S3Request<CopyObjectInput>,
-) -> S3Result<S3Response<CopyObjectOutput>> {
-    let caller = req
-        .credentials
-        .as_ref()
-        .map(|c| c.access_key.clone())
-        .unwrap_or_default();
-    let input = req.input;
-    let CopySource::Bucket {
-        bucket: src_bucket,
-        key: src_key,
-        version_id,
-    } = &input.copy_source
-    else {
-        return Err(s3_error!(
-            NotImplemented,
-            "CopyObject from an access point is not supported"
-        ));
-    };
-    if version_id.as_deref().is_some_and(|v| v != "null") {
-        return Err(s3_error!(
-            NotImplemented,
-            "CopyObject of a specific version is not supported yet"
-        ));
-    }
-    let dst_key = ObjectKey::new(&input.key).map_err(s3_err)?;
-    // The access check covered the destination bucket; the source must be the caller's too.
-    let src_owner = g.store.bucket(src_bucket).map_err(s3_err)?.owner;
-    if src_owner != caller {
-        return Err(s3_error!(AccessDenied, "Access Denied to the copy source"));
-    }
-    let source = g.store.object(src_bucket, src_key).map_err(s3_err)?;
+struct CopyConditions<'a> {
+    if_match: Option<&'a ETagCondition>,
+    if_none_match: Option<&'a ETagCondition>,
+    if_modified_since: Option<&'a Timestamp>,
+    if_unmodified_since: Option<&'a Timestamp>,
+}
 
-    // x-amz-copy-source-if-*: every failure is 412 (there is no 304 for a copy).
+/// `x-amz-copy-source-if-*`: every failure is 412 (there is no 304 for a copy).
+fn copy_conditions(c: CopyConditions<'_>, source: &ObjectRecord) -> S3Result<()> {
     let modified = source.last_modified_ms.div_euclid(1000);
-    let failed = input
-        .copy_source_if_match
-        .as_ref()
-        .is_some_and(|c| !etag_matches(c, &source.etag))
-        || input
-            .copy_source_if_none_match
-            .as_ref()
-            .is_some_and(|c| etag_matches(c, &source.etag))
-        || (input.copy_source_if_match.is_none()
-            && input
-                .copy_source_if_unmodified_since
-                .as_ref()
-                .is_some_and(|t| modified > seconds(t)))
-        || (input.copy_source_if_none_match.is_none()
-            && input
-                .copy_source_if_modified_since
-                .as_ref()
-                .is_some_and(|t| modified <= seconds(t)));
+    let failed = c.if_match.is_some_and(|e| !etag_matches(e, &source.etag))
+        || c.if_none_match
+            .is_some_and(|e| etag_matches(e, &source.etag))
+        || (c.if_match.is_none() && c.if_unmodified_since.is_some_and(|t| modified > seconds(t)))
+        || (c.if_none_match.is_none()
+            && c.if_modified_since.is_some_and(|t| modified <= seconds(t)));
     if failed {
         return Err(s3_error!(
             PreconditionFailed,
             "At least one of the pre-conditions you specified did not hold"
         ));
     }
+    Ok(())
+}
+
+/// The source bucket, key and version of a copy, after checking the caller may read it.
+fn source_of<'a>(
+    g: &Gateway,
+    copy_source: &'a CopySource,
+    caller: &str,
+) -> S3Result<(&'a str, &'a str, Option<VersionId>)> {
+    let CopySource::Bucket {
+        bucket,
+        key,
+        version_id,
+    } = copy_source
+    else {
+        return Err(s3_error!(
+            NotImplemented,
+            "Copying from an access point is not supported"
+        ));
+    };
+    let version = version_arg(version_id.as_deref())?;
+    // The access check covered the destination bucket; the source must be the caller's too.
+    let owner = g.store.bucket(bucket).map_err(s3_err)?.owner;
+    if owner != caller {
+        return Err(s3_error!(AccessDenied, "Access Denied to the copy source"));
+    }
+    Ok((bucket, key, version))
+}
+
+fn caller_of(creds: Option<&s3s::auth::Credentials>) -> String {
+    creds.map(|c| c.access_key.clone()).unwrap_or_default()
+}
+
+pub(crate) async fn copy_object(
+    g: &Gateway,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
+    let caller = caller_of(req.credentials.as_ref());
+    let input = req.input;
+    let (src_bucket, src_key, src_version) = source_of(g, &input.copy_source, &caller)?;
+    let dst_key = ObjectKey::new(&input.key).map_err(s3_err)?;
+    let source = g
+        .store
+        .object_version(src_bucket, src_key, src_version)
+        .map_err(s3_err)?;
+
+    copy_conditions(
+        CopyConditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        },
+        &source,
+    )?;
 
     let replace = match input
         .metadata_directive
@@ -85,7 +101,21 @@ pub(crate) async fn copy_object(
             ));
         }
     };
-    if !replace && **src_bucket == *input.bucket && **src_key == *input.key {
+    let tags = match input
+        .tagging_directive
+        .as_ref()
+        .map(TaggingDirective::as_str)
+    {
+        None | Some(TaggingDirective::COPY) => None,
+        Some(TaggingDirective::REPLACE) => Some(tagging::from_header(input.tagging.as_deref())?),
+        Some(other) => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Unknown tagging directive: {other}"
+            ));
+        }
+    };
+    if !replace && src_bucket == input.bucket && src_key == input.key && tags.is_none() {
         return Err(s3_error!(
             InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
@@ -104,8 +134,10 @@ pub(crate) async fn copy_object(
     );
     // The conditions were checked against this version; the copy must be of the same one.
     let etag = source.etag.clone();
+    let pinned = Some(source.version_id);
+    let replacement = Replacement { meta, tags };
     let rec = tokio::task::spawn_blocking(move || {
-        store.copy_object((&sb, &sk), (&db, &dst_key), meta, Some(etag))
+        store.copy_object((&sb, &sk, pinned), (&db, &dst_key), replacement, Some(etag))
     })
     .await
     .map_err(join_err)?
@@ -116,7 +148,151 @@ pub(crate) async fn copy_object(
             last_modified: Some(timestamp(rec.last_modified_ms)),
             ..Default::default()
         }),
+        version_id: (!rec.version_id.is_null()).then(|| rec.version_id.to_string()),
+        copy_source_version_id: (!source.version_id.is_null())
+            .then(|| source.version_id.to_string()),
         ..Default::default()
     };
     Ok(with_blake3(S3Response::new(output), &rec.content_hash))
+}
+
+/// UploadPartCopy: a part made of (a range of) an existing object. Like CopyObject it shares
+/// the source's chunks; only partial chunks at the range's ends are copied.
+///
+/// The part's ETag is the source's MD5 ETag when the part is a whole single-part object;
+/// otherwise it is derived from the part's chunk hashes (no bytes are read to compute an MD5).
+/// Clients echo part ETags back without checking them, and the completed object's ETag is
+/// the usual `hash-N` over them.
+pub(crate) async fn upload_part_copy(
+    g: &Gateway,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let caller = caller_of(req.credentials.as_ref());
+    let input = req.input;
+    let number = u32::try_from(input.part_number)
+        .ok()
+        .filter(|n| (1..=store::MAX_PART_NUMBER).contains(n))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            )
+        })?;
+    let upload = g
+        .store
+        .upload(&input.bucket, &input.key, &input.upload_id)
+        .map_err(s3_err)?;
+    let (src_bucket, src_key, src_version) = source_of(g, &input.copy_source, &caller)?;
+    let store = g.store.clone();
+    let (sb, sk) = (src_bucket.to_owned(), src_key.to_owned());
+    let (source, manifest) =
+        tokio::task::spawn_blocking(move || store.object_with_manifest(&sb, &sk, src_version))
+            .await
+            .map_err(join_err)?
+            .map_err(s3_err)?;
+    copy_conditions(
+        CopyConditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        },
+        &source,
+    )?;
+    let range = match input.copy_source_range.as_deref() {
+        None => ByteRange::full(source.size),
+        Some(r) => copy_range(r, source.size)?,
+    };
+    let whole = range.len() == source.size;
+    let slice_manifest = || {
+        let mut h = blake3::Hasher::new();
+        for s in manifest.slices(range) {
+            h.update(s.chunk.hash.as_bytes());
+            h.update(&s.offset.to_be_bytes());
+            h.update(&s.len.to_be_bytes());
+        }
+        hex::encode(&h.finalize().as_bytes()[..16])
+    };
+    let etag = if whole && source.parts.is_none() {
+        source.etag.clone()
+    } else {
+        slice_manifest()
+    };
+    let algorithm = upload.checksum_algorithm.clone();
+    let store = g.store.clone();
+    let (bucket, key, upload_id) = (input.bucket.clone(), input.key.clone(), input.upload_id);
+    let e = etag.clone();
+    let rec = tokio::task::spawn_blocking(move || {
+        // An upload that declared a checksum algorithm needs it for this part too: that
+        // one costs a read of the range.
+        let checksum = match algorithm {
+            None => None,
+            Some(alg) => Some(checksum_of_range(&store, &manifest, range, &alg)?),
+        };
+        let upload = UploadRef {
+            bucket: &bucket,
+            key: &key,
+            upload_id: &upload_id,
+        };
+        store
+            .put_part_copy(&upload, number, &manifest, range, e, checksum)
+            .map_err(s3_err)
+    })
+    .await
+    .map_err(join_err)??;
+    let c = super::checksum::to_dto(rec.checksum.as_ref());
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(ETag::Strong(etag)),
+            last_modified: Some(timestamp(rec.last_modified_ms)),
+            checksum_crc32: c.checksum_crc32,
+            checksum_crc32c: c.checksum_crc32c,
+            checksum_crc64nvme: c.checksum_crc64nvme,
+            checksum_sha1: c.checksum_sha1,
+            checksum_sha256: c.checksum_sha256,
+        }),
+        copy_source_version_id: (!source.version_id.is_null())
+            .then(|| source.version_id.to_string()),
+        ..Default::default()
+    }))
+}
+
+/// `x-amz-copy-source-range: bytes=first-last`, inclusive, inside the source.
+fn copy_range(r: &str, size: u64) -> S3Result<ByteRange> {
+    let bad = || {
+        s3_error!(
+            InvalidArgument,
+            "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"
+        )
+    };
+    let (a, b) = r
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|x| x.split_once('-'))
+        .ok_or_else(bad)?;
+    let first: u64 = a.trim().parse().map_err(|_| bad())?;
+    let last: u64 = b.trim().parse().map_err(|_| bad())?;
+    if first > last || last >= size {
+        return Err(s3_error!(
+            InvalidRange,
+            "Range specified is not valid for source object of size: {size}"
+        ));
+    }
+    ByteRange::new(first, last + 1, size).map_err(s3_err)
+}
+
+fn checksum_of_range(
+    store: &store::Store,
+    manifest: &store::Manifest,
+    range: ByteRange,
+    algorithm: &str,
+) -> S3Result<store::StoredChecksum> {
+    let mut h = super::checksum::hasher_for(algorithm)?;
+    store
+        .read_range(manifest, range, |b| {
+            h.update(&b);
+            true
+        })
+        .map_err(s3_err)?;
+    super::checksum::finish(h, algorithm)
 }

@@ -1,23 +1,33 @@
-//! Object deletion.
+//! Object deletion: plain, by version, and in bulk.
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
+use store::Deleted;
 
 use super::Gateway;
-use super::error::{join_err, s3_err};
+use super::error::{join_err, s3_err, version_arg};
+
+fn version_string(d: &Deleted) -> Option<String> {
+    d.version_id.map(|v| v.to_string())
+}
 
 pub(crate) async fn delete_object(
     g: &Gateway,
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
+    let version = version_arg(req.input.version_id.as_deref())?;
     let store = g.store.clone();
     let (bucket, key) = (req.input.bucket, req.input.key);
-    // S3 answers 204 whether or not the key existed.
-    tokio::task::spawn_blocking(move || store.delete_object(&bucket, &key))
+    // S3 answers 204 whether or not the key (or version) existed.
+    let deleted = tokio::task::spawn_blocking(move || store.delete_object(&bucket, &key, version))
         .await
         .map_err(join_err)?
         .map_err(s3_err)?;
-    Ok(S3Response::new(DeleteObjectOutput::default()))
+    Ok(S3Response::new(DeleteObjectOutput {
+        delete_marker: deleted.delete_marker.then_some(true),
+        version_id: version_string(&deleted),
+        ..Default::default()
+    }))
 }
 
 /// S3 accepts at most this many keys per DeleteObjects request.
@@ -37,23 +47,26 @@ pub(crate) async fn delete_objects(
     }
     let quiet = input.delete.quiet.unwrap_or(false);
     let mut items = Vec::with_capacity(objects.len());
+    let mut asked = Vec::with_capacity(objects.len());
     let mut errors = Vec::new();
     for o in &objects {
-        if o.version_id.as_deref().is_some_and(|v| v != "null") {
-            errors.push(Error {
+        match version_arg(o.version_id.as_deref()) {
+            Ok(v) => {
+                items.push((
+                    o.key.clone(),
+                    v,
+                    o.e_tag.as_ref().map(|e| e.value().to_owned()),
+                ));
+                asked.push((o.key.clone(), o.version_id.clone()));
+            }
+            Err(e) => errors.push(Error {
                 key: Some(o.key.clone()),
                 version_id: o.version_id.clone(),
-                code: Some("NotImplemented".into()),
-                message: Some("Deleting a specific version is not supported yet".into()),
-            });
-            continue;
+                code: Some(e.code().as_str().to_owned()),
+                message: e.message().map(str::to_owned),
+            }),
         }
-        items.push((
-            o.key.clone(),
-            o.e_tag.as_ref().map(|e| e.value().to_owned()),
-        ));
     }
-    let keys: Vec<String> = items.iter().map(|(k, _)| k.clone()).collect();
     let store = g.store.clone();
     let bucket = input.bucket;
     let results = tokio::task::spawn_blocking(move || store.delete_objects(&bucket, items))
@@ -61,20 +74,27 @@ pub(crate) async fn delete_objects(
         .map_err(join_err)?
         .map_err(s3_err)?;
     let mut deleted = Vec::new();
-    for (key, result) in keys.into_iter().zip(results) {
+    for ((key, version_id), result) in asked.into_iter().zip(results) {
         match result {
-            Ok(()) if !quiet => deleted.push(DeletedObject {
+            Ok(d) if !quiet => deleted.push(DeletedObject {
                 key: Some(key),
-                ..Default::default()
+                // S3 echoes the version asked for and names the marker created or removed.
+                version_id: version_id.clone(),
+                delete_marker: d.delete_marker.then_some(true),
+                delete_marker_version_id: if d.delete_marker {
+                    version_string(&d)
+                } else {
+                    None
+                },
             }),
-            Ok(()) => {}
+            Ok(_) => {}
             Err(e) => {
                 let s3e = s3_err(e);
                 errors.push(Error {
                     key: Some(key),
                     code: Some(s3e.code().as_str().to_owned()),
                     message: s3e.message().map(str::to_owned),
-                    version_id: None,
+                    version_id,
                 });
             }
         }

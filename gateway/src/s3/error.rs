@@ -1,6 +1,6 @@
 //! The one place where store errors become S3 error codes.
 
-use s3s::{S3Error, S3ErrorCode, s3_error};
+use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 use store::StoreError;
 
 /// Converts a store error into the S3 error a client expects.
@@ -25,6 +25,36 @@ pub(crate) fn s3_err(e: StoreError) -> S3Error {
         E::NoSuchKey(_) | E::NoSuchBlob(_) => {
             s3_error!(NoSuchKey, "The specified key does not exist.")
         }
+        E::NoSuchVersion(_) => s3_error!(NoSuchVersion, "The specified version does not exist."),
+        E::InvalidVersion(_) => s3_error!(InvalidArgument, "Invalid version id specified"),
+        E::DeleteMarker {
+            version_id, named, ..
+        } => {
+            // S3 tells the client what it hit: 404 for the latest version, 405 for a marker
+            // asked for by id; both say it is a marker and which one.
+            let mut e = if named {
+                s3_error!(
+                    MethodNotAllowed,
+                    "The specified method is not allowed against this resource."
+                )
+            } else {
+                s3_error!(NoSuchKey, "The specified key does not exist.")
+            };
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                "x-amz-delete-marker",
+                http::HeaderValue::from_static("true"),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&version_id.to_string()) {
+                h.insert("x-amz-version-id", v);
+            }
+            e.set_headers(h);
+            e
+        }
+        E::Conflict(m) => s3_error!(
+            ConditionalRequestConflict,
+            "A conflicting operation occurred during this request: {m}"
+        ),
         E::NoSuchUpload(_) => s3_error!(
             NoSuchUpload,
             "The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
@@ -62,4 +92,10 @@ pub(crate) fn join_err(e: tokio::task::JoinError) -> S3Error {
         S3ErrorCode::InternalError,
         "We encountered an internal error. Please try again.",
     )
+}
+
+/// A `versionId` argument: `null` or one of ours; anything else is refused before it reaches
+/// the store.
+pub(crate) fn version_arg(v: Option<&str>) -> S3Result<Option<store::VersionId>> {
+    v.map(|v| v.parse().map_err(s3_err)).transpose()
 }

@@ -12,7 +12,7 @@ use store::{ByteRange, Manifest, ObjectRecord, Store};
 use tokio::sync::mpsc;
 
 use super::checksum::to_dto;
-use super::error::{join_err, s3_err};
+use super::error::{join_err, s3_err, version_arg};
 use super::{Gateway, timestamp, with_blake3};
 use crate::metrics::Metrics;
 
@@ -185,11 +185,13 @@ macro_rules! object_output {
             expires: expires(rec),
             metadata: (!rec.meta.user.is_empty()).then(|| rec.meta.user.clone().into_iter().collect()),
             parts_count: rec.parts.map(|p| p as i32),
+            version_id: (!rec.version_id.is_null()).then(|| rec.version_id.to_string()),
             checksum_crc32: checksum.checksum_crc32,
             checksum_crc32c: checksum.checksum_crc32c,
             checksum_crc64nvme: checksum.checksum_crc64nvme,
             checksum_sha1: checksum.checksum_sha1,
             checksum_sha256: checksum.checksum_sha256,
+            checksum_type: checksum.checksum_type,
             ..Default::default()
         }
     }};
@@ -243,15 +245,18 @@ pub(crate) async fn get_object(
     let input = req.input;
     let store = g.store.clone();
     let (b, k) = (input.bucket.clone(), input.key.clone());
+    let version = version_arg(input.version_id.as_deref())?;
     // Record and manifest of the same version, even if the key is being overwritten.
-    let (rec, manifest) = tokio::task::spawn_blocking(move || store.object_with_manifest(&b, &k))
-        .await
-        .map_err(join_err)?
-        .map_err(s3_err)?;
+    let (rec, manifest) =
+        tokio::task::spawn_blocking(move || store.object_with_manifest(&b, &k, version))
+            .await
+            .map_err(join_err)?
+            .map_err(s3_err)?;
     let (range, full, checksum) = plan_read!(input, &rec)?;
     let body = stream_range(g.store.clone(), manifest, range, Some(g.metrics.clone()));
     let output = object_output!(GetObjectOutput, &rec, range, full, checksum, {
         body: Some(StreamingBlob::new(body)),
+        tag_count: (!rec.tags.is_empty()).then(|| rec.tags.len() as i32),
     });
     Ok(with_blake3(S3Response::new(output), &rec.content_hash))
 }
@@ -263,7 +268,8 @@ pub(crate) async fn head_object(
     let input = req.input;
     let store = g.store.clone();
     let (b, k) = (input.bucket.clone(), input.key.clone());
-    let rec = tokio::task::spawn_blocking(move || store.object(&b, &k))
+    let version = version_arg(input.version_id.as_deref())?;
+    let rec = tokio::task::spawn_blocking(move || store.object_version(&b, &k, version))
         .await
         .map_err(join_err)?
         .map_err(s3_err)?;
@@ -272,4 +278,62 @@ pub(crate) async fn head_object(
     // A ranged HEAD must answer 206; s3s always writes 200 for HeadObject, so the HTTP
     // layer corrects it (see `server::s3_handler`).
     Ok(with_blake3(S3Response::new(output), &rec.content_hash))
+}
+
+/// GetObjectAttributes: what S3 reports without the body, for the attributes asked for.
+pub(crate) async fn get_object_attributes(
+    g: &Gateway,
+    req: S3Request<GetObjectAttributesInput>,
+) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+    let input = req.input;
+    let version = version_arg(input.version_id.as_deref())?;
+    let store = g.store.clone();
+    let (b, k) = (input.bucket.clone(), input.key.clone());
+    let rec = tokio::task::spawn_blocking(move || store.object_version(&b, &k, version))
+        .await
+        .map_err(join_err)?
+        .map_err(s3_err)?;
+    let wants = |a: &str| {
+        input
+            .object_attributes
+            .iter()
+            .any(|x| x.as_str().eq_ignore_ascii_case(a))
+    };
+    for a in &input.object_attributes {
+        let known = [
+            ObjectAttributes::ETAG,
+            ObjectAttributes::CHECKSUM,
+            ObjectAttributes::OBJECT_PARTS,
+            ObjectAttributes::STORAGE_CLASS,
+            ObjectAttributes::OBJECT_SIZE,
+        ];
+        if !known.iter().any(|k| a.as_str().eq_ignore_ascii_case(k)) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Invalid attribute name specified: {}",
+                a.as_str()
+            ));
+        }
+    }
+    let output = GetObjectAttributesOutput {
+        e_tag: wants(ObjectAttributes::ETAG).then(|| ETag::Strong(rec.etag.clone())),
+        checksum: wants(ObjectAttributes::CHECKSUM)
+            .then(|| to_dto(rec.checksum.as_ref()))
+            .filter(|c| c.checksum_type.is_some()),
+        // Per-part sizes and checksums are not kept after completion; the count is.
+        object_parts: wants(ObjectAttributes::OBJECT_PARTS)
+            .then_some(rec.parts)
+            .flatten()
+            .map(|n| GetObjectAttributesParts {
+                total_parts_count: Some(n as i32),
+                ..Default::default()
+            }),
+        storage_class: wants(ObjectAttributes::STORAGE_CLASS)
+            .then(|| StorageClass::from_static(StorageClass::STANDARD)),
+        object_size: wants(ObjectAttributes::OBJECT_SIZE).then_some(rec.size as i64),
+        last_modified: Some(timestamp(rec.last_modified_ms)),
+        version_id: (!rec.version_id.is_null()).then(|| rec.version_id.to_string()),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
 }

@@ -2,9 +2,9 @@
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
-use store::{ListCursor, ListPage};
+use store::{ListCursor, ListPage, Version};
 
-use super::error::{join_err, s3_err};
+use super::error::{join_err, s3_err, version_arg};
 use super::{Gateway, timestamp};
 
 const MAX_KEYS: i32 = 1000;
@@ -208,8 +208,8 @@ fn common_prefixes(page: &ListPage, enc: fn(&str) -> String) -> Vec<CommonPrefix
         .collect()
 }
 
-/// ListObjectVersions. Buckets are not versioned yet, so every object has exactly one version,
-/// `null`, which is the latest: what S3 lists for a bucket that never had versioning enabled.
+/// ListObjectVersions: every version and delete marker, keys ascending, each key's versions
+/// newest first. A bucket that never had versioning lists one `null` version per key.
 pub(crate) async fn list_object_versions(
     g: &Gateway,
     req: S3Request<ListObjectVersionsInput>,
@@ -218,44 +218,76 @@ pub(crate) async fn list_object_versions(
     let enc = encoder(input.encoding_type.as_ref())?;
     let max = max_keys(input.max_keys)?;
     let prefix = input.prefix.clone().unwrap_or_default();
-    // With one version per key, a version-id marker can only be `null`: resume after that key.
-    let page = page_after_marker(
-        g,
-        &input.bucket,
-        &prefix,
-        input.delimiter.as_deref(),
-        input.key_marker.as_deref(),
-        max,
-    )
-    .await?;
+    let key_marker = input.key_marker.clone().filter(|m| !m.is_empty());
+    let version_marker = input.version_id_marker.clone().filter(|m| !m.is_empty());
+    if version_marker.is_some() && key_marker.is_none() {
+        return Err(s3_error!(
+            InvalidArgument,
+            "A version-id marker cannot be specified without a key marker."
+        ));
+    }
+    let after_version = version_arg(version_marker.as_deref())?;
+    let after = key_marker.as_deref().map(|m| {
+        if after_version.is_some() {
+            ListCursor::Key(m.to_owned())
+        } else {
+            marker_cursor(m, &prefix, input.delimiter.as_deref())
+        }
+    });
+    let store = g.store.clone();
+    let (b, p, d) = (
+        input.bucket.clone(),
+        prefix.clone(),
+        input.delimiter.clone(),
+    );
+    let page = tokio::task::spawn_blocking(move || {
+        store.list_versions(&b, &p, d.as_deref(), after.as_ref(), after_version, max)
+    })
+    .await
+    .map_err(join_err)?
+    .map_err(s3_err)?;
     let owner = requester(req.credentials.as_ref());
-    let versions = page
-        .objects
-        .iter()
-        .map(|(key, rec)| ObjectVersion {
-            key: Some(enc(key)),
-            version_id: Some("null".into()),
-            is_latest: Some(true),
-            size: Some(rec.size as i64),
-            e_tag: Some(ETag::Strong(rec.etag.clone())),
-            last_modified: Some(timestamp(rec.last_modified_ms)),
-            storage_class: Some(ObjectVersionStorageClass::from_static(
-                ObjectVersionStorageClass::STANDARD,
-            )),
-            owner: owner.clone(),
-            ..Default::default()
-        })
-        .collect();
+    let mut versions = Vec::new();
+    let mut markers = Vec::new();
+    for (key, v, latest) in &page.versions {
+        let id = Some(v.version_id().to_string());
+        match v {
+            Version::Object(rec) => versions.push(ObjectVersion {
+                key: Some(enc(key)),
+                version_id: id,
+                is_latest: Some(*latest),
+                size: Some(rec.size as i64),
+                e_tag: Some(ETag::Strong(rec.etag.clone())),
+                last_modified: Some(timestamp(rec.last_modified_ms)),
+                storage_class: Some(ObjectVersionStorageClass::from_static(
+                    ObjectVersionStorageClass::STANDARD,
+                )),
+                checksum_algorithm: rec
+                    .checksum
+                    .as_ref()
+                    .map(|c| vec![ChecksumAlgorithm::from(c.algorithm.clone())]),
+                owner: owner.clone(),
+                ..Default::default()
+            }),
+            Version::DeleteMarker(m) => markers.push(DeleteMarkerEntry {
+                key: Some(enc(key)),
+                version_id: id,
+                is_latest: Some(*latest),
+                last_modified: Some(timestamp(m.marker_ms)),
+                owner: owner.clone(),
+            }),
+        }
+    }
     let (next_key, next_version) = match &page.next {
-        Some(ListCursor::Key(k)) => (Some(enc(k)), Some("null".to_owned())),
-        Some(ListCursor::Prefix(p)) => (Some(enc(p)), None),
+        Some((ListCursor::Key(k), v)) => (Some(enc(k)), v.map(|v| v.to_string())),
+        Some((ListCursor::Prefix(p), _)) => (Some(enc(p)), None),
         None => (None, None),
     };
     let output = ListObjectVersionsOutput {
         name: Some(input.bucket),
         prefix: Some(enc(&prefix)),
         delimiter: input.delimiter.as_deref().map(enc),
-        key_marker: input.key_marker,
+        key_marker: input.key_marker.as_deref().map(enc),
         version_id_marker: input.version_id_marker,
         max_keys: Some(max as i32),
         is_truncated: Some(page.next.is_some()),
@@ -263,7 +295,15 @@ pub(crate) async fn list_object_versions(
         next_version_id_marker: next_version,
         encoding_type: input.encoding_type,
         versions: Some(versions),
-        common_prefixes: Some(common_prefixes(&page, enc)),
+        delete_markers: Some(markers),
+        common_prefixes: Some(
+            page.common_prefixes
+                .iter()
+                .map(|p| CommonPrefix {
+                    prefix: Some(enc(p)),
+                })
+                .collect(),
+        ),
         ..Default::default()
     };
     Ok(S3Response::new(output))

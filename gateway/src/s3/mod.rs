@@ -11,13 +11,14 @@ mod get;
 mod list;
 mod multipart;
 mod put;
+mod tagging;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result};
-use store::{ObjectMeta, Store};
+use store::{ObjectMeta, Store, StoreError};
 
 pub(crate) use access::BucketOwnership;
 
@@ -77,6 +78,44 @@ pub(crate) fn write_precondition(
             "If-Match: * on a write is not supported"
         )),
         (None, None) => Ok(None),
+    }
+}
+
+/// Checks a conditional write against the key as it is now, before any body is read, so a
+/// write that cannot succeed fails at once (412, or 404 for `If-Match` on no object).
+pub(crate) async fn precheck_write(
+    g: &Gateway,
+    bucket: &str,
+    key: &str,
+    precondition: Option<&store::WritePrecondition>,
+) -> S3Result<()> {
+    let Some(p) = precondition.cloned() else {
+        return Ok(());
+    };
+    let store = g.store.clone();
+    let (b, k) = (bucket.to_owned(), key.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let current = match store.object(&b, &k) {
+            Ok(r) => Some(r),
+            Err(StoreError::NoSuchKey(_) | StoreError::DeleteMarker { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        p.check(&k, current.as_ref())
+    })
+    .await
+    .map_err(error::join_err)?
+    .map_err(error::s3_err)
+}
+
+/// The error of a write's commit. A conditional write that passed [`precheck_write`] and
+/// failed at commit lost a race with a concurrent write: S3 answers 409 for that.
+pub(crate) fn commit_err(e: StoreError, conditional: bool) -> s3s::S3Error {
+    match e {
+        StoreError::PreconditionFailed(m) if conditional => error::s3_err(StoreError::Conflict(m)),
+        StoreError::NoSuchKey(_) if conditional => error::s3_err(StoreError::Conflict(
+            "the object was deleted meanwhile".into(),
+        )),
+        e => error::s3_err(e),
     }
 }
 
@@ -199,6 +238,48 @@ impl S3 for Gateway {
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
         bucket::get_bucket_versioning(self, req).await
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        bucket::put_bucket_versioning(self, req).await
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        tagging::put(self, req).await
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        tagging::get(self, req).await
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        tagging::delete(self, req).await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        get::get_object_attributes(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        copy::upload_part_copy(self, req).await
     }
 
     async fn copy_object(

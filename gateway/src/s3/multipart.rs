@@ -2,12 +2,15 @@
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
-use store::{MAX_PART_NUMBER, ObjectKey, UploadRecord, UploadRef};
+use store::{MAX_PART_NUMBER, ObjectKey, PartRecord, StoredChecksum, UploadRecord, UploadRef};
 
-use super::checksum::to_dto;
+use super::checksum::{check_claim, multipart_checksum, multipart_plan, to_dto};
 use super::error::{join_err, s3_err};
 use super::put::{receive, upload_body};
-use super::{Gateway, object_meta_of, timestamp, with_blake3, write_precondition};
+use super::{
+    Gateway, commit_err, object_meta_of, precheck_write, tagging, timestamp, with_blake3,
+    write_precondition,
+};
 
 const MAX_PARTS_LISTED: i32 = 1000;
 const MAX_UPLOADS_LISTED: i32 = 1000;
@@ -31,14 +34,17 @@ pub(crate) async fn create(
     let input = req.input;
     let key = ObjectKey::new(&input.key).map_err(s3_err)?;
     let meta = object_meta_of!(input)?;
+    let plan = multipart_plan(
+        input.checksum_algorithm.as_ref(),
+        input.checksum_type.as_ref(),
+    )?;
     let rec = UploadRecord {
         owner,
         initiated_ms: time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
         meta,
-        checksum_algorithm: input
-            .checksum_algorithm
-            .as_ref()
-            .map(|a| a.as_str().to_owned()),
+        checksum_algorithm: plan.map(|(a, _)| a.to_owned()),
+        checksum_composite: plan.is_some_and(|(_, c)| c),
+        tags: tagging::from_header(input.tagging.as_deref())?,
     };
     let store = g.store.clone();
     let bucket = input.bucket.clone();
@@ -51,6 +57,13 @@ pub(crate) async fn create(
         key: Some(input.key),
         upload_id: Some(upload_id),
         checksum_algorithm: input.checksum_algorithm,
+        checksum_type: plan.map(|(_, composite)| {
+            ChecksumType::from_static(if composite {
+                ChecksumType::COMPOSITE
+            } else {
+                ChecksumType::FULL_OBJECT
+            })
+        }),
         ..Default::default()
     };
     Ok(S3Response::new(output))
@@ -76,9 +89,18 @@ pub(crate) async fn upload_part(
             )
         })?;
     // Fail before reading a possibly large body.
-    g.store
+    let upload = g
+        .store
         .upload(&input.bucket, &input.key, &input.upload_id)
         .map_err(s3_err)?;
+    let mut input = input;
+    // An upload that declared a checksum algorithm gets it for every part, sent or not.
+    if input.checksum_algorithm.is_none() {
+        input.checksum_algorithm = upload
+            .checksum_algorithm
+            .clone()
+            .map(ChecksumAlgorithm::from);
+    }
     let (bucket, key, upload_id) = (
         input.bucket.clone(),
         input.key.clone(),
@@ -86,6 +108,18 @@ pub(crate) async fn upload_part(
     );
     let received = receive(g, &headers, trailing_headers, upload_body!(input)).await?;
     let (ingested, stored) = (received.ingested, received.checksum);
+    if let Some(want) = &upload.checksum_algorithm
+        && stored.as_ref().map(|c| &c.algorithm) != Some(want)
+    {
+        return Err(s3_error!(
+            InvalidRequest,
+            "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+            want.to_ascii_lowercase(),
+            stored
+                .as_ref()
+                .map_or("none".to_owned(), |c| c.algorithm.to_ascii_lowercase())
+        ));
+    }
     let etag = hex::encode(ingested.md5);
     let store = g.store.clone();
     let (e, s) = (etag.clone(), stored.clone());
@@ -120,6 +154,8 @@ pub(crate) async fn complete(
     let input = req.input;
     let key = ObjectKey::new(&input.key).map_err(s3_err)?;
     let precondition = write_precondition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+    precheck_write(g, &input.bucket, &input.key, precondition.as_ref()).await?;
+    let conditional = precondition.is_some();
     let parts = input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -138,22 +174,102 @@ pub(crate) async fn complete(
             Ok((n, etag))
         })
         .collect::<S3Result<Vec<_>>>()?;
+    let claimed = Checksum {
+        checksum_crc32: input.checksum_crc32.clone(),
+        checksum_crc32c: input.checksum_crc32c.clone(),
+        checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+        checksum_sha1: input.checksum_sha1.clone(),
+        checksum_sha256: input.checksum_sha256.clone(),
+        ..Default::default()
+    };
+    let checksum = upload_checksum(g, &input.bucket, &input.key, &input.upload_id, &listed).await?;
+    match &checksum {
+        Some(c) => check_claim(&claimed, c)?,
+        None if claimed != Checksum::default() => {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The upload was not created with a checksum algorithm, so the object has no checksum to compare"
+            ));
+        }
+        None => {}
+    }
     let store = g.store.clone();
     let (bucket, upload_id) = (input.bucket.clone(), input.upload_id);
     let rec = tokio::task::spawn_blocking(move || {
-        store.complete_upload(&bucket, &key, &upload_id, &listed, None, precondition)
+        store.complete_upload(&bucket, &key, &upload_id, &listed, checksum, precondition)
     })
     .await
     .map_err(join_err)?
-    .map_err(s3_err)?;
+    .map_err(|e| commit_err(e, conditional))?;
+    let c = to_dto(rec.checksum.as_ref());
     let output = CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
         key: Some(input.key.clone()),
         e_tag: Some(ETag::Strong(rec.etag.clone())),
         location: Some(format!("/{}/{}", input.bucket, input.key)),
+        version_id: (!rec.version_id.is_null()).then(|| rec.version_id.to_string()),
+        checksum_crc32: c.checksum_crc32,
+        checksum_crc32c: c.checksum_crc32c,
+        checksum_crc64nvme: c.checksum_crc64nvme,
+        checksum_sha1: c.checksum_sha1,
+        checksum_sha256: c.checksum_sha256,
+        checksum_type: c.checksum_type,
         ..Default::default()
     };
     Ok(with_blake3(S3Response::new(output), &rec.content_hash))
+}
+
+/// The object checksum an upload's listed parts add up to, if the upload declared an
+/// algorithm. The parts are matched by ETag, which pins their content, so a part replaced
+/// after this read makes the completion fail rather than store a wrong checksum.
+async fn upload_checksum(
+    g: &Gateway,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    listed: &[(u32, String)],
+) -> S3Result<Option<StoredChecksum>> {
+    let upload = g.store.upload(bucket, key, upload_id).map_err(s3_err)?;
+    let Some(alg) = upload.checksum_algorithm.as_deref() else {
+        return Ok(None);
+    };
+    let (alg, composite) = multipart_plan(
+        Some(&ChecksumAlgorithm::from(alg.to_owned())),
+        Some(&ChecksumType::from_static(if upload.checksum_composite {
+            ChecksumType::COMPOSITE
+        } else {
+            ChecksumType::FULL_OBJECT
+        })),
+    )?
+    .ok_or_else(|| s3_error!(InternalError, "checksum plan lost its algorithm"))?;
+    let store = g.store.clone();
+    let id = upload_id.to_owned();
+    let stored: std::collections::BTreeMap<u32, PartRecord> =
+        tokio::task::spawn_blocking(move || store.parts(&id))
+            .await
+            .map_err(join_err)?
+            .map_err(s3_err)?
+            .into_iter()
+            .collect();
+    let mut parts = Vec::with_capacity(listed.len());
+    for (n, etag) in listed {
+        // Missing or mismatched parts are reported by the completion itself.
+        let Some(p) = stored.get(n).filter(|p| p.etag == etag.trim_matches('"')) else {
+            return Ok(None);
+        };
+        let c = p
+            .checksum
+            .as_ref()
+            .filter(|c| c.algorithm == alg)
+            .ok_or_else(|| {
+                s3_error!(
+                    InvalidPart,
+                    "part {n} has no {alg} checksum, which the upload requires"
+                )
+            })?;
+        parts.push((c, p.size));
+    }
+    multipart_checksum(alg, composite, &parts).map(Some)
 }
 
 pub(crate) async fn abort(

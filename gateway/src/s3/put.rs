@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 
 use super::checksum::{ChecksumPlan, to_dto};
 use super::error::{join_err, s3_err};
-use super::{Gateway, object_meta_of, with_blake3, write_precondition};
+use super::{
+    Gateway, commit_err, object_meta_of, precheck_write, tagging, with_blake3, write_precondition,
+};
 
 /// Bodies up to this size are read whole and ingested in one blocking call: for small
 /// objects two thread hand-offs cost more than the work.
@@ -334,6 +336,9 @@ pub(crate) async fn put_object(
     g.store.bucket(&input.bucket).map_err(s3_err)?;
     let meta = object_meta_of!(input)?;
     let precondition = write_precondition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+    precheck_write(g, &input.bucket, &input.key, precondition.as_ref()).await?;
+    let conditional = precondition.is_some();
+    let tags = tagging::from_header(input.tagging.as_deref())?;
     let received = receive(g, &headers, trailing_headers, upload_body!(input)).await?;
     let ingested = received.ingested;
     let stored_checksum = received.checksum;
@@ -343,6 +348,7 @@ pub(crate) async fn put_object(
         meta,
         checksum: stored_checksum.clone(),
         precondition,
+        tags,
     };
     let store = g.store.clone();
     let bucket = input.bucket;
@@ -350,7 +356,7 @@ pub(crate) async fn put_object(
         tokio::task::spawn_blocking(move || store.put_object(&bucket, &key, ingested.staged, new))
             .await
             .map_err(join_err)?
-            .map_err(s3_err)?;
+            .map_err(|e| commit_err(e, conditional))?;
 
     let c = to_dto(stored_checksum.as_ref());
     let output = PutObjectOutput {
@@ -361,6 +367,7 @@ pub(crate) async fn put_object(
         checksum_sha1: c.checksum_sha1,
         checksum_sha256: c.checksum_sha256,
         size: Some(rec.size as i64),
+        version_id: (!rec.version_id.is_null()).then(|| rec.version_id.to_string()),
         ..Default::default()
     };
     Ok(with_blake3(S3Response::new(output), &rec.content_hash))

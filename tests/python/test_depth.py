@@ -1,0 +1,162 @@
+"""S3 depth through boto3 and the aws CLI: versioning, tagging, copies (incl. UploadPartCopy via
+boto3's managed copy), checksum mode, conditional writes, and awkward keys."""
+
+import base64
+import json
+import os
+import zlib
+
+import botocore
+import pytest
+from boto3.s3.transfer import TransferConfig
+
+MIB = 1024 * 1024
+
+
+def test_versioning_history_markers_and_deletes(s3, bucket):
+    assert "Status" not in s3.get_bucket_versioning(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    v1 = s3.put_object(Bucket=bucket, Key="f", Body=b"one")["VersionId"]
+    v2 = s3.put_object(Bucket=bucket, Key="f", Body=b"two")["VersionId"]
+    assert v1 != v2
+    assert s3.get_object(Bucket=bucket, Key="f", VersionId=v1)["Body"].read() == b"one"
+    got = s3.get_object(Bucket=bucket, Key="f")
+    assert got["Body"].read() == b"two" and got["VersionId"] == v2
+
+    marker = s3.delete_object(Bucket=bucket, Key="f")
+    assert marker["DeleteMarker"] is True
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="f")
+    assert e.value.response["Error"]["Code"] == "NoSuchKey"
+    assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-delete-marker"] == "true"
+
+    listed = s3.list_object_versions(Bucket=bucket)
+    assert [v["VersionId"] for v in listed["Versions"]] == [v2, v1]
+    assert [(m["VersionId"], m["IsLatest"]) for m in listed["DeleteMarkers"]] == [(marker["VersionId"], True)]
+
+    # Undelete by removing the marker, then remove a version for good.
+    s3.delete_object(Bucket=bucket, Key="f", VersionId=marker["VersionId"])
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"two"
+    s3.delete_object(Bucket=bucket, Key="f", VersionId=v2)
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"one"
+
+    # boto3's paginator walks versions with key and version-id markers.
+    for i in range(5):
+        s3.put_object(Bucket=bucket, Key="p", Body=b"%d" % i)
+    pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix="p", PaginationConfig={"PageSize": 2})
+    ids = [v["VersionId"] for page in pages for v in page.get("Versions", [])]
+    assert len(ids) == 5 and len(set(ids)) == 5
+
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="f", VersionId="bogus")
+    assert e.value.response["Error"]["Code"] == "InvalidArgument"
+
+
+def test_never_versioned_bucket_lists_null_versions(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    v = s3.list_object_versions(Bucket=bucket)["Versions"]
+    assert [(x["Key"], x["VersionId"], x["IsLatest"]) for x in v] == [("k", "null", True)]
+
+
+def test_tagging(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="t", Body=b"x", Tagging="team=ml&stage=eval")
+    tags = s3.get_object_tagging(Bucket=bucket, Key="t")["TagSet"]
+    assert sorted((t["Key"], t["Value"]) for t in tags) == [("stage", "eval"), ("team", "ml")]
+    s3.put_object_tagging(Bucket=bucket, Key="t", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]})
+    assert s3.get_object_tagging(Bucket=bucket, Key="t")["TagSet"] == [{"Key": "a", "Value": "b"}]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object_tagging(Bucket=bucket, Key="t", Tagging={"TagSet": [{"Key": "aws:x", "Value": "b"}]})
+    assert e.value.response["Error"]["Code"] == "InvalidTag"
+    s3.delete_object_tagging(Bucket=bucket, Key="t")
+    assert s3.get_object_tagging(Bucket=bucket, Key="t")["TagSet"] == []
+
+
+def test_managed_copy_uses_upload_part_copy(s3, bucket):
+    body = os.urandom(20 * MIB + 12345)
+    s3.put_object(Bucket=bucket, Key="src", Body=body)
+    # Below the object size, so boto3 copies with CreateMultipartUpload + UploadPartCopy.
+    cfg = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB)
+    s3.copy({"Bucket": bucket, "Key": "src"}, bucket, "dst", Config=cfg)
+    head = s3.head_object(Bucket=bucket, Key="dst")
+    assert head["ETag"].endswith('-3"'), head["ETag"]
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == body
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.copy_object(Bucket=bucket, Key="x", CopySource={"Bucket": bucket, "Key": "missing"})
+    assert e.value.response["Error"]["Code"] == "NoSuchKey"
+
+
+def test_checksum_mode_returns_what_was_uploaded(s3, bucket):
+    body = os.urandom(300_000)
+    s3.put_object(Bucket=bucket, Key="c", Body=body, ChecksumAlgorithm="CRC32")
+    want = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    h = s3.head_object(Bucket=bucket, Key="c", ChecksumMode="ENABLED")
+    assert h["ChecksumCRC32"] == want
+    assert h["ChecksumType"] == "FULL_OBJECT"
+    g = s3.get_object(Bucket=bucket, Key="c", ChecksumMode="ENABLED")
+    assert g["ChecksumCRC32"] == want
+    g["Body"].read()
+    attrs = s3.get_object_attributes(Bucket=bucket, Key="c", ObjectAttributes=["Checksum", "ObjectSize", "ETag"])
+    assert attrs["Checksum"]["ChecksumCRC32"] == want and attrs["ObjectSize"] == len(body)
+
+    # A multipart upload through upload_fileobj (boto3 sends CRC32 per part).
+    big = os.urandom(18 * MIB)
+    cfg = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB)
+    import io
+
+    s3.upload_fileobj(io.BytesIO(big), bucket, "mp", Config=cfg, ExtraArgs={"ChecksumAlgorithm": "CRC32"})
+    h = s3.head_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")
+    assert "ChecksumCRC32" in h, h
+    if h["ChecksumType"] == "FULL_OBJECT":
+        assert h["ChecksumCRC32"] == base64.b64encode(zlib.crc32(big).to_bytes(4, "big")).decode()
+    else:
+        assert h["ChecksumCRC32"].endswith("-3")
+
+
+def test_conditional_writes(s3, bucket):
+    r = s3.put_object(Bucket=bucket, Key="c", Body=b"1", IfNoneMatch="*")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="c", Body=b"2", IfNoneMatch="*")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    s3.put_object(Bucket=bucket, Key="c", Body=b"3", IfMatch=r["ETag"])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="c", Body=b"4", IfMatch=r["ETag"])
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="c", IfNoneMatch=s3.head_object(Bucket=bucket, Key="c")["ETag"])
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+
+
+AWKWARD = ["with space", "ünïcödé/ключ", "plus+sign", "per%25cent", "a//double//slash", "q?x=1&y", "tab\tkey"]
+
+
+def test_awkward_keys_round_trip(s3, bucket):
+    for k in AWKWARD:
+        s3.put_object(Bucket=bucket, Key=k, Body=k.encode())
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert sorted(listed) == sorted(AWKWARD)
+    listed_v1 = [o["Key"] for o in s3.list_objects(Bucket=bucket)["Contents"]]
+    assert sorted(listed_v1) == sorted(AWKWARD)
+    for k in AWKWARD:
+        assert s3.get_object(Bucket=bucket, Key=k)["Body"].read() == k.encode()
+    s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in AWKWARD]})
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_cli_versioning_and_tagging(aws, s3, bucket, tmp_path):
+    aws("s3api", "put-bucket-versioning", "--bucket", bucket, "--versioning-configuration", "Status=Enabled")
+    f = tmp_path / "f.txt"
+    for text in ["first", "second"]:
+        f.write_text(text)
+        aws("s3", "cp", str(f), f"s3://{bucket}/doc.txt", "--no-progress")
+    out = json.loads(aws("s3api", "list-object-versions", "--bucket", bucket).stdout)
+    assert len(out["Versions"]) == 2
+    old = [v for v in out["Versions"] if not v["IsLatest"]][0]["VersionId"]
+    aws("s3api", "get-object", "--bucket", bucket, "--key", "doc.txt", "--version-id", old, str(tmp_path / "old.txt"))
+    assert (tmp_path / "old.txt").read_text() == "first"
+    aws("s3api", "put-object-tagging", "--bucket", bucket, "--key", "doc.txt", "--tagging", "TagSet=[{Key=k,Value=v}]")
+    out = json.loads(aws("s3api", "get-object-tagging", "--bucket", bucket, "--key", "doc.txt").stdout)
+    assert out["TagSet"] == [{"Key": "k", "Value": "v"}]
+    # The CLI's own checksum on upload, returned on request.
+    out = json.loads(aws("s3api", "head-object", "--bucket", bucket, "--key", "doc.txt", "--checksum-mode", "ENABLED").stdout)
+    assert any(k.startswith("Checksum") and k != "ChecksumType" for k in out), out

@@ -204,37 +204,40 @@ async fn unimplemented_operations_say_so_instead_of_pretending() {
     let node = Node::start();
     let s3 = node.client();
     s3.create_bucket().bucket("nyi").send().await.unwrap();
-    let enable = aws_sdk_s3::types::VersioningConfiguration::builder()
-        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-        .build();
     let e = s3
-        .put_bucket_versioning()
+        .put_bucket_policy()
         .bucket("nyi")
-        .versioning_configuration(enable)
+        .policy(r#"{"Version":"2012-10-17","Statement":[]}"#)
         .send()
         .await
         .unwrap_err();
     assert_eq!(code(&e), "NotImplemented");
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(501));
-    // What is not enabled reads as such.
+    let e = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket("nyi")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NotImplemented");
+    // MFA Delete is part of the versioning document but not supported: refused, not ignored.
+    let mfa = aws_sdk_s3::types::VersioningConfiguration::builder()
+        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+        .mfa_delete(aws_sdk_s3::types::MfaDelete::Enabled)
+        .build();
+    let e = s3
+        .put_bucket_versioning()
+        .bucket("nyi")
+        .versioning_configuration(mfa)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NotImplemented");
     let v = s3
         .get_bucket_versioning()
         .bucket("nyi")
         .send()
         .await
         .unwrap();
-    assert!(v.status().is_none());
-    let tagging = aws_sdk_s3::types::Tagging::builder()
-        .set_tag_set(Some(vec![]))
-        .build()
-        .unwrap();
-    let e = s3
-        .put_object_tagging()
-        .bucket("nyi")
-        .key("k")
-        .tagging(tagging)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "NotImplemented");
+    assert!(v.status().is_none(), "the refused request changed nothing");
 }

@@ -293,28 +293,31 @@ pub(crate) async fn get_object_attributes(
         .await
         .map_err(join_err)?
         .map_err(s3_err)?;
-    let wants = |a: &str| {
-        input
-            .object_attributes
-            .iter()
-            .any(|x| x.as_str().eq_ignore_ascii_case(a))
-    };
-    for a in &input.object_attributes {
-        let known = [
-            ObjectAttributes::ETAG,
-            ObjectAttributes::CHECKSUM,
-            ObjectAttributes::OBJECT_PARTS,
-            ObjectAttributes::STORAGE_CLASS,
-            ObjectAttributes::OBJECT_SIZE,
-        ];
-        if !known.iter().any(|k| a.as_str().eq_ignore_ascii_case(k)) {
-            return Err(s3_error!(
-                InvalidArgument,
-                "Invalid attribute name specified: {}",
-                a.as_str()
-            ));
-        }
+    // One header value may list several attributes (botocore joins them with commas).
+    let asked: Vec<&str> = input
+        .object_attributes
+        .iter()
+        .flat_map(|x| x.as_str().split(','))
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .collect();
+    let known = [
+        ObjectAttributes::ETAG,
+        ObjectAttributes::CHECKSUM,
+        ObjectAttributes::OBJECT_PARTS,
+        ObjectAttributes::STORAGE_CLASS,
+        ObjectAttributes::OBJECT_SIZE,
+    ];
+    if let Some(bad) = asked
+        .iter()
+        .find(|a| !known.iter().any(|k| a.eq_ignore_ascii_case(k)))
+    {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Invalid attribute name specified: {bad}"
+        ));
     }
+    let wants = |a: &str| asked.iter().any(|x| x.eq_ignore_ascii_case(a));
     let output = GetObjectAttributesOutput {
         e_tag: wants(ObjectAttributes::ETAG).then(|| ETag::Strong(rec.etag.clone())),
         checksum: wants(ObjectAttributes::CHECKSUM)

@@ -73,7 +73,7 @@ where
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: s3bench presign|mkbucket|small <endpoint> <access> <secret> ...";
+    let usage = "usage: s3bench presign|mkbucket|copy|small <endpoint> <access> <secret> ...";
     if args.len() < 5 {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -112,6 +112,18 @@ async fn main() {
                 .send()
                 .await
                 .expect("create bucket");
+        }
+        "copy" => {
+            let (bucket, src, dst) = (&args[5], &args[6], &args[7]);
+            let start = Instant::now();
+            s3.copy_object()
+                .bucket(bucket)
+                .key(dst)
+                .copy_source(format!("{bucket}/{src}"))
+                .send()
+                .await
+                .expect("copy");
+            println!("{:.4}", start.elapsed().as_secs_f64());
         }
         "small" => {
             let bucket = args[5].clone();

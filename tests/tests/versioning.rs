@@ -501,3 +501,35 @@ async fn version_listing_pages_through_every_version() {
         .await;
     assert_eq!(r.status(), 400, "a version marker needs a key marker");
 }
+
+#[tokio::test]
+async fn copying_an_old_version_onto_its_key_restores_it() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("restore").send().await.unwrap();
+    set_versioning(&s3, "restore", BucketVersioningStatus::Enabled).await;
+    let good = put(&s3, "restore", "model.ckpt", b"good weights".to_vec()).await.unwrap();
+    put(&s3, "restore", "model.ckpt", b"diverged".to_vec()).await.unwrap();
+    let r = s3
+        .copy_object()
+        .bucket("restore")
+        .key("model.ckpt")
+        .copy_source(format!("restore/model.ckpt?versionId={good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.copy_source_version_id(), Some(good.as_str()));
+    assert_eq!(get(&s3, "restore", "model.ckpt", None).await, b"good weights");
+    let (vs, _) = versions(&s3, "restore").await;
+    assert_eq!(vs.len(), 3, "the restore is a new version; history is kept");
+    // Without a version id, a copy onto itself that changes nothing is refused, as in S3.
+    let e = s3
+        .copy_object()
+        .bucket("restore")
+        .key("model.ckpt")
+        .copy_source("restore/model.ckpt")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidRequest");
+}

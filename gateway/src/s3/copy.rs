@@ -115,7 +115,12 @@ pub(crate) async fn copy_object(
             ));
         }
     };
-    if !replace && src_bucket == input.bucket && src_key == input.key && tags.is_none() {
+    if !replace
+        && src_version.is_none()
+        && src_bucket == input.bucket
+        && src_key == input.key
+        && tags.is_none()
+    {
         return Err(s3_error!(
             InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."

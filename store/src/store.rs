@@ -187,6 +187,7 @@ pub struct Deleted {
 }
 
 /// One entry of a key-ordered scan of current versions.
+#[allow(clippy::large_enum_variant)] // as `Version`: keys are the common case
 enum Listed {
     Key(String, Version),
     Prefix(String),
@@ -1102,7 +1103,7 @@ impl Store {
         }
         enum Segment {
             Shared(ChunkRef),
-            Copied(StagedObject),
+            Copied(Box<StagedObject>),
         }
         let mut segments = Vec::new();
         for slice in source.slices(range) {
@@ -1111,7 +1112,7 @@ impl Store {
             } else {
                 let mut w = self.writer();
                 w.write(&self.read_slice(&slice)?)?;
-                segments.push(Segment::Copied(w.finish()?));
+                segments.push(Segment::Copied(Box::new(w.finish()?)));
             }
         }
         let ukey = upload_key(upload.bucket, upload.key, upload.upload_id);

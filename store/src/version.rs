@@ -99,6 +99,9 @@ pub struct DeleteMarker {
 }
 
 /// One version of a key: content, or a delete marker.
+// Objects are the common case and markers rare: boxing the object would cost an allocation per
+// record read to save memory only on markers.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum Version {

@@ -508,8 +508,12 @@ async fn copying_an_old_version_onto_its_key_restores_it() {
     let s3 = node.client();
     s3.create_bucket().bucket("restore").send().await.unwrap();
     set_versioning(&s3, "restore", BucketVersioningStatus::Enabled).await;
-    let good = put(&s3, "restore", "model.ckpt", b"good weights".to_vec()).await.unwrap();
-    put(&s3, "restore", "model.ckpt", b"diverged".to_vec()).await.unwrap();
+    let good = put(&s3, "restore", "model.ckpt", b"good weights".to_vec())
+        .await
+        .unwrap();
+    put(&s3, "restore", "model.ckpt", b"diverged".to_vec())
+        .await
+        .unwrap();
     let r = s3
         .copy_object()
         .bucket("restore")
@@ -519,7 +523,10 @@ async fn copying_an_old_version_onto_its_key_restores_it() {
         .await
         .unwrap();
     assert_eq!(r.copy_source_version_id(), Some(good.as_str()));
-    assert_eq!(get(&s3, "restore", "model.ckpt", None).await, b"good weights");
+    assert_eq!(
+        get(&s3, "restore", "model.ckpt", None).await,
+        b"good weights"
+    );
     let (vs, _) = versions(&s3, "restore").await;
     assert_eq!(vs.len(), 3, "the restore is a new version; history is kept");
     // Without a version id, a copy onto itself that changes nothing is refused, as in S3.

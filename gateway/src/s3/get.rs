@@ -256,7 +256,7 @@ pub(crate) async fn get_object(
     let body = stream_range(g.store.clone(), manifest, range, Some(g.metrics.clone()));
     let output = object_output!(GetObjectOutput, &rec, range, full, checksum, {
         body: Some(StreamingBlob::new(body)),
-        tag_count: (!rec.tags.is_empty()).then(|| rec.tags.len() as i32),
+        tag_count: (!rec.tags.is_empty()).then_some(rec.tags.len() as i32),
     });
     Ok(with_blake3(S3Response::new(output), &rec.content_hash))
 }

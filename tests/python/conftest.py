@@ -2,6 +2,7 @@
 HTTPS with a self-signed certificate made at test time. The boto3 suite (the `s3` fixture)
 runs against both; the CLI tests use the HTTP node unless they ask for `tls_node`."""
 
+import hashlib
 import os
 import pathlib
 import re
@@ -76,7 +77,7 @@ class NodeProc:
         """For urllib: trusts this node's certificate (None over plain HTTP)."""
         return ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else None
 
-    def client(self, **s3_config):
+    def client(self, signature_version=None, **s3_config):
         """boto3 with its default settings, path-style, trusting this node's certificate."""
         return boto3.client(
             "s3",
@@ -85,7 +86,7 @@ class NodeProc:
             aws_secret_access_key=SECRET_KEY,
             region_name="us-east-1",
             verify=self.ca_bundle,
-            config=Config(s3={"addressing_style": "path", **s3_config}),
+            config=Config(s3={"addressing_style": "path", **s3_config}, signature_version=signature_version),
         )
 
     def peak_rss_mib(self) -> float:
@@ -140,7 +141,11 @@ def http_s3(node):
 
 
 def bucket_name(request) -> str:
-    return re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-b"
+    """Readable and unique per test id: parametrized ids ([https-CRC32C]) can differ only
+    past the length a bucket name allows, so a digest of the whole id keeps them apart."""
+    name = request.node.name
+    readable = re.sub(r"[^a-z0-9-]", "-", name.lower())[:48].strip("-")
+    return f"{readable}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 @pytest.fixture

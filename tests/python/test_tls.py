@@ -28,7 +28,7 @@ def test_default_checksum_travels_in_a_trailer_over_https(tls_s3):
     sent = {}
 
     def capture(request, **_):
-        sent.update({k.lower(): v for k, v in request.headers.items()})
+        sent.update({k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()})
 
     tls_s3.meta.events.register("before-send.s3.PutObject", capture)
     body = os.urandom(200_000)

@@ -252,23 +252,20 @@ async fn s3_handler(State(st): State<AppState>, req: Request) -> Response {
 /// never sign them), and answers to requests that carry an `Origin` get the headers of the
 /// bucket's matching rule. Requests without `Origin` pass straight through.
 async fn cors_layer(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() == http::Method::OPTIONS {
+        return preflight(&st, &req);
+    }
     let Some(origin) = req
         .headers()
         .get(http::header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
     else {
-        if req.method() == http::Method::OPTIONS {
-            return preflight(&st, &req);
-        }
         return next.run(req).await;
     };
-    if req.method() == http::Method::OPTIONS {
-        return preflight(&st, &req);
-    }
     let method = req.method().clone();
-    let bucket =
-        cors::bucket_of(st.domain.as_deref(), req.headers(), req.uri().path()).map(str::to_owned);
+    let bucket = cors::Target::of(st.domain.as_deref(), req.headers(), req.uri().path())
+        .map(|t| t.bucket.to_owned());
     let mut resp = next.run(req).await;
     // Looked up after the response so a request that creates or configures the bucket sees
     // its own outcome; the record is a point read the access check has just warmed.
@@ -282,9 +279,8 @@ async fn cors_layer(State(st): State<AppState>, req: Request, next: Next) -> Res
 }
 
 fn preflight(st: &AppState, req: &Request) -> Response {
-    let path = req.uri().path();
-    let bucket = cors::bucket_of(st.domain.as_deref(), req.headers(), path);
-    let record = match bucket.map(|b| st.store.bucket(b)) {
+    let target = cors::Target::of(st.domain.as_deref(), req.headers(), req.uri().path());
+    let record = match target.as_ref().map(|t| st.store.bucket(t.bucket)) {
         Some(Ok(rec)) => Some(rec),
         Some(Err(store::StoreError::NoSuchBucket(_))) | None => None,
         Some(Err(e)) => {
@@ -292,14 +288,7 @@ fn preflight(st: &AppState, req: &Request) -> Response {
             return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
         }
     };
-    // Virtual-hosted: any path names an object; path style: a second segment does.
-    let is_object = match bucket {
-        Some(b) if path.trim_start_matches('/').starts_with(b) => {
-            path.trim_start_matches('/')[b.len()..].len() > 1
-        }
-        Some(_) => path.len() > 1,
-        None => false,
-    };
+    let is_object = target.is_some_and(|t| t.object);
     let (status, headers, body) = cors::preflight(record.as_ref(), req.headers(), is_object);
     let mut resp = (status, body).into_response();
     resp.headers_mut().extend(headers);

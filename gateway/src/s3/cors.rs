@@ -194,33 +194,46 @@ fn matching_rule<'a>(
     })
 }
 
-/// The bucket a request addresses: the `bucket.<domain>` host label when virtual-hosted,
-/// else the first path segment. `None` for the service root or a name no bucket can have.
-pub(crate) fn bucket_of<'a>(
-    domain: Option<&str>,
-    headers: &'a HeaderMap,
-    path: &'a str,
-) -> Option<&'a str> {
-    if let Some(domain) = domain
-        && let Some(host) = headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    {
-        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        if let Some(b) = host
-            .strip_suffix(domain)
-            .and_then(|h| h.strip_suffix('.'))
-            .filter(|b| !b.is_empty())
+/// What a request addresses, as far as CORS needs to know.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Target<'a> {
+    pub bucket: &'a str,
+    /// Whether a key follows the bucket (S3 names the resource type in its CORS errors).
+    pub object: bool,
+}
+
+impl<'a> Target<'a> {
+    /// The bucket is the `bucket.<domain>` host label when virtual-hosted, else the first
+    /// path segment. `None` for the service root or a segment no bucket name can be.
+    pub(crate) fn of(domain: Option<&str>, headers: &'a HeaderMap, path: &'a str) -> Option<Self> {
+        let path = path.trim_start_matches('/');
+        if let Some(domain) = domain
+            && let Some(host) = headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
         {
-            return Some(b);
+            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            if let Some(bucket) = host
+                .strip_suffix(domain)
+                .and_then(|h| h.strip_suffix('.'))
+                .filter(|b| !b.is_empty())
+            {
+                return Some(Self {
+                    bucket,
+                    object: !path.is_empty(),
+                });
+            }
         }
+        let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+        let plausible = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        plausible.then_some(Self {
+            bucket,
+            object: !key.is_empty(),
+        })
     }
-    let seg = path.trim_start_matches('/').split('/').next()?;
-    let plausible = (3..=63).contains(&seg.len())
-        && seg
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    plausible.then_some(seg)
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -439,16 +452,19 @@ mod tests {
 
     #[test]
     fn bucket_comes_from_host_under_the_domain_or_from_the_path() {
+        let t = |bucket, object| Some(Target { bucket, object });
         let mut h = HeaderMap::new();
         h.insert(
             http::header::HOST,
             HeaderValue::from_static("photos.s3.test:9000"),
         );
-        assert_eq!(bucket_of(Some("s3.test"), &h, "/k"), Some("photos"));
-        assert_eq!(bucket_of(None, &h, "/data/k"), Some("data"));
+        assert_eq!(Target::of(Some("s3.test"), &h, "/k"), t("photos", true));
+        assert_eq!(Target::of(Some("s3.test"), &h, "/"), t("photos", false));
+        assert_eq!(Target::of(None, &h, "/data/k"), t("data", true));
         h.insert(http::header::HOST, HeaderValue::from_static("s3.test:9000"));
-        assert_eq!(bucket_of(Some("s3.test"), &h, "/data/k"), Some("data"));
-        assert_eq!(bucket_of(None, &h, "/"), None);
-        assert_eq!(bucket_of(None, &h, "/Not_A_Bucket/x"), None);
+        assert_eq!(Target::of(Some("s3.test"), &h, "/data/k"), t("data", true));
+        assert_eq!(Target::of(Some("s3.test"), &h, "/data"), t("data", false));
+        assert_eq!(Target::of(None, &h, "/"), None);
+        assert_eq!(Target::of(None, &h, "/Not_A_Bucket/x"), None);
     }
 }

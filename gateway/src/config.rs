@@ -32,6 +32,15 @@ pub struct Config {
     pub log_level: String,
     /// `text` or `json`.
     pub log_format: String,
+    /// PEM certificate chain; with `tls_key`, S3 is served over HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Base domain for virtual-hosted-style requests (`bucket.<domain>`); path style always works.
+    pub domain: Option<String>,
+    /// Largest file a browser-form POST upload may carry, in bytes. s3s holds the whole file
+    /// in memory before the policy is checked, so this bounds memory per POST.
+    pub post_max_size: u64,
 }
 
 impl Default for Config {
@@ -47,6 +56,10 @@ impl Default for Config {
             // the failures that matter, so the protocol layer is quiet unless asked.
             log_level: "info,s3s=off".into(),
             log_format: "text".into(),
+            tls_cert: None,
+            tls_key: None,
+            domain: None,
+            post_max_size: 64 * 1024 * 1024,
         }
     }
 }
@@ -64,6 +77,10 @@ pub struct FileConfig {
     pub gc_grace_secs: Option<u64>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub domain: Option<String>,
+    pub post_max_size: Option<u64>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -78,6 +95,10 @@ pub struct Overrides {
     pub gc_grace_secs: Option<u64>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub domain: Option<String>,
+    pub post_max_size: Option<u64>,
 }
 
 /// Why a configuration could not be built.
@@ -118,6 +139,10 @@ impl Config {
             c.gc_grace_secs = f.gc_grace_secs.unwrap_or(c.gc_grace_secs);
             c.log_level = f.log_level.unwrap_or(c.log_level);
             c.log_format = f.log_format.unwrap_or(c.log_format);
+            c.tls_cert = f.tls_cert.or(c.tls_cert);
+            c.tls_key = f.tls_key.or(c.tls_key);
+            c.domain = f.domain.or(c.domain);
+            c.post_max_size = f.post_max_size.unwrap_or(c.post_max_size);
         }
         c.listen = over.listen.unwrap_or(c.listen);
         c.data_dir = over.data_dir.unwrap_or(c.data_dir);
@@ -126,6 +151,10 @@ impl Config {
         c.gc_grace_secs = over.gc_grace_secs.unwrap_or(c.gc_grace_secs);
         c.log_level = over.log_level.unwrap_or(c.log_level);
         c.log_format = over.log_format.unwrap_or(c.log_format);
+        c.tls_cert = over.tls_cert.or(c.tls_cert);
+        c.tls_key = over.tls_key.or(c.tls_key);
+        c.domain = over.domain.or(c.domain);
+        c.post_max_size = over.post_max_size.unwrap_or(c.post_max_size);
         match (over.access_key, over.secret_key) {
             (Some(access_key), Some(secret_key)) => {
                 c.keys.retain(|k| k.access_key != access_key);
@@ -177,6 +206,38 @@ impl Config {
                 "max_object_size must be positive".into(),
             ));
         }
+        if self.post_max_size == 0 {
+            return Err(ConfigError::Invalid(
+                "post_max_size must be positive".into(),
+            ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), Some(_)) | (None, None) => {}
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert is set without tls_key; give both or neither".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "tls_key is set without tls_cert; give both or neither".into(),
+                ));
+            }
+        }
+        if let Some(d) = &self.domain {
+            // The Host header is matched against `bucket.<domain>` with the port stripped,
+            // so a port or uppercase here could never match.
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            };
+            if !d.split('.').all(label_ok) {
+                return Err(ConfigError::Invalid(format!(
+                    "domain {d:?} must be a lowercase host name without a port (e.g. s3.example.com)"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -216,5 +277,63 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(None, half).is_err());
+    }
+
+    #[test]
+    fn tls_domain_and_post_limit_layer_like_every_other_field() {
+        let dir = std::env::temp_dir().join(format!("s3swarm-cfg-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"/f/cert.pem\"\ntls_key = \"/f/key.pem\"\ndomain = \"s3.file.test\"\npost_max_size = 1024\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/f/cert.pem")));
+        assert_eq!(c.domain.as_deref(), Some("s3.file.test"));
+        assert_eq!(c.post_max_size, 1024);
+        let c = Config::load(
+            Some(&path),
+            Overrides {
+                tls_cert: Some("/o/cert.pem".into()),
+                domain: Some("s3.flag.test".into()),
+                post_max_size: Some(7),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/o/cert.pem")));
+        assert_eq!(c.tls_key.as_deref(), Some(Path::new("/f/key.pem")));
+        assert_eq!(c.domain.as_deref(), Some("s3.flag.test"));
+        assert_eq!(c.post_max_size, 7);
+        assert_eq!(Config::default().post_max_size, 64 << 20);
+
+        for bad in [
+            Overrides {
+                tls_key: Some("/k.pem".into()),
+                ..Default::default()
+            },
+            Overrides {
+                domain: Some("S3.Example.com".into()),
+                ..Default::default()
+            },
+            Overrides {
+                domain: Some("s3.test:9000".into()),
+                ..Default::default()
+            },
+            Overrides {
+                post_max_size: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(
+                    Config::load(None, bad.clone()),
+                    Err(ConfigError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -2,13 +2,15 @@
 //!
 //! An axum server answers `/healthz` and `/metrics` and hands everything else to the `s3s`
 //! protocol layer, whose `S3` trait is implemented by [`s3::Gateway`] over the `store` crate.
-//! Credentials ([`credentials`]) and configuration ([`config`]) are loaded once at start.
+//! Credentials ([`credentials`]) and configuration ([`config`]) are loaded once at start;
+//! with a certificate the same app is served over HTTPS ([`tls`]).
 
 pub mod config;
 pub mod credentials;
 pub mod metrics;
 pub mod s3;
 pub mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use server::serve;

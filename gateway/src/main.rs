@@ -26,8 +26,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// TOML config file (fields: listen, data_dir, region, max_object_size, log_level,
-    /// log_format, and [[keys]] tables with access_key and secret_key).
+    /// TOML config file (fields: listen, data_dir, region, max_object_size, gc_grace_secs,
+    /// log_level, log_format, tls_cert, tls_key, domain, post_max_size, and [[keys]] tables
+    /// with access_key and secret_key).
     #[arg(long, env = "S3SWARM_CONFIG")]
     config: Option<PathBuf>,
     /// Address for S3, /metrics and /healthz [default: 127.0.0.1:9000].
@@ -59,6 +60,20 @@ struct ServeArgs {
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "S3SWARM_LOG_FORMAT")]
     log_format: Option<String>,
+    /// PEM certificate (chain) file: with --tls-key, serve HTTPS instead of HTTP.
+    #[arg(long, env = "S3SWARM_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key file for --tls-cert.
+    #[arg(long, env = "S3SWARM_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Base domain for virtual-hosted-style requests: `bucket.<domain>` addresses `bucket`
+    /// (path style keeps working) [default: none, path style only].
+    #[arg(long, env = "S3SWARM_DOMAIN")]
+    domain: Option<String>,
+    /// Largest file a browser-form POST upload may carry, in bytes; the file is held in
+    /// memory while its policy is checked [default: 64 MiB].
+    #[arg(long, env = "S3SWARM_POST_MAX_SIZE")]
+    post_max_size: Option<u64>,
 }
 
 fn init_logging(config: &Config) {
@@ -117,6 +132,10 @@ fn main() -> ExitCode {
                 gc_grace_secs: a.gc_grace_secs,
                 log_level: a.log_level,
                 log_format: a.log_format,
+                tls_cert: a.tls_cert,
+                tls_key: a.tls_key,
+                domain: a.domain,
+                post_max_size: a.post_max_size,
             };
             let config = match Config::load(a.config.as_deref(), over) {
                 Ok(c) => c,

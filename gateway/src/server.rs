@@ -20,7 +20,8 @@ use crate::config::Config;
 use crate::credentials::{GENERATED_FILE, KeyOrigin, KeyStore};
 use crate::metrics::Metrics;
 use crate::s3::blob::{BlobRoute, Names};
-use crate::s3::{BucketOwnership, Gateway};
+use crate::s3::{BucketOwnership, DomainHost, Gateway, cors};
+use crate::tls::{TlsError, TlsListener};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -46,6 +49,8 @@ struct AppState {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     s3: S3Service,
+    /// Base domain of virtual-hosted-style requests, to find the bucket of a CORS request.
+    domain: Option<Arc<str>>,
 }
 
 /// Runs a node until `shutdown` resolves.
@@ -53,6 +58,11 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // A bad certificate should stop the node before it opens the store or prints anything.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
     std::fs::create_dir_all(&config.data_dir).map_err(ServeError::Credentials)?;
     let dir = config.data_dir.clone();
     let options = store::StoreOptions {
@@ -86,13 +96,29 @@ pub async fn serve(
         metrics: metrics.clone(),
     });
     builder.set_validation(Names);
+    if let Some(domain) = &config.domain {
+        builder.set_host(DomainHost::new(domain));
+    }
+    // s3s holds a POST upload's file in memory until the policy is checked; its default
+    // ceiling is 5 GB.
+    let mut s3_config = s3s::config::S3Config::default();
+    s3_config.post_object_max_file_size = config.post_max_size;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        s3_config,
+    ))));
     let s3 = builder.build();
 
-    let state = AppState { store, metrics, s3 };
+    let state = AppState {
+        store,
+        metrics,
+        s3,
+        domain: config.domain.as_deref().map(Arc::from),
+    };
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .fallback(s3_handler)
+        .layer(middleware::from_fn_with_state(state.clone(), cors_layer))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state);
 
@@ -103,20 +129,36 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr()?;
-    announce(&config, addr, &origin, keys.len());
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    announce(&config, addr, tls.is_some(), &origin, keys.len());
+    match tls {
+        Some(tls) => {
+            axum::serve(TlsListener::new(listener, tls)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-fn announce(config: &Config, addr: std::net::SocketAddr, origin: &KeyOrigin, nkeys: usize) {
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), identities = nkeys, "s3swarm listening");
-    let endpoint = format!("http://{addr}");
+fn announce(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    https: bool,
+    origin: &KeyOrigin,
+    nkeys: usize,
+) {
+    tracing::info!(%addr, https, data_dir = %config.data_dir.display(), identities = nkeys, "s3swarm listening");
+    let scheme = if https { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{addr}");
     match origin {
         KeyOrigin::Generated(k) => {
             println!(
@@ -204,6 +246,53 @@ async fn s3_handler(State(st): State<AppState>, req: Request) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
         }
     }
+}
+
+/// CORS happens around s3s: preflights are answered here without authentication (browsers
+/// never sign them), and answers to requests that carry an `Origin` get the headers of the
+/// bucket's matching rule. Requests without `Origin` pass straight through.
+async fn cors_layer(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() == http::Method::OPTIONS {
+        return preflight(&st, &req);
+    }
+    let Some(origin) = req
+        .headers()
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return next.run(req).await;
+    };
+    let method = req.method().clone();
+    let bucket = cors::Target::of(st.domain.as_deref(), req.headers(), req.uri().path())
+        .map(|t| t.bucket.to_owned());
+    let mut resp = next.run(req).await;
+    // Looked up after the response so a request that creates or configures the bucket sees
+    // its own outcome; the record is a point read the access check has just warmed.
+    if let Some(bucket) = bucket
+        && let Ok(rec) = st.store.bucket(&bucket)
+        && let Some(extra) = cors::actual_response_headers(&rec, &origin, &method)
+    {
+        resp.headers_mut().extend(extra);
+    }
+    resp
+}
+
+fn preflight(st: &AppState, req: &Request) -> Response {
+    let target = cors::Target::of(st.domain.as_deref(), req.headers(), req.uri().path());
+    let record = match target.as_ref().map(|t| st.store.bucket(t.bucket)) {
+        Some(Ok(rec)) => Some(rec),
+        Some(Err(store::StoreError::NoSuchBucket(_))) | None => None,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "bucket lookup for a CORS preflight failed");
+            return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
+        }
+    };
+    let is_object = target.is_some_and(|t| t.object);
+    let (status, headers, body) = cors::preflight(record.as_ref(), req.headers(), is_object);
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().extend(headers);
+    resp
 }
 
 async fn record(State(st): State<AppState>, req: Request, next: Next) -> Response {

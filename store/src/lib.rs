@@ -23,7 +23,7 @@ pub use hash::{ChunkHash, ContentHash};
 pub use manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
 pub use names::{BucketName, MAX_KEY_LEN, ObjectKey};
 pub use records::{
-    BucketRecord, ObjectMeta, ObjectRecord, PartRecord, StoredChecksum, UploadRecord,
+    BucketRecord, CorsRule, ObjectMeta, ObjectRecord, PartRecord, StoredChecksum, UploadRecord,
 };
 pub use store::{
     Deleted, INLINE_MAX, ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE, NewObject,

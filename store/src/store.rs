@@ -383,6 +383,7 @@ impl Store {
             created_ms: now_ms(),
             region,
             versioning: None,
+            cors: None,
         };
         let n = name.to_string();
         self.db.transact(move |tx| {
@@ -452,6 +453,20 @@ impl Store {
                 tx.delete(Cf::Uploads, ukey);
             }
             tx.delete(Cf::Buckets, name.into_bytes());
+            Ok(())
+        })
+    }
+
+    /// Replaces the bucket's CORS rules (`None` removes them); `NoSuchBucket` if it is gone.
+    pub fn set_bucket_cors(&self, name: &str, cors: Option<Vec<CorsRule>>) -> Result<()> {
+        let name = name.to_owned();
+        self.db.transact(move |tx| {
+            let Some(v) = tx.get(Cf::Buckets, name.as_bytes())? else {
+                return Err(StoreError::NoSuchBucket(name));
+            };
+            let mut rec: BucketRecord = from_json(&v)?;
+            rec.cors = cors;
+            tx.put(Cf::Buckets, name.into_bytes(), to_json(&rec));
             Ok(())
         })
     }

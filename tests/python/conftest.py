@@ -1,9 +1,13 @@
-"""Starts a real s3swarm node for the boto3 and aws CLI tests."""
+"""Starts real s3swarm nodes for the boto3 and aws CLI tests: one over plain HTTP, one over
+HTTPS with a self-signed certificate made at test time. The boto3 suite (the `s3` fixture)
+runs against both; the CLI tests use the HTTP node unless they ask for `tls_node`."""
 
+import hashlib
 import os
 import pathlib
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -25,12 +29,31 @@ def binary() -> str:
     return str(target / "release" / "s3swarm")
 
 
+def make_cert(directory: pathlib.Path) -> tuple[str, str]:
+    """A self-signed certificate for localhost / 127.0.0.1, made with the openssl CLI."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
 class NodeProc:
-    def __init__(self, tmp: pathlib.Path):
+    def __init__(self, tmp: pathlib.Path, tls: bool = False, extra_args: tuple = ()):
         self.data_dir = tmp / "data"
+        self.ca_bundle = None
+        args = list(extra_args)
+        if tls:
+            cert, key = make_cert(tmp)
+            self.ca_bundle = cert
+            args += ["--tls-cert", cert, "--tls-key", key]
         env = dict(os.environ, S3SWARM_ACCESS_KEY=ACCESS_KEY, S3SWARM_SECRET_KEY=SECRET_KEY, S3SWARM_LOG="warn")
         self.proc = subprocess.Popen(
-            [binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)],
+            [binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *args],
             stdout=subprocess.PIPE,
             env=env,
             text=True,
@@ -43,11 +66,28 @@ class NodeProc:
             line = self.proc.stdout.readline()
             if not line:
                 raise RuntimeError(f"s3swarm exited with {self.proc.wait()}")
-            m = re.search(r"http://[0-9.:]+", line)
+            m = re.search(r"https?://[0-9.:]+", line)
             if m:
                 self.endpoint = m.group(0)
-        with urllib.request.urlopen(self.endpoint + "/healthz") as r:
+        assert self.endpoint.startswith("https://" if tls else "http://"), self.endpoint
+        with urllib.request.urlopen(self.endpoint + "/healthz", context=self.ssl_context()) as r:
             assert r.status == 200
+
+    def ssl_context(self):
+        """For urllib: trusts this node's certificate (None over plain HTTP)."""
+        return ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else None
+
+    def client(self, signature_version=None, **s3_config):
+        """boto3 with its default settings, path-style, trusting this node's certificate."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            verify=self.ca_bundle,
+            config=Config(s3={"addressing_style": "path", **s3_config}, signature_version=signature_version),
+        )
 
     def peak_rss_mib(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -61,38 +101,73 @@ class NodeProc:
         self.proc.wait()
 
 
-@pytest.fixture(scope="session")
-def node():
+def start_node(**kwargs):
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="s3swarm-pytest-"))
-    n = NodeProc(tmp)
+    n = NodeProc(tmp, **kwargs)
     yield n
     n.stop()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def s3(node):
-    """boto3 with its default settings: today's boto3 sends CRC checksums on every upload."""
-    return boto3.client(
-        "s3",
-        endpoint_url=node.endpoint,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+def node():
+    """A node serving plain HTTP."""
+    yield from start_node()
+
+
+@pytest.fixture(scope="session")
+def tls_node():
+    """A node serving HTTPS with a self-signed certificate (`tls_node.ca_bundle`)."""
+    yield from start_node(tls=True)
+
+
+@pytest.fixture(scope="session", params=["http", "https"])
+def s3_node(request):
+    """The node the `s3` client talks to: every test using `s3` runs over HTTP and HTTPS."""
+    return request.getfixturevalue("node" if request.param == "http" else "tls_node")
+
+
+@pytest.fixture(scope="session")
+def s3(s3_node):
+    """boto3 with its default settings: today's boto3 sends CRC checksums on every upload
+    (over HTTPS in aws-chunked trailers, over HTTP in headers)."""
+    return s3_node.client()
+
+
+@pytest.fixture(scope="session")
+def http_s3(node):
+    """boto3 against the plain-HTTP node only."""
+    return node.client()
+
+
+def bucket_name(request) -> str:
+    """Readable and unique per test id: parametrized ids ([https-CRC32C]) can differ only
+    past the length a bucket name allows, so a digest of the whole id keeps them apart."""
+    name = request.node.name
+    readable = re.sub(r"[^a-z0-9-]", "-", name.lower())[:48].strip("-")
+    return f"{readable}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 @pytest.fixture
 def bucket(s3, request):
-    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-b"
+    name = bucket_name(request)
     s3.create_bucket(Bucket=name)
     return name
 
 
 @pytest.fixture
 def aws(node, tmp_path):
-    """Runs the aws CLI against the node; returns the completed process."""
+    """Runs the aws CLI against the plain-HTTP node; returns the completed process."""
+    return aws_runner(node, tmp_path)
+
+
+@pytest.fixture
+def tls_aws(tls_node, tmp_path):
+    """Runs the aws CLI against the HTTPS node, trusting its certificate with --ca-bundle."""
+    return aws_runner(tls_node, tmp_path)
+
+
+def aws_runner(node, tmp_path):
     env = dict(
         os.environ,
         AWS_ACCESS_KEY_ID=ACCESS_KEY,
@@ -104,7 +179,8 @@ def aws(node, tmp_path):
     cli = shutil.which("aws", path=os.path.dirname(os.path.realpath(__import__("sys").executable)) + os.pathsep + env["PATH"])
 
     def run(*args, check=True):
-        p = subprocess.run([cli, "--endpoint-url", node.endpoint, *args], env=env, capture_output=True, text=True)
+        tls = ["--ca-bundle", node.ca_bundle] if node.ca_bundle else []
+        p = subprocess.run([cli, "--endpoint-url", node.endpoint, *tls, *args], env=env, capture_output=True, text=True)
         if check and p.returncode != 0:
             raise AssertionError(f"aws {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
         return p

@@ -83,12 +83,12 @@ def test_errors_have_s3_codes(s3, bucket):
     assert e.value.response["Error"]["Code"] == "BucketNotEmpty"
 
 
-def test_presigned_get_with_plain_http(s3, bucket):
+def test_presigned_get_with_plain_http(s3, s3_node, bucket):
     import urllib.request
 
     s3.put_object(Bucket=bucket, Key="p", Body=b"via presigned url")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "p"}, ExpiresIn=60)
-    with urllib.request.urlopen(url) as r:
+    with urllib.request.urlopen(url, context=s3_node.ssl_context()) as r:
         assert r.read() == b"via presigned url"
 
 

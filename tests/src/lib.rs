@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -36,6 +37,71 @@ pub struct Node {
     env: Vec<(String, String)>,
     /// Everything the process printed on stdout before it was ready.
     pub banner: String,
+    /// The self-signed certificate the node serves HTTPS with, when it does.
+    pub tls: Option<TestCert>,
+}
+
+/// A self-signed certificate and its key, made at test time with the `openssl` CLI, valid for
+/// `localhost`, `127.0.0.1`, `s3.test` and `*.s3.test` (the virtual-host tests' domain).
+pub struct TestCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+impl TestCert {
+    /// Writes `cert.pem` and `key.pem` into `dir`.
+    pub fn generate(dir: &Path) -> TestCert {
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .arg("ec_paramgen_curve:prime256v1")
+            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext"])
+            .arg("subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:s3.test,DNS:*.s3.test")
+            // openssl marks a self-signed certificate as a CA by default, and webpki (rustls)
+            // refuses a CA certificate as a server's own.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("the openssl CLI is needed to make test certificates");
+        assert!(
+            out.status.success(),
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pem = std::fs::read(&cert).expect("read cert");
+        TestCert { cert, key, pem }
+    }
+}
+
+/// reqwest is built without a crypto provider of its own (the workspace links aws-lc-rs for
+/// rustls already), so the process default is installed once, before any client is built.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// A rustls client configuration trusting only `pem`.
+pub fn trusting(pem: &[u8]) -> rustls::ClientConfig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pem) {
+        roots.add(c.expect("PEM certificate")).expect("root");
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth()
 }
 
 impl Node {
@@ -73,12 +139,59 @@ impl Node {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             banner: String::new(),
+            tls: None,
         };
         node.spawn(None);
         node
     }
 
+    /// A node serving HTTPS with a fresh self-signed certificate (see [`TestCert`]), with the
+    /// test identity and `extra` flags.
+    pub fn start_tls(extra: &[&str]) -> Node {
+        let tmp = tempfile::Builder::new()
+            .prefix("s3swarm-test-")
+            .tempdir()
+            .expect("temp dir");
+        let cert = TestCert::generate(tmp.path());
+        let mut args: Vec<String> = vec![
+            "--gc-grace-secs".into(),
+            "0".into(),
+            "--tls-cert".into(),
+            cert.cert.display().to_string(),
+            "--tls-key".into(),
+            cert.key.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut node = Node {
+            child: None,
+            endpoint: String::new(),
+            data_dir: tmp.path().join("data"),
+            _tmp: Some(tmp),
+            extra_args: args,
+            env: vec![
+                ("S3SWARM_ACCESS_KEY".into(), ACCESS_KEY.into()),
+                ("S3SWARM_SECRET_KEY".into(), SECRET_KEY.into()),
+            ],
+            banner: String::new(),
+            tls: Some(cert),
+        };
+        node.spawn(None);
+        node
+    }
+
+    /// A reqwest client for this node: it trusts the node's certificate when it has one.
+    pub fn http(&self) -> reqwest::Client {
+        install_crypto_provider();
+        let b = reqwest::Client::builder();
+        let b = match &self.tls {
+            Some(t) => b.use_preconfigured_tls(trusting(&t.pem)),
+            None => b,
+        };
+        b.build().expect("http client")
+    }
+
     fn spawn(&mut self, port: Option<u16>) {
+        install_crypto_provider();
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
         let mut cmd = Command::new(binary());
         cmd.arg("serve")
@@ -117,7 +230,7 @@ impl Node {
             };
             banner.push_str(&line);
             banner.push('\n');
-            if let Some(i) = line.find("http://") {
+            if let Some(i) = line.find("http://").or_else(|| line.find("https://")) {
                 let ep: String = line[i..]
                     .chars()
                     .take_while(|c| !c.is_whitespace())
@@ -164,7 +277,11 @@ impl Node {
     /// An SDK client signing as another identity.
     pub fn client_as(&self, access: &str, secret: &str) -> Client {
         let creds = Credentials::new(access, secret, None, None, "s3swarm-tests");
-        let conf = aws_sdk_s3::Config::builder()
+        let mut conf = aws_sdk_s3::Config::builder();
+        if let Some(t) = &self.tls {
+            conf = conf.http_client(sdk_https_client(&t.pem));
+        }
+        let conf = conf
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
@@ -231,7 +348,7 @@ impl Node {
         .expect("signable");
         let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
         instructions.apply_to_request_http1x(&mut req);
-        let client = reqwest::Client::new();
+        let client = self.http();
         let mut rb = client.request(req.method().clone(), url);
         for (k, v) in req.headers() {
             rb = rb.header(k, v);
@@ -258,7 +375,11 @@ impl Node {
         const MODE: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
         let now = SystemTime::now();
         let url = format!("{}{}", self.endpoint, path);
-        let host = self.endpoint.trim_start_matches("http://").to_owned();
+        let host = self
+            .endpoint
+            .split_once("://")
+            .map_or(self.endpoint.as_str(), |(_, h)| h)
+            .to_owned();
 
         let pieces: Vec<&[u8]> = data.chunks(chunk).chain(std::iter::once(&[][..])).collect();
         let encoded_len: usize = pieces
@@ -319,7 +440,7 @@ impl Node {
             let i = body.len() / 2;
             body[i] ^= 0x55;
         }
-        let mut rb = reqwest::Client::new().put(&url);
+        let mut rb = self.http().put(&url);
         for (k, v) in headers
             .iter()
             .filter(|(k, _)| *k != "host" && *k != "content-length")
@@ -339,6 +460,23 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The SDK's own HTTP client (hyper + rustls on aws-lc) trusting only `pem`.
+pub fn sdk_https_client(pem: &[u8]) -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    let trust = tls::TrustStore::empty().with_pem_certificate(pem.to_vec());
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(
+            tls::TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .expect("tls context"),
+        )
+        .build_https()
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.

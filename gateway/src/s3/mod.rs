@@ -5,6 +5,7 @@ pub mod blob;
 mod bucket;
 mod checksum;
 mod copy;
+pub(crate) mod cors;
 mod delete;
 mod error;
 mod get;
@@ -12,6 +13,7 @@ mod list;
 mod multipart;
 mod put;
 mod tagging;
+mod vhost;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -21,6 +23,7 @@ use s3s::{S3, S3Request, S3Response, S3Result};
 use store::{ObjectMeta, Store, StoreError};
 
 pub(crate) use access::BucketOwnership;
+pub(crate) use vhost::DomainHost;
 
 use crate::metrics::Metrics;
 
@@ -210,6 +213,27 @@ impl S3 for Gateway {
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         bucket::get_bucket_location(self, req).await
+    }
+
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        cors::put_bucket_cors(self, req).await
+    }
+
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        cors::get_bucket_cors(self, req).await
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        cors::delete_bucket_cors(self, req).await
     }
 
     async fn put_object(

@@ -1,0 +1,117 @@
+"""POST Object: browser-form uploads with a policy signed by boto3's generate_presigned_post,
+sent as multipart/form-data with urllib3, as a browser would."""
+
+import hashlib
+import os
+import time
+
+import pytest
+import urllib3
+from conftest import start_node
+
+POST_MAX = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def v4(node):
+    """generate_presigned_post signs with SigV2 unless told otherwise; browsers' forms today
+    are SigV4 (x-amz-algorithm, x-amz-credential, x-amz-date, x-amz-signature)."""
+    return node.client(signature_version="s3v4")
+
+
+@pytest.fixture(scope="module")
+def small_post_node():
+    """A node whose POST uploads are capped at 256 KiB (`--post-max-size`)."""
+    yield from start_node(extra_args=("--post-max-size", str(POST_MAX)))
+
+
+def post_form(post: dict, data: bytes, key: str | None = None, extra: dict | None = None, filename="f.bin"):
+    fields = dict(post["fields"])
+    if key is not None:
+        fields["key"] = key
+    fields.update(extra or {})
+    # The file must be the form's last field.
+    form = list(fields.items()) + [("file", (filename, data, "application/octet-stream"))]
+    return urllib3.PoolManager().request("POST", post["url"], fields=form)
+
+
+def error_code(resp) -> str:
+    body = resp.data.decode(errors="replace")
+    start = body.find("<Code>")
+    return body[start + 6 : body.find("</Code>")] if start >= 0 else body
+
+
+def keys(s3, bucket):
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def presigned(s3, bucket, key="uploads/${filename}", max_len=1_000_000, expires=300, conditions=()):
+    post = s3.generate_presigned_post(
+        Bucket=bucket,
+        Key=key,
+        Conditions=[["content-length-range", 1, max_len], *conditions],
+        ExpiresIn=expires,
+    )
+    assert post["fields"]["x-amz-algorithm"] == "AWS4-HMAC-SHA256", post
+    return post
+
+
+def test_form_upload_stores_the_object(v4):
+    v4.create_bucket(Bucket="post-ok")
+    data = os.urandom(100_000)
+    r = post_form(presigned(v4, "post-ok"), data, key="uploads/photo.bin")
+    assert r.status == 204, r.data
+    got = v4.get_object(Bucket="post-ok", Key="uploads/photo.bin")
+    assert got["Body"].read() == data
+    assert got["ETag"] == '"%s"' % hashlib.md5(data).hexdigest()
+
+
+def test_policy_violations_are_refused_and_store_nothing(v4):
+    v4.create_bucket(Bucket="post-bad")
+    post = presigned(v4, "post-bad", max_len=1000)
+    cases = [
+        ("key outside the policy's prefix", dict(key="elsewhere/x.bin"), b"x" * 10, 400, "InvalidPolicyDocument"),
+        ("file above content-length-range", dict(key="uploads/big.bin"), b"x" * 1001, 400, "EntityTooLarge"),
+        ("file below content-length-range", dict(key="uploads/empty.bin"), b"", 400, "EntityTooSmall"),
+        (
+            "a field the policy does not cover",
+            dict(key="uploads/meta.bin", extra={"x-amz-meta-owner": "mallory"}),
+            b"x" * 10,
+            403,
+            "AccessDenied",
+        ),
+    ]
+    for what, kw, data, status, code in cases:
+        r = post_form(post, data, **kw)
+        assert (r.status, error_code(r)) == (status, code), f"{what}: {r.data!r}"
+    tampered = dict(post, fields=dict(post["fields"]))
+    sig = tampered["fields"]["x-amz-signature"]
+    tampered["fields"]["x-amz-signature"] = ("0" if sig[0] != "0" else "1") + sig[1:]
+    r = post_form(tampered, b"x" * 10, key="uploads/t.bin")
+    assert (r.status, error_code(r)) == (403, "SignatureDoesNotMatch"), r.data
+    assert keys(v4, "post-bad") == []
+    # The same policy, obeyed, works: the refusals above were about the violations.
+    assert post_form(post, b"x" * 10, key="uploads/fine.bin").status == 204
+    assert keys(v4, "post-bad") == ["uploads/fine.bin"]
+
+
+def test_expired_policy_is_refused(v4):
+    v4.create_bucket(Bucket="post-expired")
+    post = presigned(v4, "post-expired", expires=1)
+    time.sleep(2.1)
+    r = post_form(post, b"late", key="uploads/late.bin")
+    assert (r.status, error_code(r)) == (403, "AccessDenied"), r.data
+    assert b"expired" in r.data
+    assert keys(v4, "post-expired") == []
+
+
+def test_post_max_size_bounds_a_form_upload_whatever_the_policy_allows(small_post_node):
+    s3 = small_post_node.client(signature_version="s3v4")
+    s3.create_bucket(Bucket="post-capped")
+    post = presigned(s3, "post-capped", max_len=100 * 1024 * 1024)
+    r = post_form(post, os.urandom(POST_MAX + 1), key="uploads/over.bin")
+    assert (r.status, error_code(r)) == (400, "EntityTooLarge"), r.data
+    assert keys(s3, "post-capped") == []
+    r = post_form(post, os.urandom(POST_MAX), key="uploads/at-limit.bin")
+    assert r.status == 204, r.data
+    assert keys(s3, "post-capped") == ["uploads/at-limit.bin"]

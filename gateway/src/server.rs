@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::credentials::{GENERATED_FILE, KeyOrigin, KeyStore};
 use crate::metrics::Metrics;
 use crate::s3::blob::{BlobRoute, Names};
-use crate::s3::{BucketOwnership, DomainHost, Gateway, cors};
+use crate::s3::{BucketOwnership, DomainHost, Gateway, cors, post};
 use crate::tls::{TlsError, TlsListener};
 
 /// Why the server could not start or stopped with an error.
@@ -229,6 +229,7 @@ async fn metrics_handler(State(st): State<AppState>, req: Request) -> Response {
 
 async fn s3_handler(State(st): State<AppState>, req: Request) -> Response {
     let is_head = req.method() == http::Method::HEAD;
+    let form_post = post::is_form_post(req.method(), req.headers());
     match st.s3.clone().oneshot(req).await {
         Ok(mut resp) => {
             // s3s serializes HeadObject with status 200 even for a range, and ignores the
@@ -239,7 +240,11 @@ async fn s3_handler(State(st): State<AppState>, req: Request) -> Response {
             {
                 *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
             }
-            resp.map(Body::new)
+            let resp = resp.map(Body::new);
+            if form_post {
+                return post::as_s3_policy_error(resp).await;
+            }
+            resp
         }
         Err(e) => {
             tracing::error!(error = ?e, "s3 service failed");

@@ -192,3 +192,24 @@ impl TapMkdir for std::path::PathBuf {
         self
     }
 }
+
+#[tokio::test]
+async fn connections_that_never_finish_a_handshake_do_not_hold_up_others() {
+    let node = Node::start_tls(&[]);
+    let addr = node.endpoint.trim_start_matches("https://").to_owned();
+    // Sockets that connect and say nothing: a listener that handshakes inline in its accept
+    // loop would wait on the first of these (up to its handshake timeout) before serving
+    // anyone else.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    node.client().list_buckets().send().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a request waited {:?} behind silent connections",
+        started.elapsed()
+    );
+    drop(silent);
+}

@@ -11,6 +11,7 @@ mod error;
 mod get;
 mod list;
 mod multipart;
+pub(crate) mod post;
 mod put;
 mod tagging;
 mod vhost;

@@ -1,6 +1,7 @@
 """The aws CLI against a real node: cp (multipart for large files), ls, sync, rm."""
 
 import hashlib
+import json
 import os
 
 import pytest
@@ -98,3 +99,22 @@ def test_cp_and_ls_over_https_with_ca_bundle(tls_aws, tmp_path):
     # Without the CA bundle the CLI refuses the self-signed certificate.
     p = tls_aws("--ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "s3", "ls", "s3://cli-over-tls/", check=False)
     assert p.returncode != 0 and "SSL" in (p.stderr + p.stdout), p.stderr
+
+
+def test_cli_versioning_and_tagging(aws, bucket, tmp_path):
+    aws("s3api", "put-bucket-versioning", "--bucket", bucket, "--versioning-configuration", "Status=Enabled")
+    f = tmp_path / "f.txt"
+    for text in ["first", "second"]:
+        f.write_text(text)
+        aws("s3", "cp", str(f), f"s3://{bucket}/doc.txt", "--no-progress")
+    out = json.loads(aws("s3api", "list-object-versions", "--bucket", bucket).stdout)
+    assert len(out["Versions"]) == 2
+    old = [v for v in out["Versions"] if not v["IsLatest"]][0]["VersionId"]
+    aws("s3api", "get-object", "--bucket", bucket, "--key", "doc.txt", "--version-id", old, str(tmp_path / "old.txt"))
+    assert (tmp_path / "old.txt").read_text() == "first"
+    aws("s3api", "put-object-tagging", "--bucket", bucket, "--key", "doc.txt", "--tagging", "TagSet=[{Key=k,Value=v}]")
+    out = json.loads(aws("s3api", "get-object-tagging", "--bucket", bucket, "--key", "doc.txt").stdout)
+    assert out["TagSet"] == [{"Key": "k", "Value": "v"}]
+    # The CLI's own checksum on upload, returned on request.
+    out = json.loads(aws("s3api", "head-object", "--bucket", bucket, "--key", "doc.txt", "--checksum-mode", "ENABLED").stdout)
+    assert any(k.startswith("Checksum") and k != "ChecksumType" for k in out), out

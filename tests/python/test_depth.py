@@ -2,7 +2,6 @@
 boto3's managed copy), checksum mode, conditional writes, and awkward keys."""
 
 import base64
-import json
 import os
 import zlib
 
@@ -141,22 +140,3 @@ def test_awkward_keys_round_trip(s3, bucket):
         assert s3.get_object(Bucket=bucket, Key=k)["Body"].read() == k.encode()
     s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in AWKWARD]})
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
-
-
-def test_cli_versioning_and_tagging(aws, s3, bucket, tmp_path):
-    aws("s3api", "put-bucket-versioning", "--bucket", bucket, "--versioning-configuration", "Status=Enabled")
-    f = tmp_path / "f.txt"
-    for text in ["first", "second"]:
-        f.write_text(text)
-        aws("s3", "cp", str(f), f"s3://{bucket}/doc.txt", "--no-progress")
-    out = json.loads(aws("s3api", "list-object-versions", "--bucket", bucket).stdout)
-    assert len(out["Versions"]) == 2
-    old = [v for v in out["Versions"] if not v["IsLatest"]][0]["VersionId"]
-    aws("s3api", "get-object", "--bucket", bucket, "--key", "doc.txt", "--version-id", old, str(tmp_path / "old.txt"))
-    assert (tmp_path / "old.txt").read_text() == "first"
-    aws("s3api", "put-object-tagging", "--bucket", bucket, "--key", "doc.txt", "--tagging", "TagSet=[{Key=k,Value=v}]")
-    out = json.loads(aws("s3api", "get-object-tagging", "--bucket", bucket, "--key", "doc.txt").stdout)
-    assert out["TagSet"] == [{"Key": "k", "Value": "v"}]
-    # The CLI's own checksum on upload, returned on request.
-    out = json.loads(aws("s3api", "head-object", "--bucket", bucket, "--key", "doc.txt", "--checksum-mode", "ENABLED").stdout)
-    assert any(k.startswith("Checksum") and k != "ChecksumType" for k in out), out

@@ -35,10 +35,12 @@ pub(crate) enum Cf {
     Graveyard,
     /// Noncurrent object versions (the current one is in `Objects`).
     Versions,
+    /// How many records share a manifest, for manifests shared by copies (absent: one).
+    ManifestRefs,
 }
 
 impl Cf {
-    const ALL: [Cf; 10] = [
+    const ALL: [Cf; 11] = [
         Cf::Buckets,
         Cf::Objects,
         Cf::Manifests,
@@ -49,6 +51,7 @@ impl Cf {
         Cf::Packs,
         Cf::Graveyard,
         Cf::Versions,
+        Cf::ManifestRefs,
     ];
 
     fn name(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Cf {
             Cf::Packs => "packs",
             Cf::Graveyard => "graveyard",
             Cf::Versions => "versions",
+            Cf::ManifestRefs => "manifest_refs",
         }
     }
 }

@@ -13,7 +13,8 @@ use crate::hash::ContentHash;
 use crate::pack::PackId;
 use crate::version::{VersionId, Versioning};
 
-/// Names one stored manifest; fresh for every write, so overwrites never alias.
+/// Names one stored manifest; fresh for every write (a copy shares its source's, counted in
+/// `manifest_refs`), so an overwrite never reuses an id a reader may still hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ManifestId(pub [u8; 16]);
 

@@ -953,21 +953,11 @@ impl Store {
                     "the source object changed".into(),
                 ));
             }
-            let bytes = tx
-                .get(Cf::Manifests, &source.manifest_id()?.0)?
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("manifest {} missing", source.manifest))
-                })?;
-            let manifest = Manifest::decode(&bytes)?;
-            for c in manifest.chunks() {
-                add_ref(tx, &c.hash)?;
-            }
-            let id = ManifestId::random();
-            let content = source.content_hash()?;
-            tx.put(Cf::Manifests, id.0.to_vec(), bytes);
-            tx.put(Cf::Blobs, blob_key(&content, id), Vec::new());
+            // The copy shares the source's manifest: one counter update, whatever the size.
+            // Shared before `install` releases anything, so copying onto the source's own
+            // key keeps the manifest alive.
+            share_manifest(tx, source.manifest_id()?)?;
             let rec = ObjectRecord {
-                manifest: id.to_hex(),
                 last_modified_ms: now_ms(),
                 meta: replace.meta.unwrap_or_else(|| source.meta.clone()),
                 tags: replace.tags.unwrap_or_else(|| source.tags.clone()),
@@ -1697,8 +1687,40 @@ fn release_upload_parts(tx: &mut Tx<'_>, upload_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Drops one reference per manifest entry and collects chunks nobody references any more.
+/// Counts one more holder of a manifest (a copy). A manifest without a counter entry has one
+/// holder, so only shared manifests pay for the entry.
+fn share_manifest(tx: &mut Tx<'_>, id: ManifestId) -> Result<()> {
+    if tx.get(Cf::Manifests, &id.0)?.is_none() {
+        return Err(StoreError::Raced(format!("manifest {}", id.to_hex())));
+    }
+    let holders = manifest_holders(tx, id)?;
+    tx.put(Cf::ManifestRefs, id.0.to_vec(), (holders + 1).to_be_bytes().to_vec());
+    Ok(())
+}
+
+fn manifest_holders(tx: &Tx<'_>, id: ManifestId) -> Result<u64> {
+    match tx.get(Cf::ManifestRefs, &id.0)? {
+        None => Ok(1),
+        Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+            StoreError::Corrupt(format!("manifest counter {}", id.to_hex()))
+        })?)),
+    }
+}
+
+/// Drops one holder of a manifest; the last one drops one reference per manifest entry and
+/// collects chunks nobody references any more.
 fn release_manifest(tx: &mut Tx<'_>, id: ManifestId, content: Option<&ContentHash>) -> Result<()> {
+    match manifest_holders(tx, id)? {
+        0 | 1 => tx.delete(Cf::ManifestRefs, id.0.to_vec()),
+        2 => {
+            tx.delete(Cf::ManifestRefs, id.0.to_vec());
+            return Ok(());
+        }
+        n => {
+            tx.put(Cf::ManifestRefs, id.0.to_vec(), (n - 1).to_be_bytes().to_vec());
+            return Ok(());
+        }
+    }
     let Some(v) = tx.get(Cf::Manifests, &id.0)? else {
         return Ok(());
     };
@@ -1994,5 +2016,54 @@ mod tests {
         // Once the second death is past the cutoff too, it goes.
         assert_eq!(store.sweep_dead_before(second).unwrap(), 1);
         assert!(entry(&store, &h).is_none());
+    }
+
+    #[test]
+    fn copies_share_a_manifest_until_the_last_holder_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .create_bucket(&BucketName::new("bkt").unwrap(), "owner", None)
+            .unwrap();
+        let data = b"one inline chunk, copied twice";
+        let h = ChunkHash::of(data);
+        put(&store, "src", data);
+        let key = |k: &str| ObjectKey::new(k).unwrap();
+        for dst in ["a", "b"] {
+            store
+                .copy_object(("bkt", "src", None), ("bkt", &key(dst)), Replacement::default(), None)
+                .unwrap();
+        }
+        let src = store.object("bkt", "src").unwrap();
+        assert_eq!(store.object("bkt", "a").unwrap().manifest, src.manifest);
+        assert_eq!(entry(&store, &h).map(|e| e.refs), Some(1), "one manifest, one reference");
+
+        // Copying onto the source's own key (new metadata) keeps the manifest alive.
+        let meta = ObjectMeta {
+            content_type: Some("text/x-new".into()),
+            ..Default::default()
+        };
+        let replace = Replacement {
+            meta: Some(meta),
+            tags: None,
+        };
+        store
+            .copy_object(("bkt", "src", None), ("bkt", &key("src")), replace, None)
+            .unwrap();
+        for k in ["src", "a"] {
+            store.delete_object("bkt", k, None).unwrap();
+            assert_eq!(entry(&store, &h).and_then(|e| e.dead_ms), None, "still held by b");
+        }
+        let (_, m) = store.object_with_manifest("bkt", "b", None).unwrap();
+        let mut got = Vec::new();
+        store
+            .read_range(&m, ByteRange::full(m.size()), |b| {
+                got.extend_from_slice(&b);
+                true
+            })
+            .unwrap();
+        assert_eq!(got, data);
+        store.delete_object("bkt", "b", None).unwrap();
+        assert!(entry(&store, &h).and_then(|e| e.dead_ms).is_some(), "last holder gone");
     }
 }

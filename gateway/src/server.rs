@@ -51,7 +51,14 @@ struct AppState {
     s3: S3Service,
     /// Base domain of virtual-hosted-style requests, to find the bucket of a CORS request.
     domain: Option<Arc<str>>,
+    /// Form uploads are buffered whole before their policy can be checked (by s3s): this
+    /// caps the bytes all of them may hold at once, in KiB, whoever sends them.
+    post_budget: Arc<tokio::sync::Semaphore>,
+    post_max_size: u64,
 }
+
+/// Bytes of form fields a POST may carry beyond its file.
+const POST_FIELDS_SLACK: u64 = 1024 * 1024;
 
 /// Runs a node until `shutdown` resolves.
 pub async fn serve(
@@ -113,6 +120,10 @@ pub async fn serve(
         metrics,
         s3,
         domain: config.domain.as_deref().map(Arc::from),
+        post_budget: Arc::new(tokio::sync::Semaphore::new(post_budget_kib(
+            config.post_max_size,
+        ))),
+        post_max_size: config.post_max_size,
     };
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -227,9 +238,64 @@ async fn metrics_handler(State(st): State<AppState>, req: Request) -> Response {
     }
 }
 
+/// Room for four maximal form uploads at once (at least 256 MiB): more wait for a slot
+/// before a byte of their body is read.
+fn post_budget_kib(post_max_size: u64) -> usize {
+    let bytes = (post_max_size + POST_FIELDS_SLACK)
+        .saturating_mul(4)
+        .max(256 * 1024 * 1024);
+    usize::try_from(bytes / 1024).unwrap_or(usize::MAX >> 4)
+}
+
+fn s3_error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    r
+}
+
 async fn s3_handler(State(st): State<AppState>, req: Request) -> Response {
     let is_head = req.method() == http::Method::HEAD;
     let form_post = post::is_form_post(req.method(), req.headers());
+    let _post_permit = if form_post {
+        let len = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(len) = len else {
+            return s3_error_response(
+                StatusCode::LENGTH_REQUIRED,
+                "MissingContentLength",
+                "A form upload must state its Content-Length.",
+            );
+        };
+        if len > st.post_max_size + POST_FIELDS_SLACK {
+            return s3_error_response(
+                StatusCode::BAD_REQUEST,
+                "EntityTooLarge",
+                "Your proposed upload exceeds the maximum allowed object size.",
+            );
+        }
+        let kib = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        match st.post_budget.clone().acquire_many_owned(kib).await {
+            Ok(p) => Some(p),
+            Err(_) => {
+                return s3_error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SlowDown",
+                    "Please reduce your request rate.",
+                );
+            }
+        }
+    } else {
+        None
+    };
     match st.s3.clone().oneshot(req).await {
         Ok(mut resp) => {
             // s3s serializes HeadObject with status 200 even for a range, and ignores the

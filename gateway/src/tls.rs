@@ -25,6 +25,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// which pushes back on new connections instead of queueing without bound.
 const READY_QUEUE: usize = 128;
 
+/// Handshakes in progress at once. A flood of sockets that never finish their handshake
+/// then waits in the kernel's backlog instead of holding a task and a descriptor each.
+const MAX_HANDSHAKES: usize = 1024;
+
 /// Why the certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -109,8 +113,12 @@ impl TlsListener {
         let local = tcp.local_addr()?;
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(READY_QUEUE);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         let accept_task = tokio::spawn(async move {
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (sock, peer) = match tcp.accept().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -124,7 +132,10 @@ impl TlsListener {
                 let acceptor = acceptor.clone();
                 let ready = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await;
+                    drop(slot);
+                    match handshake {
                         Ok(Ok(stream)) => {
                             let _ = ready.send((stream, peer)).await;
                         }

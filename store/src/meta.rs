@@ -37,10 +37,12 @@ pub(crate) enum Cf {
     Versions,
     /// How many records share a manifest, for manifests shared by copies (absent: one).
     ManifestRefs,
+    /// For keys whose `null` version is noncurrent: its seq (its slot in `Versions`).
+    NullVersions,
 }
 
 impl Cf {
-    const ALL: [Cf; 11] = [
+    const ALL: [Cf; 12] = [
         Cf::Buckets,
         Cf::Objects,
         Cf::Manifests,
@@ -52,6 +54,7 @@ impl Cf {
         Cf::Graveyard,
         Cf::Versions,
         Cf::ManifestRefs,
+        Cf::NullVersions,
     ];
 
     fn name(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Cf {
             Cf::Graveyard => "graveyard",
             Cf::Versions => "versions",
             Cf::ManifestRefs => "manifest_refs",
+            Cf::NullVersions => "null_versions",
         }
     }
 }
@@ -172,6 +176,47 @@ impl Tx<'_> {
 
     pub(crate) fn delete(&mut self, cf: Cf, key: Vec<u8>) {
         self.mine.insert((cf, key), None);
+    }
+
+    /// The first key with `prefix` (and its value) as the transaction sees it, without
+    /// listing the rest of the range.
+    pub(crate) fn first_with_prefix(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let overlay = |k: &[u8]| -> Option<&Option<Vec<u8>>> {
+            let key = (cf, k.to_vec());
+            self.mine.get(&key).or_else(|| self.group.get(&key))
+        };
+        let mut best: Option<(Vec<u8>, Vec<u8>)> = None;
+        self.meta.scan_prefix(cf, prefix, |k, v| {
+            match overlay(k) {
+                Some(None) => Ok(true), // deleted by a pending write: keep looking
+                Some(Some(pending)) => {
+                    best = Some((k.to_vec(), pending.clone()));
+                    Ok(false)
+                }
+                None => {
+                    best = Some((k.to_vec(), v.to_vec()));
+                    Ok(false)
+                }
+            }
+        })?;
+        // A key written earlier in this batch may sort before the database's first.
+        for m in [self.group, &self.mine] {
+            for (c, k) in m.keys() {
+                if *c != cf || !k.starts_with(prefix) || best.as_ref().is_some_and(|(b, _)| b <= k)
+                {
+                    continue;
+                }
+                // Live if the newest pending write of that key is a put.
+                if let Some(Some(v)) = overlay(k) {
+                    best = Some((k.clone(), v.clone()));
+                }
+            }
+        }
+        Ok(best)
     }
 
     /// Keys with `prefix` as the transaction sees them (database merged with pending writes).

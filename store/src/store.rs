@@ -548,6 +548,7 @@ impl Store {
         key: &str,
         id: Option<VersionId>,
     ) -> Result<ObjectRecord> {
+        ObjectKey::new(key)?;
         let okey = object_key(bucket, key);
         let found = match self.shared.meta.get(Cf::Objects, &okey)? {
             None => None,
@@ -853,6 +854,9 @@ impl Store {
         key: &str,
         version: Option<VersionId>,
     ) -> Result<Deleted> {
+        // A key that could not have been written (NUL, too long) must not reach key layout:
+        // `a\0x` would otherwise land inside key `a`'s run of versions.
+        ObjectKey::new(key)?;
         let okey = object_key(bucket, key);
         let bucket = bucket.to_owned();
         self.db.transact(move |tx| {
@@ -872,6 +876,7 @@ impl Store {
         version: Option<VersionId>,
         tags: BTreeMap<String, String>,
     ) -> Result<VersionId> {
+        ObjectKey::new(key)?;
         let okey = object_key(bucket, key);
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         self.db.transact(move |tx| {
@@ -980,6 +985,10 @@ impl Store {
             let versioning = bucket_in(tx, &bucket)?.versioning;
             let mut results = Vec::with_capacity(items.len());
             for (key, version, etag) in items {
+                if let Err(e) = ObjectKey::new(&key) {
+                    results.push(Err(e));
+                    continue;
+                }
                 let okey = object_key(&bucket, &key);
                 if let Some(want) = etag {
                     let cur = match version {
@@ -989,14 +998,20 @@ impl Store {
                             _ => find_noncurrent_tx(tx, &okey, id)?.map(|(_, v)| v),
                         },
                     };
-                    if let Some(o) = cur.as_ref().and_then(Version::object)
-                        && want.trim_matches('"') != o.etag
-                    {
-                        results.push(Err(StoreError::PreconditionFailed(format!(
-                            "the current ETag is {}",
-                            o.etag
-                        ))));
-                        continue;
+                    match cur.as_ref().and_then(Version::object) {
+                        Some(o) if want != "*" && want.trim_matches('"') != o.etag => {
+                            results.push(Err(StoreError::PreconditionFailed(format!(
+                                "the current ETag is {}",
+                                o.etag
+                            ))));
+                            continue;
+                        }
+                        Some(_) => {}
+                        // A condition on an object that is not there cannot hold.
+                        None => {
+                            results.push(Err(StoreError::NoSuchKey(key)));
+                            continue;
+                        }
                     }
                 }
                 results.push(match version {
@@ -1513,25 +1528,35 @@ fn install_version(
     versioning: Option<Versioning>,
     cur: Option<Version>,
 ) -> Result<Version> {
-    let seq = next_seq();
+    // Newer than what it replaces even if the clock stepped back (a restart after an NTP
+    // correction): version order, and the slots in `versions`, follow the seq.
+    let seq = next_seq().max(cur.as_ref().map_or(0, |c| c.seq() + 1));
     let id = match versioning {
         Some(Versioning::Enabled) => VersionId::mint(seq),
         _ => VersionId::Null,
     };
     new.set_identity(id, seq);
+    let mut old_was_null = false;
     if let Some(old) = cur {
+        old_was_null = old.version_id().is_null();
         match versioning {
             None => release_version(tx, &old)?,
-            Some(Versioning::Suspended) if old.version_id().is_null() => {
-                release_version(tx, &old)?;
-            }
+            Some(Versioning::Suspended) if old_was_null => release_version(tx, &old)?,
             Some(_) => {
-                let k = version_key(&okey, old.seq());
-                tx.put(Cf::Versions, k, to_json(&old));
+                if old_was_null {
+                    tx.put(
+                        Cf::NullVersions,
+                        okey.clone(),
+                        old.seq().to_be_bytes().to_vec(),
+                    );
+                }
+                tx.put(Cf::Versions, version_key(&okey, old.seq()), to_json(&old));
             }
         }
     }
-    if versioning == Some(Versioning::Suspended) {
+    // The new version is `null`: an older `null` among the noncurrent ones goes (there is
+    // none when the one just replaced was `null`).
+    if versioning == Some(Versioning::Suspended) && !old_was_null {
         drop_noncurrent_null(tx, &okey)?;
     }
     tx.put(Cf::Objects, okey, to_json(&new));
@@ -1550,6 +1575,7 @@ fn drop_noncurrent_null(tx: &mut Tx<'_>, okey: &[u8]) -> Result<()> {
     if let Some((k, v)) = find_noncurrent_tx(tx, okey, VersionId::Null)? {
         release_version(tx, &v)?;
         tx.delete(Cf::Versions, k);
+        tx.delete(Cf::NullVersions, okey.to_vec());
     }
     Ok(())
 }
@@ -1592,15 +1618,12 @@ fn delete_version(tx: &mut Tx<'_>, okey: Vec<u8>, id: VersionId) -> Result<Delet
         && c.version_id() == id
     {
         release_version(tx, &c)?;
-        let newest = tx
-            .keys_with_prefix(Cf::Versions, &versions_prefix(&okey))?
-            .into_iter()
-            .next();
-        match newest {
-            Some(k) => {
-                let v = tx
-                    .get(Cf::Versions, &k)?
-                    .ok_or_else(|| StoreError::Corrupt("version vanished".into()))?;
+        match tx.first_with_prefix(Cf::Versions, &versions_prefix(&okey))? {
+            Some((k, v)) => {
+                let promoted: Version = from_json(&v)?;
+                if promoted.version_id().is_null() {
+                    tx.delete(Cf::NullVersions, okey.clone());
+                }
                 tx.put(Cf::Objects, okey, v);
                 tx.delete(Cf::Versions, k);
             }
@@ -1612,6 +1635,9 @@ fn delete_version(tx: &mut Tx<'_>, okey: Vec<u8>, id: VersionId) -> Result<Delet
         Some((k, v)) => {
             release_version(tx, &v)?;
             tx.delete(Cf::Versions, k);
+            if id.is_null() {
+                tx.delete(Cf::NullVersions, okey);
+            }
             Ok(gone(&v))
         }
         // S3 answers success for a version that does not exist.
@@ -1622,56 +1648,53 @@ fn delete_version(tx: &mut Tx<'_>, okey: Vec<u8>, id: VersionId) -> Result<Delet
     }
 }
 
-/// A noncurrent version by id, as the transaction sees it: a stamped id names its slot
-/// directly; `null` needs a scan of the key's versions.
+/// A noncurrent version by id, as the transaction sees it. A stamped id names its slot; the
+/// `null` one is found through `null_versions`, so neither needs a scan of the key's history.
 fn find_noncurrent_tx(
     tx: &Tx<'_>,
     okey: &[u8],
     id: VersionId,
 ) -> Result<Option<(Vec<u8>, Version)>> {
-    if let VersionId::Stamped { seq, .. } = id {
-        let k = version_key(okey, seq);
-        return Ok(match tx.get(Cf::Versions, &k)? {
-            Some(v) => {
-                let v: Version = from_json(&v)?;
-                (v.version_id() == id).then_some((k, v))
-            }
-            None => None,
-        });
-    }
-    for k in tx.keys_with_prefix(Cf::Versions, &versions_prefix(okey))? {
-        if let Some(v) = tx.get(Cf::Versions, &k)? {
+    let seq = match id {
+        VersionId::Stamped { seq, .. } => seq,
+        VersionId::Null => match tx.get(Cf::NullVersions, okey)? {
+            Some(v) => decode_seq(&v)?,
+            None => return Ok(None),
+        },
+    };
+    let k = version_key(okey, seq);
+    Ok(match tx.get(Cf::Versions, &k)? {
+        Some(v) => {
             let v: Version = from_json(&v)?;
-            if v.version_id() == id {
-                return Ok(Some((k, v)));
-            }
+            (v.version_id() == id).then_some((k, v))
         }
-    }
-    Ok(None)
+        None => None,
+    })
 }
 
 /// [`find_noncurrent_tx`] for readers outside a transaction.
 fn find_noncurrent(meta: &Meta, okey: &[u8], id: VersionId) -> Result<Option<(Vec<u8>, Version)>> {
-    if let VersionId::Stamped { seq, .. } = id {
-        let k = version_key(okey, seq);
-        return Ok(match meta.get(Cf::Versions, &k)? {
-            Some(v) => {
-                let v: Version = from_json(&v)?;
-                (v.version_id() == id).then_some((k, v))
-            }
-            None => None,
-        });
-    }
-    let mut found = None;
-    meta.scan_prefix(Cf::Versions, &versions_prefix(okey), |k, v| {
-        let v: Version = from_json(v)?;
-        if v.version_id() == id {
-            found = Some((k.to_vec(), v));
-            return Ok(false);
+    let seq = match id {
+        VersionId::Stamped { seq, .. } => seq,
+        VersionId::Null => match meta.get(Cf::NullVersions, okey)? {
+            Some(v) => decode_seq(&v)?,
+            None => return Ok(None),
+        },
+    };
+    let k = version_key(okey, seq);
+    Ok(match meta.get(Cf::Versions, &k)? {
+        Some(v) => {
+            let v: Version = from_json(&v)?;
+            (v.version_id() == id).then_some((k, v))
         }
-        Ok(true)
-    })?;
-    Ok(found)
+        None => None,
+    })
+}
+
+fn decode_seq(v: &[u8]) -> Result<u64> {
+    Ok(u64::from_be_bytes(v.try_into().map_err(|_| {
+        StoreError::Corrupt("null version pointer".into())
+    })?))
 }
 
 fn release_upload_parts(tx: &mut Tx<'_>, upload_id: &str) -> Result<()> {
@@ -1694,16 +1717,20 @@ fn share_manifest(tx: &mut Tx<'_>, id: ManifestId) -> Result<()> {
         return Err(StoreError::Raced(format!("manifest {}", id.to_hex())));
     }
     let holders = manifest_holders(tx, id)?;
-    tx.put(Cf::ManifestRefs, id.0.to_vec(), (holders + 1).to_be_bytes().to_vec());
+    tx.put(
+        Cf::ManifestRefs,
+        id.0.to_vec(),
+        (holders + 1).to_be_bytes().to_vec(),
+    );
     Ok(())
 }
 
 fn manifest_holders(tx: &Tx<'_>, id: ManifestId) -> Result<u64> {
     match tx.get(Cf::ManifestRefs, &id.0)? {
         None => Ok(1),
-        Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
-            StoreError::Corrupt(format!("manifest counter {}", id.to_hex()))
-        })?)),
+        Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(
+            |_| StoreError::Corrupt(format!("manifest counter {}", id.to_hex())),
+        )?)),
     }
 }
 
@@ -1717,7 +1744,11 @@ fn release_manifest(tx: &mut Tx<'_>, id: ManifestId, content: Option<&ContentHas
             return Ok(());
         }
         n => {
-            tx.put(Cf::ManifestRefs, id.0.to_vec(), (n - 1).to_be_bytes().to_vec());
+            tx.put(
+                Cf::ManifestRefs,
+                id.0.to_vec(),
+                (n - 1).to_be_bytes().to_vec(),
+            );
             return Ok(());
         }
     }
@@ -2031,12 +2062,21 @@ mod tests {
         let key = |k: &str| ObjectKey::new(k).unwrap();
         for dst in ["a", "b"] {
             store
-                .copy_object(("bkt", "src", None), ("bkt", &key(dst)), Replacement::default(), None)
+                .copy_object(
+                    ("bkt", "src", None),
+                    ("bkt", &key(dst)),
+                    Replacement::default(),
+                    None,
+                )
                 .unwrap();
         }
         let src = store.object("bkt", "src").unwrap();
         assert_eq!(store.object("bkt", "a").unwrap().manifest, src.manifest);
-        assert_eq!(entry(&store, &h).map(|e| e.refs), Some(1), "one manifest, one reference");
+        assert_eq!(
+            entry(&store, &h).map(|e| e.refs),
+            Some(1),
+            "one manifest, one reference"
+        );
 
         // Copying onto the source's own key (new metadata) keeps the manifest alive.
         let meta = ObjectMeta {
@@ -2052,7 +2092,11 @@ mod tests {
             .unwrap();
         for k in ["src", "a"] {
             store.delete_object("bkt", k, None).unwrap();
-            assert_eq!(entry(&store, &h).and_then(|e| e.dead_ms), None, "still held by b");
+            assert_eq!(
+                entry(&store, &h).and_then(|e| e.dead_ms),
+                None,
+                "still held by b"
+            );
         }
         let (_, m) = store.object_with_manifest("bkt", "b", None).unwrap();
         let mut got = Vec::new();
@@ -2064,6 +2108,9 @@ mod tests {
             .unwrap();
         assert_eq!(got, data);
         store.delete_object("bkt", "b", None).unwrap();
-        assert!(entry(&store, &h).and_then(|e| e.dead_ms).is_some(), "last holder gone");
+        assert!(
+            entry(&store, &h).and_then(|e| e.dead_ms).is_some(),
+            "last holder gone"
+        );
     }
 }

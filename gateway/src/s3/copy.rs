@@ -60,6 +60,19 @@ fn source_of<'a>(
     Ok((bucket, key, version))
 }
 
+/// A copy source that is a delete marker: S3 answers 400 when the request named the marker,
+/// 404 when the key's latest version is one; the marker's headers belong to GET, not here.
+fn copy_source_err(e: store::StoreError) -> s3s::S3Error {
+    match e {
+        store::StoreError::DeleteMarker { named: true, .. } => s3_error!(
+            InvalidRequest,
+            "The source of a copy request may not specifically refer to a delete marker by version id."
+        ),
+        store::StoreError::DeleteMarker { key, .. } => s3_err(store::StoreError::NoSuchKey(key)),
+        e => s3_err(e),
+    }
+}
+
 fn caller_of(creds: Option<&s3s::auth::Credentials>) -> String {
     creds.map(|c| c.access_key.clone()).unwrap_or_default()
 }
@@ -75,7 +88,7 @@ pub(crate) async fn copy_object(
     let source = g
         .store
         .object_version(src_bucket, src_key, src_version)
-        .map_err(s3_err)?;
+        .map_err(copy_source_err)?;
 
     copy_conditions(
         CopyConditions {
@@ -146,7 +159,7 @@ pub(crate) async fn copy_object(
     })
     .await
     .map_err(join_err)?
-    .map_err(s3_err)?;
+    .map_err(copy_source_err)?;
     let output = CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(ETag::Strong(rec.etag.clone())),
@@ -194,7 +207,7 @@ pub(crate) async fn upload_part_copy(
         tokio::task::spawn_blocking(move || store.object_with_manifest(&sb, &sk, src_version))
             .await
             .map_err(join_err)?
-            .map_err(s3_err)?;
+            .map_err(copy_source_err)?;
     copy_conditions(
         CopyConditions {
             if_match: input.copy_source_if_match.as_ref(),

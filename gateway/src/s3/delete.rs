@@ -18,11 +18,22 @@ pub(crate) async fn delete_object(
     let version = version_arg(req.input.version_id.as_deref())?;
     let store = g.store.clone();
     let (bucket, key) = (req.input.bucket, req.input.key);
-    // S3 answers 204 whether or not the key (or version) existed.
-    let deleted = tokio::task::spawn_blocking(move || store.delete_object(&bucket, &key, version))
-        .await
-        .map_err(join_err)?
-        .map_err(s3_err)?;
+    let if_match = req.input.if_match.as_ref().map(|e| match e {
+        ETagCondition::ETag(t) => t.value().to_owned(),
+        ETagCondition::Any => "*".to_owned(),
+    });
+    // S3 answers 204 whether or not the key (or version) existed; with If-Match the object
+    // must exist and carry that ETag, checked in the same commit as the delete.
+    let deleted = tokio::task::spawn_blocking(move || match if_match {
+        None => store.delete_object(&bucket, &key, version),
+        Some(etag) => store
+            .delete_objects(&bucket, vec![(key, version, Some(etag))])?
+            .pop()
+            .unwrap_or(Ok(Deleted::default())),
+    })
+    .await
+    .map_err(join_err)?
+    .map_err(s3_err)?;
     Ok(S3Response::new(DeleteObjectOutput {
         delete_marker: deleted.delete_marker.then_some(true),
         version_id: version_string(&deleted),

@@ -169,7 +169,14 @@ pub(crate) async fn list_objects_v2(
 /// skips everything under that prefix.
 fn marker_cursor(marker: &str, prefix: &str, delimiter: Option<&str>) -> ListCursor {
     match delimiter {
-        Some(d) if !d.is_empty() && marker.ends_with(d) && marker.starts_with(prefix) => {
+        // A marker equal to the prefix is a key (e.g. `dir/` under prefix `dir/`), not a
+        // common prefix to skip.
+        Some(d)
+            if !d.is_empty()
+                && marker.ends_with(d)
+                && marker.starts_with(prefix)
+                && marker.len() > prefix.len() =>
+        {
             ListCursor::Prefix(marker.to_owned())
         }
         _ => ListCursor::Key(marker.to_owned()),

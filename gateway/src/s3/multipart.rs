@@ -109,7 +109,9 @@ pub(crate) async fn upload_part(
     let received = receive(g, &headers, trailing_headers, upload_body!(input)).await?;
     let (ingested, stored) = (received.ingested, received.checksum);
     if let Some(want) = &upload.checksum_algorithm
-        && stored.as_ref().map(|c| &c.algorithm) != Some(want)
+        && !stored
+            .as_ref()
+            .is_some_and(|c| c.algorithm.eq_ignore_ascii_case(want))
     {
         return Err(s3_error!(
             InvalidRequest,
@@ -233,9 +235,13 @@ async fn upload_checksum(
     let Some(alg) = upload.checksum_algorithm.as_deref() else {
         return Ok(None);
     };
+    // Uploads created before the type was recorded stored the algorithm as sent and no
+    // type: SHA ones can only be composite.
+    let alg = alg.to_ascii_uppercase();
+    let composite = upload.checksum_composite || alg.starts_with("SHA");
     let (alg, composite) = multipart_plan(
-        Some(&ChecksumAlgorithm::from(alg.to_owned())),
-        Some(&ChecksumType::from_static(if upload.checksum_composite {
+        Some(&ChecksumAlgorithm::from(alg)),
+        Some(&ChecksumType::from_static(if composite {
             ChecksumType::COMPOSITE
         } else {
             ChecksumType::FULL_OBJECT
@@ -254,8 +260,13 @@ async fn upload_checksum(
     let mut parts = Vec::with_capacity(listed.len());
     for (n, etag) in listed {
         // Missing or mismatched parts are reported by the completion itself.
+        // The completion checks these too, but an object that declared a checksum must not
+        // be stored without one because a part changed in between.
         let Some(p) = stored.get(n).filter(|p| p.etag == etag.trim_matches('"')) else {
-            return Ok(None);
+            return Err(s3_error!(
+                InvalidPart,
+                "part {n} was not uploaded with ETag {etag}"
+            ));
         };
         let c = p
             .checksum

@@ -453,3 +453,28 @@ async fn signed_aws_chunked_uploads_are_verified_chunk_by_chunk() {
     );
     assert!(files_under(&node.data_dir.join("tmp")).is_empty());
 }
+
+/// A form upload announcing more than `--post-max-size` is refused from its headers, before
+/// any of its body is buffered; one without a length is refused too.
+#[tokio::test]
+async fn oversized_form_uploads_are_refused_before_their_body() {
+    use std::io::{Read, Write};
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("form").send().await.unwrap();
+    for (length, want) in [(Some(10u64 << 30), "400"), (None, "411")] {
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", node.port())).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let len = length.map_or(String::new(), |l| format!("Content-Length: {l}\r\n"));
+        write!(
+            sock,
+            "POST /form HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=xyz\r\n{len}\r\n--xyz\r\n"
+        )
+        .unwrap();
+        let mut buf = [0u8; 512];
+        let n = sock.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with(&format!("HTTP/1.1 {want}")), "{head}");
+    }
+}

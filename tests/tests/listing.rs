@@ -291,3 +291,22 @@ async fn an_unversioned_bucket_lists_one_null_version_per_key() {
     want.sort();
     assert_eq!(seen, want);
 }
+
+/// A V1 marker equal to the prefix (the key `dir/` itself) resumes after that key, not after
+/// everything under it.
+#[tokio::test]
+async fn a_marker_equal_to_the_prefix_is_a_key() {
+    let node = Node::start();
+    let s3 = setup(&node, &["dir/", "dir/a", "dir/b"]).await;
+    let r = s3
+        .list_objects()
+        .bucket("lst")
+        .prefix("dir/")
+        .delimiter("/")
+        .marker("dir/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<_> = r.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["dir/a", "dir/b"]);
+}

@@ -540,3 +540,123 @@ async fn copying_an_old_version_onto_its_key_restores_it() {
         .unwrap_err();
     assert_eq!(code(&e), "InvalidRequest");
 }
+
+/// Review findings, each tried: a NUL key on delete, conditional deletes, copying a delete
+/// marker by id, and the `null` version moving between current and noncurrent repeatedly.
+#[tokio::test]
+async fn awkward_version_sequences_keep_their_invariants() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("inv").send().await.unwrap();
+    set_versioning(&s3, "inv", BucketVersioningStatus::Enabled).await;
+    put(&s3, "inv", "a", b"a1".to_vec()).await.unwrap();
+
+    // `a\0x` cannot name an object; it must not reach the store (where it would sort inside
+    // key `a`'s versions).
+    let e = s3
+        .delete_object()
+        .bucket("inv")
+        .key("a\0x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgument");
+    let (vs, ms) = versions(&s3, "inv").await;
+    assert_eq!((vs.len(), ms.len()), (1, 0));
+
+    // DeleteObject with If-Match.
+    let e = s3
+        .delete_object()
+        .bucket("inv")
+        .key("a")
+        .if_match("\"0123\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(412));
+    let e = s3
+        .delete_object()
+        .bucket("inv")
+        .key("missing")
+        .if_match("\"0123\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchKey");
+    let etag = s3
+        .head_object()
+        .bucket("inv")
+        .key("a")
+        .send()
+        .await
+        .unwrap();
+    let d = s3
+        .delete_object()
+        .bucket("inv")
+        .key("a")
+        .if_match(etag.e_tag().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let marker = d.version_id().unwrap().to_owned();
+
+    // A copy naming the marker is a bad request; one from the key (whose latest is the
+    // marker) finds no object.
+    let e = s3
+        .copy_object()
+        .bucket("inv")
+        .key("b")
+        .copy_source(format!("inv/a?versionId={marker}"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidRequest");
+    let e = s3
+        .copy_object()
+        .bucket("inv")
+        .key("b")
+        .copy_source("inv/a")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchKey");
+
+    // The null version: current (suspended), noncurrent (enabled), replaced (suspended).
+    set_versioning(&s3, "inv", BucketVersioningStatus::Suspended).await;
+    put(&s3, "inv", "n", b"null-1".to_vec()).await;
+    set_versioning(&s3, "inv", BucketVersioningStatus::Enabled).await;
+    let v = put(&s3, "inv", "n", b"stamped".to_vec()).await.unwrap();
+    assert_eq!(get(&s3, "inv", "n", Some("null")).await, b"null-1");
+    set_versioning(&s3, "inv", BucketVersioningStatus::Suspended).await;
+    put(&s3, "inv", "n", b"null-2".to_vec()).await;
+    let (vs, _) = versions(&s3, "inv").await;
+    let ids: Vec<_> = vs
+        .iter()
+        .filter(|x| x.0 == "n")
+        .map(|x| x.1.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["null".to_owned(), v.clone()],
+        "one null version, newest first"
+    );
+    assert_eq!(get(&s3, "inv", "n", Some("null")).await, b"null-2");
+    // Deleting the current null version promotes the stamped one.
+    s3.delete_object()
+        .bucket("inv")
+        .key("n")
+        .version_id("null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get(&s3, "inv", "n", None).await, b"stamped");
+    let e = s3
+        .get_object()
+        .bucket("inv")
+        .key("n")
+        .version_id("null")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchVersion");
+}

@@ -682,17 +682,37 @@ impl Store {
             self.bucket(bucket)?;
             return Ok(page);
         }
-        // Finish the key the version marker points into, then go on after it.
+        // Finish the key the version marker points into (resuming by stamp, so a marker
+        // version deleted in between loses nothing), then go on after it.
         if let (Some(ListCursor::Key(k)), Some(v)) = (after, after_version) {
-            let all = self.versions_of(bucket, k)?;
-            if let Some(i) = all.iter().position(|x| x.version_id() == v) {
-                for (j, ver) in all.into_iter().enumerate().skip(i + 1) {
-                    if page.versions.len() == max {
-                        let last = page.versions.last().map(|(_, v, _)| v.version_id());
-                        page.next = Some((ListCursor::Key(k.clone()), last));
-                        return Ok(page);
-                    }
-                    page.versions.push((k.clone(), ver, j == 0));
+            let okey = object_key(bucket, k);
+            let current: Option<Version> = self
+                .shared
+                .meta
+                .get(Cf::Objects, &okey)?
+                .map(|v| from_json(&v))
+                .transpose()?;
+            let resume = match (current, v) {
+                (Some(c), v) if c.version_id() == v => Some(None),
+                (_, VersionId::Stamped { seq, .. }) => Some(Some(seq)),
+                (_, VersionId::Null) => self
+                    .shared
+                    .meta
+                    .get(Cf::NullVersions, &okey)?
+                    .map(|s| decode_seq(&s))
+                    .transpose()?
+                    .map(Some),
+            };
+            if let Some(after_seq) = resume {
+                let rest = self.noncurrent(&okey, after_seq, max + 1)?;
+                let more = rest.len() > max;
+                for ver in rest.into_iter().take(max) {
+                    page.versions.push((k.clone(), ver, false));
+                }
+                if more {
+                    let last = page.versions.last().map(|(_, v, _)| v.version_id());
+                    page.next = Some((ListCursor::Key(k.clone()), last));
+                    return Ok(page);
                 }
             }
         }
@@ -722,8 +742,9 @@ impl Store {
                 }
                 Listed::Key(k, current) => {
                     let okey = object_key(bucket, &k);
+                    // No more than the page can take (and one to tell whether more follow).
                     let mut versions = vec![current];
-                    versions.extend(self.noncurrent(&okey)?);
+                    versions.extend(self.noncurrent(&okey, None, max - count)?);
                     let total = versions.len();
                     for (j, v) in versions.into_iter().enumerate() {
                         let id = v.version_id();
@@ -745,26 +766,35 @@ impl Store {
         Ok(page)
     }
 
-    /// Every version of one key, newest (the current one) first.
-    fn versions_of(&self, bucket: &str, key: &str) -> Result<Vec<Version>> {
-        let okey = object_key(bucket, key);
-        let Some(v) = self.shared.meta.get(Cf::Objects, &okey)? else {
-            return Ok(Vec::new());
+    /// Up to `limit` noncurrent versions of a key, newest first, older than the version
+    /// stamped `after_seq` if given.
+    fn noncurrent(
+        &self,
+        okey: &[u8],
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Version>> {
+        let prefix = versions_prefix(okey);
+        let start = match after_seq {
+            // Slots are `!seq`: the next older version sorts right after this one's slot.
+            Some(seq) => {
+                let mut k = version_key(okey, seq);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
         };
-        let mut out = vec![from_json(&v)?];
-        out.extend(self.noncurrent(&okey)?);
-        Ok(out)
-    }
-
-    /// The noncurrent versions of a key, newest first.
-    fn noncurrent(&self, okey: &[u8]) -> Result<Vec<Version>> {
         let mut out = Vec::new();
-        self.shared
-            .meta
-            .scan_prefix(Cf::Versions, &versions_prefix(okey), |_, v| {
-                out.push(from_json(v)?);
-                Ok(true)
-            })?;
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.shared.meta.scan(Cf::Versions, &start, |k, v| {
+            if !k.starts_with(&prefix) {
+                return Ok(false);
+            }
+            out.push(from_json(v)?);
+            Ok(out.len() < limit)
+        })?;
         Ok(out)
     }
 

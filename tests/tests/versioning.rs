@@ -500,6 +500,47 @@ async fn version_listing_pages_through_every_version() {
         .signed("GET", "/page?versions&version-id-marker=null", Vec::new())
         .await;
     assert_eq!(r.status(), 400, "a version marker needs a key marker");
+
+    // The version a marker names is deleted between two pages: the next page still starts
+    // right after it (by stamp) and loses nothing.
+    let first = s3
+        .list_object_versions()
+        .bucket("page")
+        .prefix("a")
+        .max_keys(2)
+        .send()
+        .await
+        .unwrap();
+    let marker = first.next_version_id_marker().unwrap().to_owned();
+    s3.delete_object()
+        .bucket("page")
+        .key("a")
+        .version_id(&marker)
+        .send()
+        .await
+        .unwrap();
+    let rest = s3
+        .list_object_versions()
+        .bucket("page")
+        .prefix("a")
+        .key_marker("a")
+        .version_id_marker(&marker)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.versions().len(),
+        1,
+        "the oldest version of a is still listed"
+    );
+    assert_eq!(
+        rest.versions()[0].version_id(),
+        all_v
+            .iter()
+            .filter(|v| v.0 == "a")
+            .last()
+            .map(|v| v.1.as_str())
+    );
 }
 
 #[tokio::test]

@@ -535,11 +535,7 @@ async fn version_listing_pages_through_every_version() {
     );
     assert_eq!(
         rest.versions()[0].version_id(),
-        all_v
-            .iter()
-            .filter(|v| v.0 == "a")
-            .last()
-            .map(|v| v.1.as_str())
+        all_v.iter().rfind(|v| v.0 == "a").map(|v| v.1.as_str())
     );
 }
 

@@ -1685,34 +1685,28 @@ fn find_noncurrent_tx(
     okey: &[u8],
     id: VersionId,
 ) -> Result<Option<(Vec<u8>, Version)>> {
-    let seq = match id {
-        VersionId::Stamped { seq, .. } => seq,
-        VersionId::Null => match tx.get(Cf::NullVersions, okey)? {
-            Some(v) => decode_seq(&v)?,
-            None => return Ok(None),
-        },
-    };
-    let k = version_key(okey, seq);
-    Ok(match tx.get(Cf::Versions, &k)? {
-        Some(v) => {
-            let v: Version = from_json(&v)?;
-            (v.version_id() == id).then_some((k, v))
-        }
-        None => None,
-    })
+    find_noncurrent_via(|cf, k| tx.get(cf, k), okey, id)
 }
 
 /// [`find_noncurrent_tx`] for readers outside a transaction.
 fn find_noncurrent(meta: &Meta, okey: &[u8], id: VersionId) -> Result<Option<(Vec<u8>, Version)>> {
+    find_noncurrent_via(|cf, k| meta.get(cf, k), okey, id)
+}
+
+fn find_noncurrent_via(
+    get: impl Fn(Cf, &[u8]) -> Result<Option<Vec<u8>>>,
+    okey: &[u8],
+    id: VersionId,
+) -> Result<Option<(Vec<u8>, Version)>> {
     let seq = match id {
         VersionId::Stamped { seq, .. } => seq,
-        VersionId::Null => match meta.get(Cf::NullVersions, okey)? {
+        VersionId::Null => match get(Cf::NullVersions, okey)? {
             Some(v) => decode_seq(&v)?,
             None => return Ok(None),
         },
     };
     let k = version_key(okey, seq);
-    Ok(match meta.get(Cf::Versions, &k)? {
+    Ok(match get(Cf::Versions, &k)? {
         Some(v) => {
             let v: Version = from_json(&v)?;
             (v.version_id() == id).then_some((k, v))

@@ -190,6 +190,24 @@ impl Node {
         b.build().expect("http client")
     }
 
+    /// The value of an unlabelled metric from `/metrics` (panics if it is missing).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http()
+            .get(format!("{}/metrics", self.endpoint))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
     fn spawn(&mut self, port: Option<u16>) {
         install_crypto_provider();
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));

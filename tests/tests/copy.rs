@@ -2,13 +2,6 @@
 
 use s3swarm_tests::{Node, code, pseudo_random};
 
-fn written_bytes(text: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix("s3swarm_store_written_bytes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 #[tokio::test]
 async fn copy_shares_chunks_and_follows_the_metadata_directive() {
     let node = Node::start();
@@ -25,15 +18,7 @@ async fn copy_shares_chunks_and_follows_the_metadata_directive() {
         .send()
         .await
         .unwrap();
-    let metrics = || async {
-        reqwest::get(format!("{}/metrics", node.endpoint))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let before = written_bytes(&metrics().await);
+    let before = node.metric("s3swarm_store_written_bytes_total").await;
 
     // Across buckets, metadata copied.
     let r = s3
@@ -60,7 +45,7 @@ async fn copy_shares_chunks_and_follows_the_metadata_directive() {
         Some("one")
     );
     assert_eq!(
-        written_bytes(&metrics().await),
+        node.metric("s3swarm_store_written_bytes_total").await,
         before,
         "a copy writes no chunk bytes"
     );
@@ -184,15 +169,7 @@ async fn upload_part_copy_assembles_ranges_without_rewriting_them() {
         .send()
         .await
         .unwrap();
-    let metrics = || async {
-        reqwest::get(format!("{}/metrics", node.endpoint))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let before = written_bytes(&metrics().await);
+    let before = node.metric("s3swarm_store_written_bytes_total").await;
     let up = s3
         .create_multipart_upload()
         .bucket("pcdst")
@@ -245,7 +222,7 @@ async fn upload_part_copy_assembles_ranges_without_rewriting_them() {
         .await
         .unwrap();
     assert!(done.e_tag().unwrap().ends_with("-3\""));
-    let written = written_bytes(&metrics().await) - before;
+    let written = node.metric("s3swarm_store_written_bytes_total").await - before;
     assert!(
         written < 5.0 * 4.0 * 1024.0 * 1024.0,
         "copying 35 MB of ranges wrote {written} bytes; only partial edge chunks should be"

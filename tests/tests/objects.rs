@@ -277,18 +277,7 @@ async fn identical_content_is_stored_once_and_freed_when_unreferenced() {
     let s3 = node.client();
     s3.create_bucket().bucket("dedup").send().await.unwrap();
     let body = pseudo_random(8 * 1024 * 1024, 3);
-    let written = || async {
-        let text = reqwest::get(format!("{}/metrics", node.endpoint))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("s3swarm_store_written_bytes_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap()
-    };
+    let written = || node.metric("s3swarm_store_written_bytes_total");
     s3.put_object()
         .bucket("dedup")
         .key("a")

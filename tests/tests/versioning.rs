@@ -76,13 +76,6 @@ async fn versions(
     (v, m)
 }
 
-fn written_bytes(text: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix("s3swarm_store_written_bytes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 #[tokio::test]
 async fn versions_keep_history_and_share_unchanged_chunks() {
     let node = Node::start();
@@ -113,17 +106,9 @@ async fn versions_keep_history_and_share_unchanged_chunks() {
     // A new version of a dataset file: 1 MiB changed in the middle.
     let mut two = one.clone();
     two[8 << 20..9 << 20].copy_from_slice(&pseudo_random(1 << 20, 8));
-    let metrics = || async {
-        reqwest::get(format!("{}/metrics", node.endpoint))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let before = written_bytes(&metrics().await);
+    let before = node.metric("s3swarm_store_written_bytes_total").await;
     let v2 = put(&s3, "ver", "data.bin", two.clone()).await.unwrap();
-    let cost = written_bytes(&metrics().await) - before;
+    let cost = node.metric("s3swarm_store_written_bytes_total").await - before;
     assert!(v1 != v2, "each write is a new version");
     assert!(
         cost < 8.0 * 1024.0 * 1024.0,

@@ -16,6 +16,18 @@ struct CopyConditions<'a> {
     if_unmodified_since: Option<&'a Timestamp>,
 }
 
+/// The conditions of any input with S3's `copy_source_if_*` fields (CopyObject, UploadPartCopy).
+macro_rules! copy_conditions_of {
+    ($input:expr) => {
+        CopyConditions {
+            if_match: $input.copy_source_if_match.as_ref(),
+            if_none_match: $input.copy_source_if_none_match.as_ref(),
+            if_modified_since: $input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: $input.copy_source_if_unmodified_since.as_ref(),
+        }
+    };
+}
+
 /// `x-amz-copy-source-if-*`: every failure is 412 (there is no 304 for a copy).
 fn copy_conditions(c: CopyConditions<'_>, source: &ObjectRecord) -> S3Result<()> {
     let modified = source.last_modified_ms.div_euclid(1000);
@@ -90,15 +102,7 @@ pub(crate) async fn copy_object(
         .object_version(src_bucket, src_key, src_version)
         .map_err(copy_source_err)?;
 
-    copy_conditions(
-        CopyConditions {
-            if_match: input.copy_source_if_match.as_ref(),
-            if_none_match: input.copy_source_if_none_match.as_ref(),
-            if_modified_since: input.copy_source_if_modified_since.as_ref(),
-            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
-        },
-        &source,
-    )?;
+    copy_conditions(copy_conditions_of!(input), &source)?;
 
     let replace = match input
         .metadata_directive
@@ -187,15 +191,7 @@ pub(crate) async fn upload_part_copy(
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let caller = caller_of(req.credentials.as_ref());
     let input = req.input;
-    let number = u32::try_from(input.part_number)
-        .ok()
-        .filter(|n| (1..=store::MAX_PART_NUMBER).contains(n))
-        .ok_or_else(|| {
-            s3_error!(
-                InvalidArgument,
-                "Part number must be an integer between 1 and 10000, inclusive"
-            )
-        })?;
+    let number = super::multipart::part_number(input.part_number)?;
     let upload = g
         .store
         .upload(&input.bucket, &input.key, &input.upload_id)
@@ -208,15 +204,7 @@ pub(crate) async fn upload_part_copy(
             .await
             .map_err(join_err)?
             .map_err(copy_source_err)?;
-    copy_conditions(
-        CopyConditions {
-            if_match: input.copy_source_if_match.as_ref(),
-            if_none_match: input.copy_source_if_none_match.as_ref(),
-            if_modified_since: input.copy_source_if_modified_since.as_ref(),
-            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
-        },
-        &source,
-    )?;
+    copy_conditions(copy_conditions_of!(input), &source)?;
     let range = match input.copy_source_range.as_deref() {
         None => ByteRange::full(source.size),
         Some(r) => copy_range(r, source.size)?,

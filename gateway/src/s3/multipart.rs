@@ -22,6 +22,19 @@ fn initiator(access_key: &str) -> Initiator {
     }
 }
 
+/// A part number from a request, within S3's 1..=10000.
+pub(crate) fn part_number(n: i32) -> S3Result<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            )
+        })
+}
+
 pub(crate) async fn create(
     g: &Gateway,
     req: S3Request<CreateMultipartUploadInput>,
@@ -79,15 +92,7 @@ pub(crate) async fn upload_part(
         trailing_headers,
         ..
     } = req;
-    let number = u32::try_from(input.part_number)
-        .ok()
-        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
-        .ok_or_else(|| {
-            s3_error!(
-                InvalidArgument,
-                "Part number must be an integer between 1 and 10000, inclusive"
-            )
-        })?;
+    let number = part_number(input.part_number)?;
     // Fail before reading a possibly large body.
     let upload = g
         .store

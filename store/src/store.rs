@@ -1123,11 +1123,7 @@ impl Store {
                 last_modified_ms: now_ms(),
                 checksum,
             };
-            if let Some(old) = tx.get(Cf::Parts, &pkey)? {
-                let old: PartRecord = from_json(&old)?;
-                release_manifest(tx, old.manifest_id()?, None)?;
-            }
-            tx.put(Cf::Parts, pkey, to_json(&rec));
+            replace_part(tx, pkey, &rec)?;
             staged.committed = true;
             Ok(rec)
         })
@@ -1203,11 +1199,7 @@ impl Store {
                 last_modified_ms: now_ms(),
                 checksum,
             };
-            if let Some(old) = tx.get(Cf::Parts, &pkey)? {
-                let old: PartRecord = from_json(&old)?;
-                release_manifest(tx, old.manifest_id()?, None)?;
-            }
-            tx.put(Cf::Parts, pkey, to_json(&rec));
+            replace_part(tx, pkey, &rec)?;
             for s in &mut staged_all {
                 s.committed = true;
             }
@@ -1719,6 +1711,16 @@ fn decode_seq(v: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(v.try_into().map_err(|_| {
         StoreError::Corrupt("null version pointer".into())
     })?))
+}
+
+/// Stores a part, releasing the one it replaces (a part number uploaded again).
+fn replace_part(tx: &mut Tx<'_>, pkey: Vec<u8>, rec: &PartRecord) -> Result<()> {
+    if let Some(old) = tx.get(Cf::Parts, &pkey)? {
+        let old: PartRecord = from_json(&old)?;
+        release_manifest(tx, old.manifest_id()?, None)?;
+    }
+    tx.put(Cf::Parts, pkey, to_json(rec));
+    Ok(())
 }
 
 fn release_upload_parts(tx: &mut Tx<'_>, upload_id: &str) -> Result<()> {

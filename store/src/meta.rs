@@ -143,9 +143,52 @@ impl Meta {
         })
     }
 
+    /// A consistent view of the database as of now: reads through it see no commit that
+    /// lands after it was taken (a version read or listing spanning several keys and column
+    /// families sees one state).
+    pub(crate) fn view(&self) -> View<'_> {
+        View {
+            meta: self,
+            snap: self.db.snapshot(),
+        }
+    }
+
     /// A RocksDB property, for metrics.
     pub(crate) fn property_int(&self, name: &str) -> Option<u64> {
         self.db.property_int_value(name).ok().flatten()
+    }
+}
+
+/// A snapshot of the database (see [`Meta::view`]).
+pub(crate) struct View<'a> {
+    meta: &'a Meta,
+    snap: rocksdb::Snapshot<'a>,
+}
+
+impl View<'_> {
+    pub(crate) fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.snap.get_cf(self.meta.handle(cf)?, key)?)
+    }
+
+    /// Calls `f` for each entry with key >= `from` while it returns true.
+    pub(crate) fn scan(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let it = self.snap.iterator_cf_opt(
+            self.meta.handle(cf)?,
+            ReadOptions::default(),
+            IteratorMode::From(from, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ use crate::chunker::Chunker;
 use crate::error::{Result, StoreError};
 use crate::hash::{ChunkHash, ContentHash};
 use crate::manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
-use crate::meta::{Cf, Database, Meta, Tx};
+use crate::meta::{Cf, Database, Meta, Tx, View};
 use crate::names::{BucketName, ObjectKey};
 use crate::pack::{PackId, PackSet, PackWriter};
 use crate::records::*;
@@ -550,14 +550,17 @@ impl Store {
     ) -> Result<ObjectRecord> {
         ObjectKey::new(key)?;
         let okey = object_key(bucket, key);
-        let found = match self.shared.meta.get(Cf::Objects, &okey)? {
+        // One snapshot for the current and the noncurrent lookup: a version promoted between
+        // the two reads is not missed.
+        let view = self.shared.meta.view();
+        let found = match view.get(Cf::Objects, &okey)? {
             None => None,
             Some(v) => {
                 let cur: Version = from_json(&v)?;
                 match id {
                     None => Some(cur),
                     Some(id) if cur.version_id() == id => Some(cur),
-                    Some(id) => find_noncurrent(&self.shared.meta, &okey, id)?.map(|(_, v)| v),
+                    Some(id) => find_noncurrent(&view, &okey, id)?.map(|(_, v)| v),
                 }
             }
         };
@@ -651,7 +654,9 @@ impl Store {
         after: Option<&ListCursor>,
         max: usize,
     ) -> Result<ListPage> {
-        let (entries, next) = self.scan_current(bucket, prefix, delimiter, after, max, false)?;
+        let view = self.shared.meta.view();
+        let (entries, next) =
+            self.scan_current(&view, bucket, prefix, delimiter, after, max, false)?;
         let mut page = ListPage {
             next,
             ..ListPage::default()
@@ -682,29 +687,28 @@ impl Store {
             self.bucket(bucket)?;
             return Ok(page);
         }
+        // One snapshot for the whole page: a concurrent overwrite cannot list a version both
+        // as latest and as noncurrent, nor a promotion hide one.
+        let view = self.shared.meta.view();
         // Finish the key the version marker points into (resuming by stamp, so a marker
         // version deleted in between loses nothing), then go on after it.
         if let (Some(ListCursor::Key(k)), Some(v)) = (after, after_version) {
             let okey = object_key(bucket, k);
-            let current: Option<Version> = self
-                .shared
-                .meta
+            let current: Option<Version> = view
                 .get(Cf::Objects, &okey)?
                 .map(|v| from_json(&v))
                 .transpose()?;
             let resume = match (current, v) {
                 (Some(c), v) if c.version_id() == v => Some(None),
                 (_, VersionId::Stamped { seq, .. }) => Some(Some(seq)),
-                (_, VersionId::Null) => self
-                    .shared
-                    .meta
+                (_, VersionId::Null) => view
                     .get(Cf::NullVersions, &okey)?
                     .map(|s| decode_seq(&s))
                     .transpose()?
                     .map(Some),
             };
             if let Some(after_seq) = resume {
-                let rest = self.noncurrent(&okey, after_seq, max + 1)?;
+                let rest = self.noncurrent(&view, &okey, after_seq, max + 1)?;
                 let more = rest.len() > max;
                 for ver in rest.into_iter().take(max) {
                     page.versions.push((k.clone(), ver, false));
@@ -720,7 +724,7 @@ impl Store {
         let want = max - count;
         if want == 0 {
             // The marker's key filled the page: it is truncated if any key follows.
-            let (rest, _) = self.scan_current(bucket, prefix, delimiter, after, 1, true)?;
+            let (rest, _) = self.scan_current(&view, bucket, prefix, delimiter, after, 1, true)?;
             if !rest.is_empty() {
                 page.next = page
                     .versions
@@ -729,7 +733,8 @@ impl Store {
             }
             return Ok(page);
         }
-        let (entries, more) = self.scan_current(bucket, prefix, delimiter, after, want, true)?;
+        let (entries, more) =
+            self.scan_current(&view, bucket, prefix, delimiter, after, want, true)?;
         let n = entries.len();
         for (i, e) in entries.into_iter().enumerate() {
             match e {
@@ -744,7 +749,7 @@ impl Store {
                     let okey = object_key(bucket, &k);
                     // No more than the page can take (and one to tell whether more follow).
                     let mut versions = vec![current];
-                    versions.extend(self.noncurrent(&okey, None, max - count)?);
+                    versions.extend(self.noncurrent(&view, &okey, None, max - count)?);
                     let total = versions.len();
                     for (j, v) in versions.into_iter().enumerate() {
                         let id = v.version_id();
@@ -770,6 +775,7 @@ impl Store {
     /// stamped `after_seq` if given.
     fn noncurrent(
         &self,
+        view: &View<'_>,
         okey: &[u8],
         after_seq: Option<u64>,
         limit: usize,
@@ -788,7 +794,7 @@ impl Store {
         if limit == 0 {
             return Ok(out);
         }
-        self.shared.meta.scan(Cf::Versions, &start, |k, v| {
+        view.scan(Cf::Versions, &start, |k, v| {
             if !k.starts_with(&prefix) {
                 return Ok(false);
             }
@@ -801,8 +807,10 @@ impl Store {
     /// The key-ordered scan under both listings: current versions (delete markers too when
     /// `markers`) and common prefixes, at most `max` entries, and where to resume if more
     /// follow.
+    #[allow(clippy::too_many_arguments)]
     fn scan_current(
         &self,
+        view: &View<'_>,
         bucket: &str,
         prefix: &str,
         delimiter: Option<&str>,
@@ -836,7 +844,7 @@ impl Store {
         let mut last: Option<ListCursor> = None;
         loop {
             let mut seek_to: Option<Vec<u8>> = None;
-            self.shared.meta.scan(Cf::Objects, &start, |k, v| {
+            view.scan(Cf::Objects, &start, |k, v| {
                 if !k.starts_with(&full_prefix) {
                     return Ok(false);
                 }
@@ -1681,8 +1689,12 @@ fn find_noncurrent_tx(
 }
 
 /// [`find_noncurrent_tx`] for readers outside a transaction.
-fn find_noncurrent(meta: &Meta, okey: &[u8], id: VersionId) -> Result<Option<(Vec<u8>, Version)>> {
-    find_noncurrent_via(|cf, k| meta.get(cf, k), okey, id)
+fn find_noncurrent(
+    view: &View<'_>,
+    okey: &[u8],
+    id: VersionId,
+) -> Result<Option<(Vec<u8>, Version)>> {
+    find_noncurrent_via(|cf, k| view.get(cf, k), okey, id)
 }
 
 fn find_noncurrent_via(

@@ -682,3 +682,55 @@ async fn awkward_version_sequences_keep_their_invariants() {
         .unwrap_err();
     assert_eq!(code(&e), "NoSuchVersion");
 }
+
+/// A read of a noncurrent version while the current one is deleted (so the read version is
+/// promoted in between) must find it: reads take one snapshot of both places.
+#[tokio::test]
+async fn a_version_read_during_its_promotion_is_found() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("promo").send().await.unwrap();
+    set_versioning(&s3, "promo", BucketVersioningStatus::Enabled).await;
+    for round in 0..60u32 {
+        let old = put(&s3, "promo", "k", round.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+        let top = put(&s3, "promo", "k", b"top".to_vec()).await.unwrap();
+        let (s1, s2) = (s3.clone(), s3.clone());
+        let old2 = old.clone();
+        let reader = tokio::spawn(async move {
+            let mut found = 0;
+            for _ in 0..5 {
+                let r = s1
+                    .head_object()
+                    .bucket("promo")
+                    .key("k")
+                    .version_id(&old2)
+                    .send()
+                    .await;
+                assert!(
+                    r.is_ok(),
+                    "version {old2} vanished during its promotion: {r:?}"
+                );
+                found += 1;
+            }
+            found
+        });
+        s2.delete_object()
+            .bucket("promo")
+            .key("k")
+            .version_id(&top)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reader.await.unwrap(), 5);
+        assert_eq!(get(&s3, "promo", "k", None).await, round.to_be_bytes());
+        s3.delete_object()
+            .bucket("promo")
+            .key("k")
+            .version_id(&old)
+            .send()
+            .await
+            .unwrap();
+    }
+}

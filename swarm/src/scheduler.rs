@@ -1,0 +1,227 @@
+//! Which chunk to request from which peer next, for one download (BitTorrent's piece
+//! picking): rarest first among the peers that have it, at most `per_peer` requests in flight
+//! per peer, never the same chunk twice until only in-flight chunks remain (the endgame),
+//! when a straggler's chunks are also asked of other peers.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::node::NodeId;
+
+/// A chunk of the download, by index in its manifest.
+pub type Piece = usize;
+
+/// One request to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub piece: Piece,
+    pub peer: NodeId,
+}
+
+/// The state of one download.
+#[derive(Debug)]
+pub struct Scheduler {
+    missing: BTreeSet<Piece>,
+    /// Who has which piece, as peers announce it.
+    have: BTreeMap<NodeId, BTreeSet<Piece>>,
+    /// Requests sent and not answered, per piece.
+    in_flight: BTreeMap<Piece, BTreeSet<NodeId>>,
+    per_peer: usize,
+}
+
+impl Scheduler {
+    /// A download of `pieces` chunks, none of them held yet.
+    pub fn new(pieces: usize, per_peer: usize) -> Self {
+        Self {
+            missing: (0..pieces).collect(),
+            have: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            per_peer: per_peer.max(1),
+        }
+    }
+
+    /// A peer announced that it has `pieces`.
+    pub fn peer_has(&mut self, peer: NodeId, pieces: impl IntoIterator<Item = Piece>) {
+        self.have.entry(peer).or_default().extend(pieces);
+    }
+
+    /// A peer left or was dropped (say, for sending a chunk that failed verification): its
+    /// requests are forgotten so their pieces can be asked of others.
+    pub fn peer_gone(&mut self, peer: NodeId) {
+        self.have.remove(&peer);
+        for peers in self.in_flight.values_mut() {
+            peers.remove(&peer);
+        }
+        self.in_flight.retain(|_, p| !p.is_empty());
+    }
+
+    /// A piece arrived and verified: no longer wanted. Returns the other peers it was also
+    /// requested from (endgame), whose requests can be cancelled.
+    pub fn received(&mut self, piece: Piece, from: NodeId) -> Vec<NodeId> {
+        self.missing.remove(&piece);
+        let mut others: Vec<NodeId> = self
+            .in_flight
+            .remove(&piece)
+            .into_iter()
+            .flatten()
+            .collect();
+        others.retain(|p| *p != from);
+        others
+    }
+
+    /// A request failed (timeout, bad bytes): the piece is wanted again.
+    pub fn failed(&mut self, piece: Piece, peer: NodeId) {
+        if let Some(p) = self.in_flight.get_mut(&piece) {
+            p.remove(&peer);
+            if p.is_empty() {
+                self.in_flight.remove(&piece);
+            }
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    fn load(&self, peer: &NodeId) -> usize {
+        self.in_flight.values().filter(|p| p.contains(peer)).count()
+    }
+
+    /// The requests to send now.
+    pub fn requests(&mut self) -> Vec<Request> {
+        let mut out = Vec::new();
+        let endgame = self.missing.iter().all(|p| self.in_flight.contains_key(p));
+        // Rarity of each wanted piece among the peers that have it.
+        let mut wanted: Vec<(usize, Piece)> = self
+            .missing
+            .iter()
+            .filter(|p| endgame || !self.in_flight.contains_key(p))
+            .map(|p| (self.have.values().filter(|h| h.contains(p)).count(), *p))
+            .filter(|(n, _)| *n > 0)
+            .collect();
+        wanted.sort_unstable();
+        for (_, piece) in wanted {
+            // The least loaded peer that has it and is not already asked for it.
+            let peer = self
+                .have
+                .iter()
+                .filter(|(peer, h)| {
+                    h.contains(&piece)
+                        && !self.in_flight.get(&piece).is_some_and(|f| f.contains(peer))
+                })
+                .map(|(peer, _)| (self.load(peer), *peer))
+                .filter(|(load, _)| *load < self.per_peer)
+                .min();
+            if let Some((_, peer)) = peer {
+                self.in_flight.entry(piece).or_default().insert(peer);
+                out.push(Request { piece, peer });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(n: u8) -> NodeId {
+        NodeId([n; 16])
+    }
+
+    #[test]
+    fn rarest_pieces_go_first() {
+        let mut s = Scheduler::new(3, 4);
+        s.peer_has(node(1), [0, 1, 2]);
+        s.peer_has(node(2), [0, 1]);
+        s.peer_has(node(3), [0]);
+        let first = s.requests();
+        assert_eq!(first[0].piece, 2, "held by one peer only");
+        assert_eq!(first[0].peer, node(1));
+    }
+
+    #[test]
+    fn the_endgame_asks_a_second_peer_and_cancels_the_loser() {
+        let mut s = Scheduler::new(1, 4);
+        s.peer_has(node(1), [0]);
+        let a = s.requests();
+        assert_eq!(a.len(), 1);
+        s.peer_has(node(2), [0]);
+        let b = s.requests();
+        assert_eq!(
+            b,
+            vec![Request {
+                piece: 0,
+                peer: node(2)
+            }],
+            "endgame duplicate"
+        );
+        assert_eq!(s.received(0, node(2)), vec![node(1)]);
+        assert!(s.done());
+    }
+
+    #[test]
+    fn a_dropped_peer_s_pieces_are_asked_elsewhere() {
+        let mut s = Scheduler::new(2, 4);
+        s.peer_has(node(1), [0, 1]);
+        s.peer_has(node(2), [0, 1]);
+        let sent = s.requests();
+        assert_eq!(sent.len(), 2);
+        let bad = sent[0].peer;
+        s.peer_gone(bad);
+        let again = s.requests();
+        assert!(again.iter().all(|r| r.peer != bad));
+    }
+
+    proptest! {
+        /// Outside the endgame no piece is ever in flight at two peers, no peer carries
+        /// more than `per_peer` requests, and the download finishes when peers answer.
+        #[test]
+        fn no_duplicates_outside_endgame(
+            pieces in 1usize..40,
+            holdings in proptest::collection::vec(proptest::collection::btree_set(0usize..40, 0..40), 1..6),
+            per_peer in 1usize..5,
+            answer_order in proptest::collection::vec(any::<u16>(), 0..400),
+        ) {
+            let mut s = Scheduler::new(pieces, per_peer);
+            let mut everyone_has = BTreeSet::new();
+            for (i, h) in holdings.iter().enumerate() {
+                let h: Vec<usize> = h.iter().copied().filter(|p| *p < pieces).collect();
+                everyone_has.extend(h.iter().copied());
+                s.peer_has(node(i as u8), h);
+            }
+            let mut outstanding: Vec<Request> = Vec::new();
+            let mut order = answer_order.into_iter();
+            for _ in 0..10_000 {
+                let endgame_before = s.missing.iter().all(|p| s.in_flight.contains_key(p));
+                let in_flight_before: BTreeSet<Piece> = s.in_flight.keys().copied().collect();
+                let sent = s.requests();
+                if !endgame_before {
+                    let mut seen = BTreeSet::new();
+                    for r in &sent {
+                        prop_assert!(seen.insert(r.piece), "piece {} requested twice in one round", r.piece);
+                        prop_assert!(!in_flight_before.contains(&r.piece), "piece {} already in flight", r.piece);
+                    }
+                }
+                for r in &sent {
+                    prop_assert!(s.load(&r.peer) <= per_peer);
+                }
+                outstanding.extend(sent);
+                if outstanding.is_empty() {
+                    break;
+                }
+                let i = order.next().map_or(0, |x| x as usize % outstanding.len());
+                let r = outstanding.swap_remove(i);
+                if s.missing.contains(&r.piece) {
+                    let cancelled = s.received(r.piece, r.peer);
+                    outstanding.retain(|o| !(o.piece == r.piece && cancelled.contains(&o.peer)));
+                }
+                outstanding.retain(|o| s.missing.contains(&o.piece));
+            }
+            // Everything some peer has is fetched; what nobody has stays missing.
+            for p in 0..pieces {
+                prop_assert_eq!(s.missing.contains(&p), !everyone_has.contains(&p));
+            }
+        }
+    }
+}

@@ -39,10 +39,12 @@ pub(crate) enum Cf {
     ManifestRefs,
     /// For keys whose `null` version is noncurrent: its seq (its slot in `Versions`).
     NullVersions,
+    /// Part sizes of a multipart object's manifest (big-endian u64s), for reads by part.
+    PartSizes,
 }
 
 impl Cf {
-    const ALL: [Cf; 12] = [
+    const ALL: [Cf; 13] = [
         Cf::Buckets,
         Cf::Objects,
         Cf::Manifests,
@@ -55,6 +57,7 @@ impl Cf {
         Cf::Versions,
         Cf::ManifestRefs,
         Cf::NullVersions,
+        Cf::PartSizes,
     ];
 
     fn name(self) -> &'static str {
@@ -71,6 +74,7 @@ impl Cf {
             Cf::Versions => "versions",
             Cf::ManifestRefs => "manifest_refs",
             Cf::NullVersions => "null_versions",
+            Cf::PartSizes => "part_sizes",
         }
     }
 }

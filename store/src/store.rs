@@ -600,6 +600,22 @@ impl Store {
         )))
     }
 
+    /// The part sizes of a multipart object, in part order (`None` for a single-part object,
+    /// or one completed before part sizes were recorded).
+    pub fn part_sizes(&self, rec: &ObjectRecord) -> Result<Option<Vec<u64>>> {
+        if rec.parts.is_none() {
+            return Ok(None);
+        }
+        let Some(v) = self.shared.meta.get(Cf::PartSizes, &rec.manifest_id()?.0)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            v.chunks_exact(8)
+                .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ))
+    }
+
     /// Reads one slice of a chunk.
     pub fn read_slice(&self, slice: &ChunkSlice) -> Result<Bytes> {
         read_slice(&self.shared, slice)
@@ -1277,6 +1293,7 @@ impl Store {
         let mut chunks = Vec::new();
         let mut md5s = Md5::new();
         let mut used = Vec::new();
+        let mut part_sizes = Vec::with_capacity(listed.len() * 8);
         if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(StoreError::InvalidPartOrder);
         }
@@ -1302,6 +1319,7 @@ impl Store {
             let m = load_manifest(&self.shared.meta, part.manifest_id()?)?;
             chunks.extend_from_slice(m.chunks());
             used.push((*number, part.manifest.clone()));
+            part_sizes.extend_from_slice(&part.size.to_be_bytes());
         }
         let manifest = Manifest::new(chunks);
         let mut whole = blake3::Hasher::new();
@@ -1339,6 +1357,7 @@ impl Store {
             }
             let id = ManifestId::random();
             tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
+            tx.put(Cf::PartSizes, id.0.to_vec(), part_sizes);
             tx.put(Cf::Blobs, blob_key(&content_hash, id), Vec::new());
             let rec = ObjectRecord {
                 size: manifest.size(),
@@ -1810,6 +1829,7 @@ fn release_manifest(tx: &mut Tx<'_>, id: ManifestId, content: Option<&ContentHas
         tx.put(Cf::Chunks, c.hash.as_bytes().to_vec(), e.encode());
     }
     tx.delete(Cf::Manifests, id.0.to_vec());
+    tx.delete(Cf::PartSizes, id.0.to_vec());
     if let Some(h) = content {
         tx.delete(Cf::Blobs, blob_key(h, id));
     }

@@ -534,3 +534,138 @@ async fn multipart_checksums_are_full_object_or_composite() {
         .unwrap_err();
     assert_eq!(code(&e), "InvalidRequest");
 }
+
+/// GET and HEAD by `partNumber` (how the Java SDK's and CRT's multipart downloads read):
+/// exactly that part's bytes as a 206 with its Content-Range and the part count; out of
+/// range is 416 InvalidPartNumber; with a Range header it is a bad request. A copy (which
+/// shares the manifest) has the same parts.
+#[tokio::test]
+async fn reads_by_part_number_return_exactly_that_part() {
+    let node = Node::start();
+    let s3 = node.client();
+    s3.create_bucket().bucket("mpu").send().await.unwrap();
+    let data = pseudo_random(11 * MIB + 1024, 21);
+    let bounds = [0, 5 * MIB, 11 * MIB, data.len()];
+    let up = s3
+        .create_multipart_upload()
+        .bucket("mpu")
+        .key("parts")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let mut parts = Vec::new();
+    for n in 0..3 {
+        parts.push(
+            upload_part(
+                &s3,
+                "parts",
+                id,
+                n as i32 + 1,
+                &data[bounds[n]..bounds[n + 1]],
+            )
+            .await,
+        );
+    }
+    s3.complete_multipart_upload()
+        .bucket("mpu")
+        .key("parts")
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    s3.copy_object()
+        .bucket("mpu")
+        .key("parts-copy")
+        .copy_source("mpu/parts")
+        .send()
+        .await
+        .unwrap();
+    for key in ["parts", "parts-copy"] {
+        for n in 0..3 {
+            let r = s3
+                .get_object()
+                .bucket("mpu")
+                .key(key)
+                .part_number(n as i32 + 1)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.parts_count(), Some(3));
+            assert_eq!(
+                r.content_range(),
+                Some(format!("bytes {}-{}/{}", bounds[n], bounds[n + 1] - 1, data.len()).as_str())
+            );
+            let got = r.body.collect().await.unwrap().into_bytes();
+            assert!(
+                got.as_ref() == &data[bounds[n]..bounds[n + 1]],
+                "{key} part {}",
+                n + 1
+            );
+        }
+    }
+    let h = s3
+        .head_object()
+        .bucket("mpu")
+        .key("parts")
+        .part_number(3)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.content_length(), Some(1024));
+    let e = s3
+        .get_object()
+        .bucket("mpu")
+        .key("parts")
+        .part_number(4)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidPartNumber");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(416));
+    let e = s3
+        .get_object()
+        .bucket("mpu")
+        .key("parts")
+        .part_number(1)
+        .range("bytes=0-9")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidRequest");
+
+    // A single-part object is its own part 1.
+    s3.put_object()
+        .bucket("mpu")
+        .key("single")
+        .body(b"0123456789".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let r = s3
+        .get_object()
+        .bucket("mpu")
+        .key("single")
+        .part_number(1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"0123456789"
+    );
+    let e = s3
+        .get_object()
+        .bucket("mpu")
+        .key("single")
+        .part_number(2)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidPartNumber");
+}

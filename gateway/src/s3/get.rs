@@ -130,15 +130,43 @@ fn resolve_range(
     range: Option<&Range>,
     part_number: Option<i32>,
     rec: &ObjectRecord,
+    part_sizes: Option<&[u64]>,
 ) -> S3Result<Option<ByteRange>> {
     if let Some(n) = part_number {
-        // Part-addressed reads of multipart objects are not tracked per part yet.
-        if n == 1 && rec.parts.is_none() && range.is_none() {
-            return Ok(None);
+        if range.is_some() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Cannot specify both Range header and partNumber query parameter"
+            ));
         }
-        return Err(s3_error!(
-            NotImplemented,
-            "GetObject/HeadObject with partNumber is not implemented"
+        let n = super::multipart::part_number(n)? as usize;
+        let not_satisfiable = || {
+            // Not in s3s's code list; S3 sends it with 416.
+            let mut e = s3s::S3Error::with_message(
+                s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+                "The requested partnumber is not satisfiable",
+            );
+            e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+            e
+        };
+        if rec.parts.is_none() {
+            // A single-part object is its own part 1.
+            return if n == 1 {
+                Ok(None)
+            } else {
+                Err(not_satisfiable())
+            };
+        }
+        let Some(sizes) = part_sizes else {
+            return Err(s3_error!(
+                NotImplemented,
+                "This object was completed before part sizes were recorded; read it by range"
+            ));
+        };
+        let size = *sizes.get(n - 1).ok_or_else(not_satisfiable)?;
+        let start: u64 = sizes[..n - 1].iter().sum();
+        return Ok(Some(
+            ByteRange::new(start, start + size, rec.size).map_err(s3_err)?,
         ));
     }
     let Some(r) = range else { return Ok(None) };
@@ -204,9 +232,10 @@ fn plan_read(
     part_number: Option<i32>,
     mode: Option<&ChecksumMode>,
     rec: &ObjectRecord,
+    part_sizes: Option<&[u64]>,
 ) -> S3Result<(ByteRange, bool, Checksum)> {
     check_conditions(c, rec)?;
-    let range = resolve_range(range, part_number, rec)?;
+    let range = resolve_range(range, part_number, rec, part_sizes)?;
     let full = range.is_none();
     let checksum = if full && checksum_enabled(mode) {
         to_dto(rec.checksum.as_ref())
@@ -222,7 +251,7 @@ fn plan_read(
 
 /// `plan_read` over the fields GET and HEAD inputs share.
 macro_rules! plan_read {
-    ($input:ident, $rec:expr) => {
+    ($input:ident, $rec:expr, $sizes:expr) => {
         plan_read(
             &Conditions {
                 if_match: $input.if_match.as_ref(),
@@ -234,6 +263,7 @@ macro_rules! plan_read {
             $input.part_number,
             $input.checksum_mode.as_ref(),
             $rec,
+            $sizes,
         )
     };
 }
@@ -246,13 +276,21 @@ pub(crate) async fn get_object(
     let store = g.store.clone();
     let (b, k) = (input.bucket.clone(), input.key.clone());
     let version = version_arg(input.version_id.as_deref())?;
+    let by_part = input.part_number.is_some();
     // Record and manifest of the same version, even if the key is being overwritten.
-    let (rec, manifest) =
-        tokio::task::spawn_blocking(move || store.object_with_manifest(&b, &k, version))
-            .await
-            .map_err(join_err)?
-            .map_err(s3_err)?;
-    let (range, full, checksum) = plan_read!(input, &rec)?;
+    let (rec, manifest, sizes) = tokio::task::spawn_blocking(move || {
+        let (rec, manifest) = store.object_with_manifest(&b, &k, version)?;
+        let sizes = if by_part {
+            store.part_sizes(&rec)?
+        } else {
+            None
+        };
+        Ok::<_, store::StoreError>((rec, manifest, sizes))
+    })
+    .await
+    .map_err(join_err)?
+    .map_err(s3_err)?;
+    let (range, full, checksum) = plan_read!(input, &rec, sizes.as_deref())?;
     let body = stream_range(g.store.clone(), manifest, range, Some(g.metrics.clone()));
     let output = object_output!(GetObjectOutput, &rec, range, full, checksum, {
         body: Some(StreamingBlob::new(body)),
@@ -269,11 +307,20 @@ pub(crate) async fn head_object(
     let store = g.store.clone();
     let (b, k) = (input.bucket.clone(), input.key.clone());
     let version = version_arg(input.version_id.as_deref())?;
-    let rec = tokio::task::spawn_blocking(move || store.object_version(&b, &k, version))
-        .await
-        .map_err(join_err)?
-        .map_err(s3_err)?;
-    let (range, full, checksum) = plan_read!(input, &rec)?;
+    let by_part = input.part_number.is_some();
+    let (rec, sizes) = tokio::task::spawn_blocking(move || {
+        let rec = store.object_version(&b, &k, version)?;
+        let sizes = if by_part {
+            store.part_sizes(&rec)?
+        } else {
+            None
+        };
+        Ok::<_, store::StoreError>((rec, sizes))
+    })
+    .await
+    .map_err(join_err)?
+    .map_err(s3_err)?;
+    let (range, full, checksum) = plan_read!(input, &rec, sizes.as_deref())?;
     let output = object_output!(HeadObjectOutput, &rec, range, full, checksum, {});
     // A ranged HEAD must answer 206; s3s always writes 200 for HeadObject, so the HTTP
     // layer corrects it (see `server::s3_handler`).

@@ -550,17 +550,28 @@ impl Store {
     ) -> Result<ObjectRecord> {
         ObjectKey::new(key)?;
         let okey = object_key(bucket, key);
-        // One snapshot for the current and the noncurrent lookup: a version promoted between
-        // the two reads is not missed.
-        let view = self.shared.meta.view();
-        let found = match view.get(Cf::Objects, &okey)? {
-            None => None,
-            Some(v) => {
-                let cur: Version = from_json(&v)?;
-                match id {
-                    None => Some(cur),
-                    Some(id) if cur.version_id() == id => Some(cur),
-                    Some(id) => find_noncurrent(&view, &okey, id)?.map(|(_, v)| v),
+        let found = match id {
+            // The common read, one lookup: no snapshot needed.
+            None => self
+                .shared
+                .meta
+                .get(Cf::Objects, &okey)?
+                .map(|v| from_json::<Version>(&v))
+                .transpose()?,
+            // One snapshot for the current and the noncurrent lookup: a version promoted
+            // between the two reads is not missed.
+            Some(id) => {
+                let view = self.shared.meta.view();
+                match view.get(Cf::Objects, &okey)? {
+                    None => None,
+                    Some(v) => {
+                        let cur: Version = from_json(&v)?;
+                        if cur.version_id() == id {
+                            Some(cur)
+                        } else {
+                            find_noncurrent(&view, &okey, id)?.map(|(_, v)| v)
+                        }
+                    }
                 }
             }
         };

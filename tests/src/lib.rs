@@ -545,3 +545,21 @@ pub fn code<E: aws_sdk_s3::error::ProvideErrorMetadata, R>(
         .unwrap_or("<no service error>")
         .to_owned()
 }
+
+/// Sets a bucket's versioning state through the SDK.
+pub async fn set_versioning(
+    s3: &Client,
+    bucket: &str,
+    status: aws_sdk_s3::types::BucketVersioningStatus,
+) {
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(status)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("PutBucketVersioning");
+}

@@ -2,10 +2,8 @@
 //! through copies.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::types::{
-    BucketVersioningStatus, Tag, Tagging, TaggingDirective, VersioningConfiguration,
-};
-use s3swarm_tests::{Node, code};
+use aws_sdk_s3::types::{BucketVersioningStatus, Tag, Tagging, TaggingDirective};
+use s3swarm_tests::{Node, code, set_versioning};
 
 async fn tags(
     s3: &Client,
@@ -169,16 +167,7 @@ async fn tags_belong_to_versions() {
     let node = Node::start();
     let s3 = node.client();
     s3.create_bucket().bucket("vtags").send().await.unwrap();
-    s3.put_bucket_versioning()
-        .bucket("vtags")
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    set_versioning(&s3, "vtags", BucketVersioningStatus::Enabled).await;
     let v1 = s3
         .put_object()
         .bucket("vtags")

@@ -2,10 +2,8 @@
 //! versions sharing chunks on disk.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::types::{
-    BucketVersioningStatus, Delete, ObjectIdentifier, VersioningConfiguration,
-};
-use s3swarm_tests::{Node, code, pseudo_random};
+use aws_sdk_s3::types::{BucketVersioningStatus, Delete, ObjectIdentifier};
+use s3swarm_tests::{Node, code, pseudo_random, set_versioning};
 
 async fn get(s3: &Client, bucket: &str, key: &str, version: Option<&str>) -> Vec<u8> {
     let r = s3
@@ -29,15 +27,6 @@ async fn put(s3: &Client, bucket: &str, key: &str, body: Vec<u8>) -> Option<Stri
         .unwrap()
         .version_id()
         .map(str::to_owned)
-}
-
-async fn set_versioning(s3: &Client, bucket: &str, status: BucketVersioningStatus) {
-    s3.put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(VersioningConfiguration::builder().status(status).build())
-        .send()
-        .await
-        .unwrap();
 }
 
 /// (key, version id, is latest, is delete marker), in listing order per kind.

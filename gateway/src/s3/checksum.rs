@@ -11,6 +11,14 @@ use store::StoredChecksum;
 
 const ALGORITHMS: [&str; 5] = ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"];
 
+/// An algorithm's S3 name, whatever case a client or an old record spells it in.
+pub(crate) fn algorithm_named(name: &str) -> Option<&'static str> {
+    ALGORITHMS
+        .iter()
+        .find(|x| x.eq_ignore_ascii_case(name))
+        .copied()
+}
+
 fn slot<'a>(c: &'a mut Checksum, alg: &str) -> Option<&'a mut Option<String>> {
     match alg {
         "CRC32" => Some(&mut c.checksum_crc32),
@@ -57,9 +65,8 @@ impl ChecksumPlan {
             }
         }
         if let Some(a) = algorithm {
-            let upper = a.as_str().to_ascii_uppercase();
-            match ALGORITHMS.iter().find(|x| **x == upper) {
-                Some(x) if !algorithms.contains(x) => algorithms.push(x),
+            match algorithm_named(a.as_str()) {
+                Some(x) if !algorithms.contains(&x) => algorithms.push(x),
                 Some(_) => {}
                 None => {
                     return Err(s3_error!(
@@ -74,9 +81,8 @@ impl ChecksumPlan {
             for name in v.to_str().unwrap_or("").split(',') {
                 let name = name.trim().to_ascii_lowercase();
                 if let Some(alg) = name.strip_prefix("x-amz-checksum-") {
-                    let upper = alg.to_ascii_uppercase();
-                    match ALGORITHMS.iter().find(|x| **x == upper) {
-                        Some(x) if !algorithms.contains(x) => algorithms.push(x),
+                    match algorithm_named(alg) {
+                        Some(x) if !algorithms.contains(&x) => algorithms.push(x),
                         Some(_) => {}
                         None => {
                             return Err(s3_error!(
@@ -208,12 +214,13 @@ pub(crate) fn multipart_plan(
         }
         return Ok(None);
     };
-    let upper = a.as_str().to_ascii_uppercase();
-    let alg = ALGORITHMS
-        .iter()
-        .find(|x| **x == upper)
-        .copied()
-        .ok_or_else(|| s3_error!(InvalidRequest, "Unsupported checksum algorithm: {upper}"))?;
+    let alg = algorithm_named(a.as_str()).ok_or_else(|| {
+        s3_error!(
+            InvalidRequest,
+            "Unsupported checksum algorithm: {}",
+            a.as_str()
+        )
+    })?;
     let composite = match kind.map(|k| k.as_str().to_ascii_uppercase()) {
         None => alg != "CRC64NVME",
         Some(k) if k == ChecksumType::COMPOSITE => true,
@@ -260,12 +267,7 @@ pub(crate) fn multipart_checksum(
     parts: &[(&StoredChecksum, u64)],
 ) -> S3Result<StoredChecksum> {
     let value = if composite {
-        let mut h = ChecksumPlan {
-            expected: Checksum::default(),
-            algorithms: vec![alg],
-            content_md5: None,
-        }
-        .hasher();
+        let mut h = hasher_for(alg)?;
         for (c, _) in parts {
             h.update(&decode_value(&c.value)?);
         }
@@ -308,10 +310,7 @@ pub(crate) fn multipart_checksum(
 
 /// A hasher for one algorithm by its S3 name.
 pub(crate) fn hasher_for(alg: &str) -> S3Result<ChecksumHasher> {
-    let alg = ALGORITHMS
-        .iter()
-        .find(|x| **x == alg)
-        .copied()
+    let alg = algorithm_named(alg)
         .ok_or_else(|| s3_error!(InvalidRequest, "Unsupported checksum algorithm: {alg}"))?;
     Ok(ChecksumPlan {
         expected: Checksum::default(),

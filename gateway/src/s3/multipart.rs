@@ -4,7 +4,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 use store::{MAX_PART_NUMBER, ObjectKey, PartRecord, StoredChecksum, UploadRecord, UploadRef};
 
-use super::checksum::{check_claim, multipart_checksum, multipart_plan, to_dto};
+use super::checksum::{algorithm_named, check_claim, multipart_checksum, multipart_plan, to_dto};
 use super::error::{join_err, s3_err};
 use super::put::{receive, upload_body};
 use super::{
@@ -240,19 +240,11 @@ async fn upload_checksum(
     let Some(alg) = upload.checksum_algorithm.as_deref() else {
         return Ok(None);
     };
-    // Uploads created before the type was recorded stored the algorithm as sent and no
-    // type: SHA ones can only be composite.
-    let alg = alg.to_ascii_uppercase();
+    let alg = algorithm_named(alg)
+        .ok_or_else(|| s3_error!(InvalidRequest, "Unsupported checksum algorithm: {alg}"))?;
+    // Uploads created before the type was recorded stored no type: SHA ones can only be
+    // composite.
     let composite = upload.checksum_composite || alg.starts_with("SHA");
-    let (alg, composite) = multipart_plan(
-        Some(&ChecksumAlgorithm::from(alg)),
-        Some(&ChecksumType::from_static(if composite {
-            ChecksumType::COMPOSITE
-        } else {
-            ChecksumType::FULL_OBJECT
-        })),
-    )?
-    .ok_or_else(|| s3_error!(InternalError, "checksum plan lost its algorithm"))?;
     let store = g.store.clone();
     let id = upload_id.to_owned();
     let stored: std::collections::BTreeMap<u32, PartRecord> =

@@ -41,6 +41,18 @@ pub struct Config {
     /// Largest file a browser-form POST upload may carry, in bytes. s3s holds the whole file
     /// in memory before the policy is checked, so this bounds memory per POST.
     pub post_max_size: u64,
+    /// Where the swarm's QUIC endpoint listens; `None`: a stand-alone node.
+    pub swarm_listen: Option<SocketAddr>,
+    /// Swarm members to join through.
+    pub peers: Vec<SocketAddr>,
+    /// File holding the cluster secret every member shares.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Copies of each chunk kept across the swarm.
+    pub replicas: usize,
+    /// Cache-only node: bytes of chunk data kept at most (no placed copies).
+    pub capacity: Option<u64>,
+    /// Test-only fault switch: serve corrupted chunks to peers.
+    pub fault_corrupt_chunks: bool,
 }
 
 impl Default for Config {
@@ -60,6 +72,12 @@ impl Default for Config {
             tls_key: None,
             domain: None,
             post_max_size: 64 * 1024 * 1024,
+            swarm_listen: None,
+            peers: Vec::new(),
+            cluster_secret_file: None,
+            replicas: 2,
+            capacity: None,
+            fault_corrupt_chunks: false,
         }
     }
 }
@@ -81,6 +99,12 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub domain: Option<String>,
     pub post_max_size: Option<u64>,
+    pub swarm_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub peers: Vec<SocketAddr>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub replicas: Option<usize>,
+    pub capacity: Option<u64>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -99,6 +123,12 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub domain: Option<String>,
     pub post_max_size: Option<u64>,
+    pub swarm_listen: Option<SocketAddr>,
+    pub peers: Vec<SocketAddr>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub replicas: Option<usize>,
+    pub capacity: Option<u64>,
+    pub fault_corrupt_chunks: bool,
 }
 
 /// Why a configuration could not be built.
@@ -143,6 +173,11 @@ impl Config {
             c.tls_key = f.tls_key.or(c.tls_key);
             c.domain = f.domain.or(c.domain);
             c.post_max_size = f.post_max_size.unwrap_or(c.post_max_size);
+            c.swarm_listen = f.swarm_listen.or(c.swarm_listen);
+            c.peers = f.peers;
+            c.cluster_secret_file = f.cluster_secret_file.or(c.cluster_secret_file);
+            c.replicas = f.replicas.unwrap_or(c.replicas);
+            c.capacity = f.capacity.or(c.capacity);
         }
         c.listen = over.listen.unwrap_or(c.listen);
         c.data_dir = over.data_dir.unwrap_or(c.data_dir);
@@ -155,6 +190,14 @@ impl Config {
         c.tls_key = over.tls_key.or(c.tls_key);
         c.domain = over.domain.or(c.domain);
         c.post_max_size = over.post_max_size.unwrap_or(c.post_max_size);
+        c.swarm_listen = over.swarm_listen.or(c.swarm_listen);
+        if !over.peers.is_empty() {
+            c.peers = over.peers;
+        }
+        c.cluster_secret_file = over.cluster_secret_file.or(c.cluster_secret_file);
+        c.replicas = over.replicas.unwrap_or(c.replicas);
+        c.capacity = over.capacity.or(c.capacity);
+        c.fault_corrupt_chunks = over.fault_corrupt_chunks;
         match (over.access_key, over.secret_key) {
             (Some(access_key), Some(secret_key)) => {
                 c.keys.retain(|k| k.access_key != access_key);
@@ -178,6 +221,24 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.swarm_listen.is_some() && self.cluster_secret_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "--swarm-listen needs --cluster-secret-file: peers must prove the cluster secret"
+                    .into(),
+            ));
+        }
+        if self.swarm_listen.is_none() && !self.peers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "--peer needs --swarm-listen (the address this node's swarm endpoint binds)"
+                    .into(),
+            ));
+        }
+        if self.replicas == 0 || self.replicas > 16 {
+            return Err(ConfigError::Invalid(format!(
+                "--replicas {} must be between 1 and 16",
+                self.replicas
+            )));
+        }
         for k in &self.keys {
             if k.access_key.len() < 3
                 || k.access_key.len() > 128

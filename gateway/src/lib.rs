@@ -5,6 +5,7 @@
 //! Credentials ([`credentials`]) and configuration ([`config`]) are loaded once at start;
 //! with a certificate the same app is served over HTTPS ([`tls`]).
 
+pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod metrics;

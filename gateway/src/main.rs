@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run a node: S3 API, /metrics and /healthz on one port.
     Serve(ServeArgs),
+    /// Inspect a swarm (signed with S3SWARM_ACCESS_KEY / S3SWARM_SECRET_KEY).
+    Cluster(ClusterArgs),
 }
 
 #[derive(clap::Args)]
@@ -74,6 +76,46 @@ struct ServeArgs {
     /// memory while its policy is checked [default: 64 MiB].
     #[arg(long, env = "S3SWARM_POST_MAX_SIZE")]
     post_max_size: Option<u64>,
+    /// Join a swarm: the UDP address this node's QUIC endpoint binds, e.g. 10.0.0.5:7400
+    /// [default: none, a stand-alone node].
+    #[arg(long, env = "S3SWARM_SWARM_LISTEN")]
+    swarm_listen: Option<SocketAddr>,
+    /// A swarm member to join through (repeat, or comma-separate); any one is enough.
+    #[arg(long = "peer", env = "S3SWARM_PEERS", value_delimiter = ',')]
+    peers: Vec<SocketAddr>,
+    /// File holding the cluster secret (at least 16 bytes) every member shares; required
+    /// with --swarm-listen.
+    #[arg(long, env = "S3SWARM_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Copies of each chunk kept on distinct storage nodes [default: 2].
+    #[arg(long, env = "S3SWARM_REPLICAS")]
+    replicas: Option<usize>,
+    /// Make this a cache-only node keeping at most this many bytes of chunks (evicting the
+    /// oldest cached ones); it holds no placed copies [default: none, a storage node].
+    #[arg(long, env = "S3SWARM_CAPACITY")]
+    capacity: Option<u64>,
+    /// Test-only fault: corrupt every chunk this node serves to peers.
+    #[arg(long, hide = true)]
+    fault_corrupt_chunks: bool,
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Members, their state and what they hold, as the node at --endpoint sees them.
+    Status {
+        /// The node's S3 endpoint.
+        #[arg(long, env = "S3SWARM_ENDPOINT", default_value = "http://127.0.0.1:9000")]
+        endpoint: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -136,6 +178,12 @@ fn main() -> ExitCode {
                 tls_key: a.tls_key,
                 domain: a.domain,
                 post_max_size: a.post_max_size,
+                swarm_listen: a.swarm_listen,
+                peers: a.peers,
+                cluster_secret_file: a.cluster_secret_file,
+                replicas: a.replicas,
+                capacity: a.capacity,
+                fault_corrupt_chunks: a.fault_corrupt_chunks,
             };
             let config = match Config::load(a.config.as_deref(), over) {
                 Ok(c) => c,
@@ -156,6 +204,27 @@ fn main() -> ExitCode {
                 }
             };
             match rt.block_on(gateway::serve(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("s3swarm: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Cluster(ClusterArgs {
+            command: ClusterCommand::Status { endpoint, json },
+        }) => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("s3swarm: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(gateway::admin::print_status(&endpoint, json)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("s3swarm: {e}");

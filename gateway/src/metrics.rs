@@ -23,7 +23,25 @@ pub struct Metrics {
     store_gc_packs_removed: IntCounter,
     store_fsync_seconds: prometheus::Counter,
     rocksdb: IntGaugeVec,
+    chunks_read: IntCounterVec,
+    swarm_members: IntGaugeVec,
+    swarm_counters: IntCounterVec,
+    swarm_peer_bytes: IntCounterVec,
+    swarm_gauges: IntGaugeVec,
+    swarm_lag: prometheus::Gauge,
 }
+
+/// Swarm counters exported as `s3swarm_swarm_<name>` (all `_total`).
+const SWARM_COUNTERS: [(&str, &str); 8] = [
+    ("chunks_fetched_total", "Chunks fetched from peers and verified"),
+    ("chunks_served_total", "Chunks sent to peers"),
+    ("verification_failures_total", "Chunks from peers whose BLAKE3 did not match"),
+    ("auth_failures_total", "Connections refused for a missing or wrong cluster-secret proof"),
+    ("peers_dropped_total", "Peers dropped for sending corrupt data"),
+    ("journal_applied_total", "Namespace journal entries recorded from peers"),
+    ("repaired_chunks_total", "Chunks fetched because placement assigned them here"),
+    ("evicted_bytes_total", "Cached chunk bytes evicted under the capacity limit"),
+];
 
 fn must<T>(r: prometheus::Result<T>) -> T {
     // Metric definitions are static; a failure here is a programming error caught by tests.
@@ -87,7 +105,43 @@ impl Metrics {
             Opts::new("rocksdb_property", "Selected RocksDB integer properties"),
             &["name"],
         ));
+        let chunks_read = must(IntCounterVec::new(
+            Opts::new(
+                "chunks_read_total",
+                "Chunks read for GET responses, by where their bytes came from",
+            ),
+            &["source"],
+        ));
+        let swarm_members = must(IntGaugeVec::new(
+            Opts::new("swarm_members", "Swarm members by state, this node included"),
+            &["state"],
+        ));
+        let swarm_counters = must(IntCounterVec::new(
+            Opts::new("swarm_events_total", "Swarm events by kind"),
+            &["event"],
+        ));
+        let swarm_peer_bytes = must(IntCounterVec::new(
+            Opts::new(
+                "swarm_peer_bytes_total",
+                "Chunk bytes exchanged with peers, by direction and peer class",
+            ),
+            &["direction", "class"],
+        ));
+        let swarm_gauges = must(IntGaugeVec::new(
+            Opts::new("swarm_backlog", "Work the swarm has not done yet, by kind"),
+            &["kind"],
+        ));
+        let swarm_lag = must(prometheus::Gauge::new(
+            "swarm_namespace_lag_seconds",
+            "Delay between a namespace write on its origin and its application here (last entry)",
+        ));
         let r = &registry;
+        must(r.register(Box::new(chunks_read.clone())));
+        must(r.register(Box::new(swarm_members.clone())));
+        must(r.register(Box::new(swarm_counters.clone())));
+        must(r.register(Box::new(swarm_peer_bytes.clone())));
+        must(r.register(Box::new(swarm_gauges.clone())));
+        must(r.register(Box::new(swarm_lag.clone())));
         must(r.register(Box::new(http_requests.clone())));
         must(r.register(Box::new(http_duration.clone())));
         must(r.register(Box::new(s3_operations.clone())));
@@ -122,6 +176,12 @@ impl Metrics {
             store_gc_packs_removed,
             store_fsync_seconds,
             rocksdb,
+            chunks_read,
+            swarm_members,
+            swarm_counters,
+            swarm_peer_bytes,
+            swarm_gauges,
+            swarm_lag,
         })
     }
 
@@ -146,8 +206,73 @@ impl Metrics {
         self.bytes_out.inc_by(n);
     }
 
-    /// Renders the text exposition, refreshing store figures first.
-    pub fn render(&self, store: &Store) -> String {
+    /// A chunk read for a response, from this node's store or fetched from a peer.
+    pub fn chunk_read(&self, from_peer: bool) {
+        self.chunks_read
+            .with_label_values(&[if from_peer { "peer" } else { "local" }])
+            .inc();
+    }
+
+    fn render_swarm(&self, swarm: &swarm::Swarm) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let catch_up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        let s = swarm.stats();
+        let counters = [
+            &s.chunks_fetched,
+            &s.chunks_served,
+            &s.verification_failures,
+            &s.auth_failures,
+            &s.peers_dropped,
+            &s.journal_applied,
+            &s.repairs,
+            &s.evicted_bytes,
+        ];
+        for ((name, _), v) in SWARM_COUNTERS.iter().zip(counters) {
+            catch_up(
+                &self.swarm_counters.with_label_values(&[name.trim_end_matches("_total")]),
+                v.load(Relaxed),
+            );
+        }
+        for i in 0..2 {
+            let class = swarm::PeerClass::label(i);
+            catch_up(
+                &self.swarm_peer_bytes.with_label_values(&["sent", class]),
+                s.bytes_sent[i].load(Relaxed),
+            );
+            catch_up(
+                &self.swarm_peer_bytes.with_label_values(&["received", class]),
+                s.bytes_received[i].load(Relaxed),
+            );
+        }
+        for (kind, v) in [
+            ("journal_entries", &s.journal_backlog),
+            ("under_replicated_chunks", &s.replication_backlog),
+            ("lost_chunks", &s.chunks_lost),
+        ] {
+            self.swarm_gauges
+                .with_label_values(&[kind])
+                .set(v.load(Relaxed) as i64);
+        }
+        self.swarm_lag
+            .set(s.namespace_lag_ms.load(Relaxed) as f64 / 1000.0);
+        let counts = swarm.member_counts();
+        for state in [
+            swarm::State::Alive,
+            swarm::State::Suspect,
+            swarm::State::Down,
+            swarm::State::Left,
+        ] {
+            self.swarm_members
+                .with_label_values(&[&format!("{state:?}").to_lowercase()])
+                .set(counts.get(&state).copied().unwrap_or(0) as i64);
+        }
+    }
+
+    /// Renders the text exposition, refreshing store and swarm figures first.
+    pub fn render(&self, store: &Store, swarm: Option<&swarm::Swarm>) -> String {
+        if let Some(sw) = swarm {
+            self.render_swarm(sw);
+        }
         use std::sync::atomic::Ordering::Relaxed;
         let s = store.stats();
         // The store keeps plain atomics; bring the counters up to them.

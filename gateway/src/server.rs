@@ -40,6 +40,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Tls(#[from] TlsError),
+    #[error("swarm: {0}")]
+    Swarm(#[from] swarm::SwarmError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -47,6 +49,7 @@ pub enum ServeError {
 #[derive(Clone)]
 struct AppState {
     store: Arc<Store>,
+    swarm: Option<swarm::Swarm>,
     metrics: Arc<Metrics>,
     s3: S3Service,
     /// Base domain of virtual-hosted-style requests, to find the bucket of a CORS request.
@@ -71,9 +74,16 @@ pub async fn serve(
         _ => None,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(ServeError::Credentials)?;
+    // Read the secret before anything starts: a missing or short one is a startup error.
+    let secret = match &config.cluster_secret_file {
+        Some(path) if config.swarm_listen.is_some() => Some(swarm::ClusterSecret::from_file(path)?),
+        _ => None,
+    };
     let dir = config.data_dir.clone();
+    let clock = swarm::SharedClock::default();
     let options = store::StoreOptions {
         gc_grace: std::time::Duration::from_secs(config.gc_grace_secs),
+        clock: Some(clock.for_store()),
     };
     let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, options))
         .await
@@ -86,8 +96,36 @@ pub async fn serve(
         KeyStore::load(&config.keys, &config.data_dir).map_err(ServeError::Credentials)?;
     let metrics = Metrics::new();
 
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let swarm = match (config.swarm_listen, secret) {
+        (Some(listen), Some(secret)) => Some(
+            swarm::Swarm::start(
+                swarm::SwarmConfig {
+                    listen,
+                    http: Some(addr),
+                    peers: config.peers.clone(),
+                    secret,
+                    replicas: config.replicas,
+                    capacity: config.capacity,
+                    fault_corrupt: config.fault_corrupt_chunks,
+                },
+                store.clone(),
+                clock,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+
     let gateway = Gateway::new(
         store.clone(),
+        swarm.clone(),
         metrics.clone(),
         config.region.clone(),
         config.max_object_size,
@@ -100,6 +138,7 @@ pub async fn serve(
     });
     builder.set_route(BlobRoute {
         store: store.clone(),
+        swarm: swarm.clone(),
         metrics: metrics.clone(),
     });
     builder.set_validation(Names);
@@ -117,6 +156,7 @@ pub async fn serve(
 
     let state = AppState {
         store,
+        swarm,
         metrics,
         s3,
         domain: config.domain.as_deref().map(Arc::from),
@@ -133,13 +173,6 @@ pub async fn serve(
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state);
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr()?;
     announce(&config, addr, tls.is_some(), &origin, keys.len());
     match tls {
         Some(tls) => {
@@ -225,7 +258,8 @@ async fn metrics_handler(State(st): State<AppState>, req: Request) -> Response {
     }
     let store = st.store.clone();
     let metrics = st.metrics.clone();
-    match tokio::task::spawn_blocking(move || metrics.render(&store)).await {
+    let swarm = st.swarm.clone();
+    match tokio::task::spawn_blocking(move || metrics.render(&store, swarm.as_ref())).await {
         Ok(text) => {
             let mut r = text.into_response();
             r.headers_mut().insert(

@@ -49,6 +49,9 @@ pub enum StoreError {
     InvalidHash(String),
     #[error("no blob with content hash {0}")]
     NoSuchBlob(String),
+    /// The chunk is referenced here but its bytes are held by peers only.
+    #[error("chunk {0} is not held on this node")]
+    ChunkAbsent(crate::hash::ChunkHash),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("metadata database: {0}")]

@@ -9,6 +9,7 @@
 pub mod chunker;
 pub mod error;
 pub mod hash;
+pub mod journal;
 pub mod manifest;
 mod meta;
 pub mod names;
@@ -20,6 +21,7 @@ pub mod version;
 pub use chunker::Chunker;
 pub use error::{Result, StoreError};
 pub use hash::{ChunkHash, ContentHash};
+pub use journal::{Applied, Hlc, NodeId, StampSource};
 pub use manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
 pub use names::{BucketName, MAX_KEY_LEN, ObjectKey};
 pub use records::{

@@ -41,10 +41,16 @@ pub(crate) enum Cf {
     NullVersions,
     /// Part sizes of a multipart object's manifest (big-endian u64s), for reads by part.
     PartSizes,
+    /// The namespace journal: (origin, number) -> entry (see [`crate::journal`]).
+    Journal,
+    /// How far into each origin's journal this node has recorded: origin -> number.
+    Seen,
+    /// The stamp of the write each bucket or object name currently resolves to.
+    Stamps,
 }
 
 impl Cf {
-    const ALL: [Cf; 13] = [
+    const ALL: [Cf; 16] = [
         Cf::Buckets,
         Cf::Objects,
         Cf::Manifests,
@@ -58,6 +64,9 @@ impl Cf {
         Cf::ManifestRefs,
         Cf::NullVersions,
         Cf::PartSizes,
+        Cf::Journal,
+        Cf::Seen,
+        Cf::Stamps,
     ];
 
     fn name(self) -> &'static str {
@@ -75,6 +84,9 @@ impl Cf {
             Cf::ManifestRefs => "manifest_refs",
             Cf::NullVersions => "null_versions",
             Cf::PartSizes => "part_sizes",
+            Cf::Journal => "journal",
+            Cf::Seen => "seen",
+            Cf::Stamps => "stamps",
         }
     }
 }

@@ -183,10 +183,15 @@ pub(crate) struct ChunkEntry {
     /// Kept per chunk so an older graveyard entry of a chunk that was revived and died again
     /// does not cut the newer grace period short.
     pub dead_ms: Option<i64>,
+    /// A copy fetched from a peer for reading, not one this node is responsible for:
+    /// a node with a capacity limit may evict it.
+    pub cached: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum ChunkLocation {
+    /// Referenced by a replicated manifest, bytes held by peers only (until fetched).
+    Absent,
     /// Small chunks live in the database itself: a file and an fsync for 4 KiB is waste.
     Inline(Vec<u8>),
     Pack {
@@ -196,17 +201,36 @@ pub(crate) enum ChunkLocation {
     },
 }
 
-/// Layout: refs (u64 LE), a kind byte (bit 0: in a pack, bit 1: a death time follows),
-/// the death time (i64 LE) if flagged, then the inline bytes or (pack id, offset, length).
+impl ChunkLocation {
+    /// Bytes this node spends on the chunk.
+    pub(crate) fn stored_len(&self) -> u64 {
+        match self {
+            ChunkLocation::Absent => 0,
+            ChunkLocation::Inline(d) => d.len() as u64,
+            ChunkLocation::Pack { len, .. } => u64::from(*len),
+        }
+    }
+}
+
+/// Layout: refs (u64 LE), a kind byte (bit 0: in a pack, bit 1: a death time follows, bit 2:
+/// absent, bit 3: cached), the death time (i64 LE) if flagged, then the inline bytes or
+/// (pack id, offset, length); nothing for an absent chunk.
 impl ChunkEntry {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = self.refs.to_le_bytes().to_vec();
         let in_pack = matches!(self.location, ChunkLocation::Pack { .. });
-        out.push(u8::from(in_pack) | if self.dead_ms.is_some() { 2 } else { 0 });
+        let absent = matches!(self.location, ChunkLocation::Absent);
+        out.push(
+            u8::from(in_pack)
+                | if self.dead_ms.is_some() { 2 } else { 0 }
+                | if absent { 4 } else { 0 }
+                | if self.cached { 8 } else { 0 },
+        );
         if let Some(t) = self.dead_ms {
             out.extend_from_slice(&t.to_le_bytes());
         }
         match &self.location {
+            ChunkLocation::Absent => {}
             ChunkLocation::Inline(data) => out.extend_from_slice(data),
             ChunkLocation::Pack { pack, offset, len } => {
                 out.extend_from_slice(&pack.0.to_le_bytes());
@@ -229,7 +253,7 @@ impl ChunkEntry {
         };
         let refs = u64_at(0)?;
         let kind = *b.get(8).ok_or_else(bad)?;
-        if kind > 3 {
+        if kind > 15 || (kind & 5) == 5 {
             return Err(bad());
         }
         let (dead_ms, rest) = if kind & 2 != 0 {
@@ -237,7 +261,12 @@ impl ChunkEntry {
         } else {
             (None, 9)
         };
-        let location = if kind & 1 == 0 {
+        let location = if kind & 4 != 0 {
+            if b.len() != rest {
+                return Err(bad());
+            }
+            ChunkLocation::Absent
+        } else if kind & 1 == 0 {
             ChunkLocation::Inline(b[rest..].to_vec())
         } else {
             if b.len() != rest + 20 {
@@ -253,6 +282,7 @@ impl ChunkEntry {
             refs,
             location,
             dead_ms,
+            cached: kind & 8 != 0,
         })
     }
 }
@@ -353,6 +383,7 @@ mod tests {
     #[test]
     fn chunk_entries_round_trip() {
         for loc in [
+            ChunkLocation::Absent,
             ChunkLocation::Inline(b"tiny".to_vec()),
             ChunkLocation::Pack {
                 pack: PackId(7),
@@ -361,17 +392,20 @@ mod tests {
             },
         ] {
             for dead_ms in [None, Some(1_763_000_000_000)] {
-                let e = ChunkEntry {
-                    refs: 3,
-                    location: loc.clone(),
-                    dead_ms,
-                };
-                assert_eq!(ChunkEntry::decode(&e.encode()).unwrap(), e);
+                for cached in [false, true] {
+                    let e = ChunkEntry {
+                        refs: 3,
+                        location: loc.clone(),
+                        dead_ms,
+                        cached,
+                    };
+                    assert_eq!(ChunkEntry::decode(&e.encode()).unwrap(), e);
+                }
             }
         }
         assert!(ChunkEntry::decode(&[1, 2]).is_err());
         assert!(
-            ChunkEntry::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 7]).is_err(),
+            ChunkEntry::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 5]).is_err(),
             "unknown location kind"
         );
         assert!(

@@ -15,6 +15,7 @@ use md5::{Digest, Md5};
 use crate::chunker::Chunker;
 use crate::error::{Result, StoreError};
 use crate::hash::{ChunkHash, ContentHash};
+use crate::journal::{self, Applied, Change, Entry, Hlc, NodeId, ObjectState, StampSource};
 use crate::manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
 use crate::meta::{Cf, Database, Meta, Tx, View};
 use crate::names::{BucketName, ObjectKey};
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     /// their entries must survive until that upload commits, even at zero references.
     pins: Mutex<HashMap<ChunkHash, u32>>,
     stats: Arc<StoreStats>,
+    node: NodeId,
+    clock: StampSource,
 }
 
 impl Shared {
@@ -122,18 +125,38 @@ impl WritePrecondition {
 }
 
 /// Tuning of a store.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// How long a chunk nobody references is kept before it is collected, so reads that
     /// started before an overwrite or delete can finish.
     pub gc_grace: Duration,
+    /// Stamps for this node's namespace writes; `None`: a local clock (no swarm).
+    pub clock: Option<Arc<dyn Fn(NodeId) -> StampSource + Send + Sync>>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             gc_grace: Duration::from_secs(300),
+            clock: None,
         }
+    }
+}
+
+/// The node id kept in `<dir>/node-id`, drawn on first use.
+fn node_id_in(dir: &Path) -> Result<NodeId> {
+    let path = dir.join("node-id");
+    match fs::read_to_string(&path) {
+        Ok(s) => NodeId::from_hex(&s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = NodeId(rand::random());
+            let tmp = dir.join("node-id.tmp");
+            fs::write(&tmp, id.to_hex())?;
+            fs::File::open(&tmp)?.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -234,11 +257,18 @@ impl Store {
                 }
             }),
         )?;
+        let node = node_id_in(dir)?;
+        let clock = match options.clock {
+            Some(make) => make(node),
+            None => journal::local_clock(node),
+        };
         let shared = Arc::new(Shared {
             meta: db.meta.clone(),
             packs,
             pins: Mutex::new(HashMap::new()),
             stats,
+            node,
+            clock,
         });
         let store = Arc::new(Self { db, shared });
         store.recover()?;
@@ -295,10 +325,7 @@ impl Store {
                         continue; // an upload deduplicated against it: look again next sweep
                     }
                     drop_chunk(tx, &hash, &e)?;
-                    let len = match &e.location {
-                        ChunkLocation::Inline(d) => d.len() as u64,
-                        ChunkLocation::Pack { len, .. } => u64::from(*len),
-                    };
+                    let len = e.location.stored_len();
                     shared
                         .stats
                         .gc_bytes_freed
@@ -358,6 +385,302 @@ impl Store {
         Ok(())
     }
 
+    // ---- namespace journal ---------------------------------------------------------------
+
+    /// This node's id (kept in the data directory).
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node
+    }
+
+    /// How far into each origin's journal this node has recorded (its version vector).
+    pub fn journal_seen(&self) -> Result<BTreeMap<NodeId, u64>> {
+        let mut out = BTreeMap::new();
+        self.shared.meta.scan(Cf::Seen, &[], |k, v| {
+            let id: [u8; 16] = k
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("seen key".into()))?;
+            out.insert(NodeId(id), decode_seq(v)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Entries a peer that has seen `seen` lacks, oldest first per origin, up to about
+    /// `max_bytes` (at least one entry when any is missing): (origin, number, entry bytes).
+    pub fn journal_since(
+        &self,
+        seen: &BTreeMap<NodeId, u64>,
+        max_bytes: usize,
+    ) -> Result<Vec<(NodeId, u64, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (origin, have) in self.journal_seen()? {
+            let from = seen.get(&origin).copied().unwrap_or(0);
+            if have <= from {
+                continue;
+            }
+            let start = journal::entry_key(&origin, from + 1);
+            self.shared.meta.scan(Cf::Journal, &start, |k, v| {
+                if !k.starts_with(&origin.0) || (bytes >= max_bytes && !out.is_empty()) {
+                    return Ok(false);
+                }
+                let seq = decode_seq(&k[16..])?;
+                bytes += v.len();
+                out.push((origin, seq, v.to_vec()));
+                Ok(true)
+            })?;
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// This node's own journal length (the number of its last write).
+    pub fn journal_head(&self) -> Result<u64> {
+        Ok(self
+            .shared
+            .meta
+            .get(Cf::Seen, &self.shared.node.0)?
+            .map_or(0, |v| decode_seq(&v).unwrap_or(0)))
+    }
+
+    /// Records entries pulled from a peer, in one commit, and applies each that is the
+    /// newest write of its name. Entries must arrive in order per origin (a gap is refused,
+    /// a repeat ignored), so the journal a node passes on has no holes.
+    pub fn apply_journal_batch(&self, batch: Vec<(NodeId, u64, Vec<u8>)>) -> Result<Vec<Applied>> {
+        let me = self.shared.node;
+        let decoded = batch
+            .into_iter()
+            .map(|(o, s, b)| Ok((o, s, Entry::decode(&b)?, b)))
+            .collect::<Result<Vec<_>>>()?;
+        self.db.transact(move |tx| {
+            decoded
+                .into_iter()
+                .map(|(origin, seq, entry, bytes)| {
+                    if origin == me {
+                        return Ok(Applied::Duplicate);
+                    }
+                    apply_entry(tx, origin, seq, entry, bytes)
+                })
+                .collect()
+        })
+    }
+
+    // ---- chunks for the swarm ------------------------------------------------------------
+
+    /// Whether this node holds the chunk's bytes.
+    pub fn has_chunk(&self, hash: &ChunkHash) -> Result<bool> {
+        Ok(match self.shared.meta.get(Cf::Chunks, hash.as_bytes())? {
+            Some(v) => ChunkEntry::decode(&v)?.location != ChunkLocation::Absent,
+            None => false,
+        })
+    }
+
+    /// A whole chunk's bytes, if held here.
+    pub fn chunk(&self, hash: &ChunkHash) -> Result<Option<Bytes>> {
+        let Some(v) = self.shared.meta.get(Cf::Chunks, hash.as_bytes())? else {
+            return Ok(None);
+        };
+        let e = ChunkEntry::decode(&v)?;
+        let len = e.location.stored_len();
+        if len == 0 {
+            return Ok(None);
+        }
+        let slice = ChunkSlice {
+            chunk: ChunkRef {
+                hash: *hash,
+                len: len as u32,
+            },
+            offset: 0,
+            len: len as u32,
+        };
+        match read_slice(&self.shared, &slice) {
+            Ok(b) => Ok(Some(b)),
+            Err(StoreError::ChunkAbsent(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores the bytes of a chunk this node references but does not hold (fetched from a
+    /// peer). The bytes are hashed here again: nothing unverified is ever stored. `cached`
+    /// marks a copy made for reading (evictable under a capacity limit) rather than one this
+    /// node holds for durability. Returns false if the chunk was not wanted (no entry, or
+    /// already held).
+    pub fn put_chunk(&self, hash: ChunkHash, data: Bytes, cached: bool) -> Result<bool> {
+        if ChunkHash::of(&data) != hash {
+            return Err(StoreError::Corrupt(format!(
+                "bytes offered for chunk {hash} hash differently"
+            )));
+        }
+        if self.has_chunk(&hash)? {
+            return Ok(false);
+        }
+        let (location, pack) = if data.len() <= INLINE_MAX {
+            (ChunkLocation::Inline(data.to_vec()), None)
+        } else {
+            let mut w = self.shared.packs.writer()?;
+            let offset = w.append(&data)?;
+            let t = Instant::now();
+            let (pack, size) = w.seal()?;
+            let stats = &self.shared.stats;
+            stats
+                .fsync_seconds_total_micros
+                .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+            stats.packs_written.fetch_add(1, Ordering::Relaxed);
+            stats.bytes_written.fetch_add(size, Ordering::Relaxed);
+            (
+                ChunkLocation::Pack {
+                    pack,
+                    offset,
+                    len: data.len() as u32,
+                },
+                Some((pack, size)),
+            )
+        };
+        let packs = self.shared.packs.clone();
+        let stored = self.db.transact(move |tx| {
+            let key = hash.as_bytes().to_vec();
+            let Some(v) = tx.get(Cf::Chunks, &key)? else {
+                return Ok(false);
+            };
+            let mut e = ChunkEntry::decode(&v)?;
+            if e.location != ChunkLocation::Absent {
+                return Ok(false);
+            }
+            e.location = location;
+            e.cached = cached;
+            tx.put(Cf::Chunks, key, e.encode());
+            if let Some((pack, size)) = pack {
+                tx.put(
+                    Cf::Packs,
+                    pack.0.to_be_bytes().to_vec(),
+                    PackRecord {
+                        size,
+                        live: u64::from(data.len() as u32),
+                    }
+                    .encode(),
+                );
+            }
+            Ok(true)
+        });
+        if !matches!(stored, Ok(true))
+            && let Some((pack, _)) = pack
+        {
+            let _ = packs.remove(pack);
+        }
+        stored
+    }
+
+    /// Chunks referenced here, with whether their bytes are held and whether held as a
+    /// cached copy: what placement and repair walk over.
+    pub fn chunk_inventory(
+        &self,
+        mut f: impl FnMut(ChunkHash, u32, bool, bool) -> bool,
+    ) -> Result<()> {
+        // Lengths come from manifests; an absent chunk's entry has none.
+        let mut lens: HashMap<ChunkHash, u32> = HashMap::new();
+        self.shared.meta.scan(Cf::Manifests, &[], |_, v| {
+            for c in Manifest::decode(v)?.chunks() {
+                lens.insert(c.hash, c.len);
+            }
+            Ok(true)
+        })?;
+        self.shared.meta.scan(Cf::Chunks, &[], |k, v| {
+            let e = ChunkEntry::decode(v)?;
+            if e.refs == 0 {
+                return Ok(true);
+            }
+            let hash = ChunkHash::from_slice(k)?;
+            let len = lens.get(&hash).copied().unwrap_or(0);
+            Ok(f(hash, len, e.location != ChunkLocation::Absent, e.cached))
+        })
+    }
+
+    /// Marks held chunks as cached copies (evictable) or as copies held for durability.
+    pub fn set_cached(&self, hashes: Vec<ChunkHash>, cached: bool) -> Result<()> {
+        self.db.transact(move |tx| {
+            for h in hashes {
+                if let Some(v) = tx.get(Cf::Chunks, h.as_bytes())? {
+                    let mut e = ChunkEntry::decode(&v)?;
+                    if e.location != ChunkLocation::Absent && e.cached != cached {
+                        e.cached = cached;
+                        tx.put(Cf::Chunks, h.as_bytes().to_vec(), e.encode());
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Bytes of chunk data held (packs and inline).
+    pub fn held_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        self.shared.meta.scan(Cf::Chunks, &[], |_, v| {
+            total += ChunkEntry::decode(v)?.location.stored_len();
+            Ok(true)
+        })?;
+        Ok(total)
+    }
+
+    /// Drops the bytes of cached chunks (not pinned by a write in flight) until at most
+    /// `target` bytes of chunk data are held; the chunks stay known as absent, to be fetched
+    /// again if read. Oldest packs go first. Returns the bytes freed.
+    pub fn evict_to(&self, target: u64) -> Result<u64> {
+        let mut held = 0u64;
+        let mut candidates = Vec::new();
+        self.shared.meta.scan(Cf::Chunks, &[], |k, v| {
+            let e = ChunkEntry::decode(v)?;
+            let len = e.location.stored_len();
+            held += len;
+            if e.cached
+                && let ChunkLocation::Pack { pack, .. } = e.location
+            {
+                candidates.push((pack, ChunkHash::from_slice(k)?, len));
+            }
+            Ok(true)
+        })?;
+        if held <= target {
+            return Ok(0);
+        }
+        candidates.sort_unstable_by_key(|c| c.0);
+        let mut chosen = Vec::new();
+        let mut freed = 0;
+        for (_, h, len) in candidates {
+            if held - freed <= target {
+                break;
+            }
+            if self.shared.pinned(&h) {
+                continue;
+            }
+            freed += len;
+            chosen.push(h);
+        }
+        let shared = self.shared.clone();
+        self.db.transact(move |tx| {
+            let mut freed = 0;
+            for h in chosen {
+                let Some(v) = tx.get(Cf::Chunks, h.as_bytes())? else {
+                    continue;
+                };
+                let e = ChunkEntry::decode(&v)?;
+                if !e.cached || shared.pinned(&h) {
+                    continue;
+                }
+                freed += e.location.stored_len();
+                // Frees the pack space like a collection, then keeps the entry as absent.
+                drop_chunk(tx, &h, &e)?;
+                let absent = ChunkEntry {
+                    location: ChunkLocation::Absent,
+                    cached: false,
+                    ..e
+                };
+                tx.put(Cf::Chunks, h.as_bytes().to_vec(), absent.encode());
+            }
+            Ok(freed)
+        })
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> &StoreStats {
         &self.shared.stats
@@ -386,12 +709,13 @@ impl Store {
             cors: None,
         };
         let n = name.to_string();
+        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             if tx.get(Cf::Buckets, &key)?.is_some() {
                 return Err(StoreError::BucketExists(n));
             }
             tx.put(Cf::Buckets, key, to_json(&rec));
-            Ok(())
+            journal_bucket(tx, &shared, &n)
         })
     }
 
@@ -420,17 +744,19 @@ impl Store {
     /// "never versioned" (as in S3).
     pub fn set_versioning(&self, name: &str, state: Versioning) -> Result<()> {
         let name = name.to_owned();
+        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             let mut rec = bucket_in(tx, &name)?;
             rec.versioning = Some(state);
-            tx.put(Cf::Buckets, name.into_bytes(), to_json(&rec));
-            Ok(())
+            tx.put(Cf::Buckets, name.clone().into_bytes(), to_json(&rec));
+            journal_bucket(tx, &shared, &name)
         })
     }
 
     /// Deletes an empty bucket; its unfinished multipart uploads are aborted with it.
     pub fn delete_bucket(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
+        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             if tx.get(Cf::Buckets, name.as_bytes())?.is_none() {
                 return Err(StoreError::NoSuchBucket(name));
@@ -452,22 +778,23 @@ impl Store {
                 }
                 tx.delete(Cf::Uploads, ukey);
             }
-            tx.delete(Cf::Buckets, name.into_bytes());
-            Ok(())
+            tx.delete(Cf::Buckets, name.clone().into_bytes());
+            journal_bucket(tx, &shared, &name)
         })
     }
 
     /// Replaces the bucket's CORS rules (`None` removes them); `NoSuchBucket` if it is gone.
     pub fn set_bucket_cors(&self, name: &str, cors: Option<Vec<CorsRule>>) -> Result<()> {
         let name = name.to_owned();
+        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             let Some(v) = tx.get(Cf::Buckets, name.as_bytes())? else {
                 return Err(StoreError::NoSuchBucket(name));
             };
             let mut rec: BucketRecord = from_json(&v)?;
             rec.cors = cors;
-            tx.put(Cf::Buckets, name.into_bytes(), to_json(&rec));
-            Ok(())
+            tx.put(Cf::Buckets, name.clone().into_bytes(), to_json(&rec));
+            journal_bucket(tx, &shared, &name)
         })
     }
 
@@ -509,6 +836,7 @@ impl Store {
     ) -> Result<ObjectRecord> {
         let bucket = bucket.to_owned();
         let okey = object_key(&bucket, key.as_str());
+        let (shared, key) = (self.shared.clone(), key.as_str().to_owned());
         self.db.transact(move |tx| {
             let versioning = bucket_in(tx, &bucket)?.versioning;
             let mut staged = staged;
@@ -527,6 +855,7 @@ impl Store {
                 tags: new.tags.clone(),
             };
             let rec = install(tx, okey, rec, versioning, new.precondition.as_ref())?;
+            journal_object(tx, &shared, &bucket, &key)?;
             staged.committed = true;
             Ok(rec)
         })
@@ -923,13 +1252,16 @@ impl Store {
         // `a\0x` would otherwise land inside key `a`'s run of versions.
         ObjectKey::new(key)?;
         let okey = object_key(bucket, key);
-        let bucket = bucket.to_owned();
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             let versioning = bucket_in(tx, &bucket)?.versioning;
-            match version {
+            let deleted = match version {
                 None => delete_current(tx, okey, versioning),
                 Some(id) => delete_version(tx, okey, id),
-            }
+            }?;
+            journal_object(tx, &shared, &bucket, &key)?;
+            Ok(deleted)
         })
     }
 
@@ -944,6 +1276,7 @@ impl Store {
         ObjectKey::new(key)?;
         let okey = object_key(bucket, key);
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             bucket_in(tx, &bucket)?;
             let cur = current(tx, &okey)?;
@@ -962,7 +1295,11 @@ impl Store {
                 Some(Version::Object(mut o)) => {
                     o.tags = tags;
                     let id = o.version_id;
+                    let is_current = slot.0 == Cf::Objects;
                     tx.put(slot.0, slot.1, to_json(&Version::Object(o)));
+                    if is_current {
+                        journal_object(tx, &shared, &bucket, &key)?;
+                    }
                     Ok(id)
                 }
                 Some(Version::DeleteMarker(m)) => Err(StoreError::DeleteMarker {
@@ -992,6 +1329,7 @@ impl Store {
         let skey = object_key(src.0, src.1);
         let (dst_bucket, okey) = (dst.0.to_owned(), object_key(dst.0, dst.1.as_str()));
         let (src_name, src_version) = (src.1.to_owned(), src.2);
+        let (shared, dst_key) = (self.shared.clone(), dst.1.as_str().to_owned());
         self.db.transact(move |tx| {
             let versioning = bucket_in(tx, &dst_bucket)?.versioning;
             let found = match (current(tx, &skey)?, src_version) {
@@ -1033,7 +1371,9 @@ impl Store {
                 tags: replace.tags.unwrap_or_else(|| source.tags.clone()),
                 ..source
             };
-            install(tx, okey, rec, versioning, None)
+            let rec = install(tx, okey, rec, versioning, None)?;
+            journal_object(tx, &shared, &dst_bucket, &dst_key)?;
+            Ok(rec)
         })
     }
 
@@ -1046,6 +1386,7 @@ impl Store {
         items: Vec<(String, Option<VersionId>, Option<String>)>,
     ) -> Result<Vec<Result<Deleted>>> {
         let bucket = bucket.to_owned();
+        let shared = self.shared.clone();
         self.db.transact(move |tx| {
             let versioning = bucket_in(tx, &bucket)?.versioning;
             let mut results = Vec::with_capacity(items.len());
@@ -1079,10 +1420,14 @@ impl Store {
                         }
                     }
                 }
-                results.push(match version {
+                let done = match version {
                     None => delete_current(tx, okey, versioning),
                     Some(id) => delete_version(tx, okey, id),
-                });
+                };
+                if done.is_ok() {
+                    journal_object(tx, &shared, &bucket, &key)?;
+                }
+                results.push(done);
             }
             Ok(results)
         })
@@ -1346,6 +1691,7 @@ impl Store {
         let upload_id = upload_id.to_owned();
         let parts = listed.len() as u32;
         let bucket = bucket.to_owned();
+        let (shared, key) = (self.shared.clone(), key.as_str().to_owned());
         self.db.transact(move |tx| {
             let versioning = bucket_in(tx, &bucket)?.versioning;
             if tx.get(Cf::Uploads, &ukey)?.is_none() {
@@ -1386,6 +1732,7 @@ impl Store {
             let rec = install(tx, okey, rec, versioning, precondition.as_ref())?;
             release_upload_parts(tx, &upload_id)?;
             tx.delete(Cf::Uploads, ukey);
+            journal_object(tx, &shared, &bucket, &key)?;
             Ok(rec)
         })
     }
@@ -1417,6 +1764,237 @@ fn check_upload_id(id: &str) -> Result<()> {
     }
 }
 
+// ---- namespace journal (run on the committer thread) ---------------------------------------
+
+fn seen_in(tx: &Tx<'_>, origin: &NodeId) -> Result<u64> {
+    Ok(tx.get(Cf::Seen, &origin.0)?.map_or(0, |v| decode_seq(&v).unwrap_or(0)))
+}
+
+/// Appends this node's journal entry for `change` and stamps the name with it.
+fn journal(tx: &mut Tx<'_>, shared: &Shared, change: Change) -> Result<()> {
+    let at = (shared.clock)();
+    let me = shared.node;
+    let seq = seen_in(tx, &me)? + 1;
+    let entry = Entry { at, change };
+    tx.put(Cf::Stamps, entry.change.name_key(), at.encode());
+    tx.put(Cf::Journal, journal::entry_key(&me, seq), entry.encode());
+    tx.put(Cf::Seen, me.0.to_vec(), seq.to_be_bytes().to_vec());
+    Ok(())
+}
+
+fn journal_bucket(tx: &mut Tx<'_>, shared: &Shared, name: &str) -> Result<()> {
+    let record = tx
+        .get(Cf::Buckets, name.as_bytes())?
+        .map(|v| from_json(&v))
+        .transpose()?;
+    journal(
+        tx,
+        shared,
+        Change::Bucket {
+            name: name.to_owned(),
+            record,
+        },
+    )
+}
+
+fn journal_object(tx: &mut Tx<'_>, shared: &Shared, bucket: &str, key: &str) -> Result<()> {
+    let state = match current(tx, &object_key(bucket, key))? {
+        None => None,
+        Some(version) => {
+            let (chunks, part_sizes) = match &version {
+                Version::Object(o) => {
+                    let id = o.manifest_id()?;
+                    let chunks = tx.get(Cf::Manifests, &id.0)?.map(hex::encode);
+                    let sizes = tx.get(Cf::PartSizes, &id.0)?.map(|v| {
+                        v.chunks_exact(8)
+                            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+                            .collect()
+                    });
+                    (chunks, sizes)
+                }
+                Version::DeleteMarker(_) => (None, None),
+            };
+            Some(ObjectState {
+                version,
+                chunks,
+                part_sizes,
+            })
+        }
+    };
+    journal(
+        tx,
+        shared,
+        Change::Object {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            state,
+        },
+    )
+}
+
+fn apply_entry(
+    tx: &mut Tx<'_>,
+    origin: NodeId,
+    seq: u64,
+    entry: Entry,
+    bytes: Vec<u8>,
+) -> Result<Applied> {
+    let seen = seen_in(tx, &origin)?;
+    if seq <= seen {
+        return Ok(Applied::Duplicate);
+    }
+    if seq != seen + 1 {
+        return Ok(Applied::Gap);
+    }
+    tx.put(Cf::Journal, journal::entry_key(&origin, seq), bytes);
+    tx.put(Cf::Seen, origin.0.to_vec(), seq.to_be_bytes().to_vec());
+    let name = entry.change.name_key();
+    if let Some(v) = tx.get(Cf::Stamps, &name)?
+        && Hlc::decode(&v)? >= entry.at
+    {
+        return Ok(Applied::Older);
+    }
+    tx.put(Cf::Stamps, name, entry.at.encode());
+    apply_change(tx, entry.change)?;
+    Ok(Applied::Newer)
+}
+
+/// Applies a replicated change that won last-writer-wins for its name.
+fn apply_change(tx: &mut Tx<'_>, change: Change) -> Result<()> {
+    match change {
+        Change::Bucket {
+            name,
+            record: Some(rec),
+        } => tx.put(Cf::Buckets, name.into_bytes(), to_json(&rec)),
+        Change::Bucket { name, record: None } => {
+            let prefix = object_key(&name, "");
+            if tx
+                .keys_with_prefix_limited(Cf::Objects, &prefix, 1)?
+                .is_empty()
+            {
+                tx.delete(Cf::Buckets, name.into_bytes());
+            } else {
+                // Only possible after writes the deleting node had not seen: keep the
+                // objects reachable rather than orphan them.
+                tracing::warn!(bucket = %name, "replicated bucket delete ignored: not empty here");
+            }
+        }
+        Change::Object { bucket, key, state } => {
+            let Some(v) = tx.get(Cf::Buckets, bucket.as_bytes())? else {
+                tracing::warn!(%bucket, %key, "replicated object write for an unknown bucket");
+                return Ok(());
+            };
+            let versioning = from_json::<BucketRecord>(&v)?.versioning;
+            let okey = object_key(&bucket, &key);
+            let new = match state {
+                None => None,
+                Some(ObjectState {
+                    version: Version::Object(mut rec),
+                    chunks,
+                    part_sizes,
+                }) => {
+                    let bytes = hex::decode(chunks.unwrap_or_default())
+                        .map_err(|_| StoreError::Corrupt("replicated manifest".into()))?;
+                    let manifest = Manifest::decode(&bytes)?;
+                    let id =
+                        adopt_manifest(tx, &manifest, &rec.content_hash()?, part_sizes.as_deref())?;
+                    rec.manifest = id.to_hex();
+                    Some(Version::Object(rec))
+                }
+                Some(ObjectState { version, .. }) => Some(version),
+            };
+            adopt_version(tx, okey, new, versioning)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes in a manifest that arrived from a peer: one more reference on each chunk, chunks
+/// never seen here recorded as absent (their bytes are fetched when needed).
+fn adopt_manifest(
+    tx: &mut Tx<'_>,
+    manifest: &Manifest,
+    content: &ContentHash,
+    part_sizes: Option<&[u64]>,
+) -> Result<ManifestId> {
+    for c in manifest.chunks() {
+        let key = c.hash.as_bytes().to_vec();
+        let entry = match tx.get(Cf::Chunks, &key)? {
+            Some(v) => {
+                let mut e = ChunkEntry::decode(&v)?;
+                e.refs += 1;
+                e.dead_ms = None;
+                e
+            }
+            None => ChunkEntry {
+                refs: 1,
+                location: ChunkLocation::Absent,
+                dead_ms: None,
+                cached: false,
+            },
+        };
+        tx.put(Cf::Chunks, key, entry.encode());
+    }
+    let id = ManifestId::random();
+    tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
+    tx.put(Cf::Blobs, blob_key(content, id), Vec::new());
+    if let Some(sizes) = part_sizes {
+        tx.put(
+            Cf::PartSizes,
+            id.0.to_vec(),
+            sizes.iter().flat_map(|s| s.to_be_bytes()).collect(),
+        );
+    }
+    Ok(id)
+}
+
+/// Makes a replicated version the key's current one, keeping its identity (version id and
+/// seq, so every node names it alike). What it replaces is kept as noncurrent in a versioned
+/// bucket, unless it is the same version (a tag change), and released otherwise.
+fn adopt_version(
+    tx: &mut Tx<'_>,
+    okey: Vec<u8>,
+    new: Option<Version>,
+    versioning: Option<Versioning>,
+) -> Result<()> {
+    // The version may be one this node holds as noncurrent (a delete of the newer one
+    // promoted it): it moves, it is not duplicated.
+    if let Some(n) = &new
+        && let Some((slot, old)) = find_noncurrent_tx(tx, &okey, n.version_id())?
+    {
+        release_version(tx, &old)?;
+        tx.delete(Cf::Versions, slot);
+        if n.version_id().is_null() {
+            tx.delete(Cf::NullVersions, okey.clone());
+        }
+    }
+    if let Some(old) = current(tx, &okey)? {
+        let same = new
+            .as_ref()
+            .is_some_and(|n| n.version_id() == old.version_id() && n.seq() == old.seq());
+        let null_over_null =
+            old.version_id().is_null() && new.as_ref().is_some_and(|n| n.version_id().is_null());
+        if versioning.is_some() && !same && !null_over_null {
+            if old.version_id().is_null() {
+                drop_noncurrent_null(tx, &okey)?;
+                tx.put(
+                    Cf::NullVersions,
+                    okey.clone(),
+                    old.seq().to_be_bytes().to_vec(),
+                );
+            }
+            tx.put(Cf::Versions, version_key(&okey, old.seq()), to_json(&old));
+        } else {
+            release_version(tx, &old)?;
+        }
+    }
+    match new {
+        Some(v) => tx.put(Cf::Objects, okey, to_json(&v)),
+        None => tx.delete(Cf::Objects, okey),
+    }
+    Ok(())
+}
+
 // ---- transaction steps (run on the committer thread) -------------------------------------
 
 fn load_manifest(meta: &Meta, id: ManifestId) -> Result<Manifest> {
@@ -1433,6 +2011,7 @@ fn read_slice(shared: &Shared, slice: &ChunkSlice) -> Result<Bytes> {
         .ok_or_else(|| StoreError::Corrupt(format!("chunk {} missing", slice.chunk.hash)))?;
     let (offset, len) = (slice.offset as usize, slice.len as usize);
     match ChunkEntry::decode(&v)?.location {
+        ChunkLocation::Absent => Err(StoreError::ChunkAbsent(slice.chunk.hash)),
         ChunkLocation::Inline(data) => data
             .get(offset..offset + len)
             .map(Bytes::copy_from_slice)
@@ -1475,14 +2054,20 @@ fn commit_staged(
     let mut pack_live = 0u64;
     for c in staged.manifest.chunks() {
         let key = c.hash.as_bytes().to_vec();
-        let entry = match tx.get(Cf::Chunks, &key)? {
-            Some(v) => {
-                let mut e = ChunkEntry::decode(&v)?;
+        let existing = tx
+            .get(Cf::Chunks, &key)?
+            .map(|v| ChunkEntry::decode(&v))
+            .transpose()?;
+        let entry = match existing {
+            Some(mut e) if e.location != ChunkLocation::Absent => {
                 e.refs += 1;
                 e.dead_ms = None;
                 e
             }
-            None => {
+            // Unknown here, or known only from a replicated manifest: this write brought the
+            // bytes (a writer stores every chunk it does not hold).
+            existing => {
+                let refs = existing.map_or(0, |e| e.refs) + 1;
                 let location = match staged.new_chunks.remove(&c.hash) {
                     Some(NewChunk::Inline(d)) => ChunkLocation::Inline(d.to_vec()),
                     Some(NewChunk::Packed { offset }) => {
@@ -1500,9 +2085,10 @@ fn commit_staged(
                     None => return Err(StoreError::Raced(c.hash.to_hex())),
                 };
                 ChunkEntry {
-                    refs: 1,
+                    refs,
                     location,
                     dead_ms: None,
+                    cached: false,
                 }
             }
         };
@@ -1902,8 +2488,8 @@ impl ChunkSink {
         let stored = self.shared.meta.get(Cf::Chunks, hash.as_bytes());
         // A chunk at zero references may be swept any moment: store its bytes again rather
         // than race the sweeper (the commit still reuses the entry if it survives).
-        let live =
-            matches!(&stored, Ok(Some(v)) if ChunkEntry::decode(v).is_ok_and(|e| e.refs > 0));
+        let live = matches!(&stored, Ok(Some(v)) if ChunkEntry::decode(v)
+            .is_ok_and(|e| e.refs > 0 && e.location != ChunkLocation::Absent));
         if live {
             self.pinned.insert(hash);
             return Ok(());
@@ -2087,6 +2673,7 @@ mod tests {
             dir.path(),
             StoreOptions {
                 gc_grace: Duration::from_secs(3600),
+                clock: None,
             },
         )
         .unwrap();

@@ -2,18 +2,10 @@
 //! go backwards and always order a write after every write its node has seen, even when node
 //! clocks disagree. Namespace writes are ordered by them (last writer wins).
 
-use serde::{Deserialize, Serialize};
-
 use crate::node::NodeId;
 
-/// One timestamp: wall milliseconds, a counter for events within the same millisecond, and
-/// the node that made it, so two distinct writes never compare equal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Hlc {
-    pub wall_ms: u64,
-    pub logical: u32,
-    pub node: NodeId,
-}
+/// One timestamp (defined in `store`, whose journal records them).
+pub use store::Hlc;
 
 /// A node's clock. Time is passed in (`now_ms`), never read here.
 #[derive(Clone, Debug)]
@@ -79,6 +71,55 @@ impl Clock {
             logical: self.last.1,
             node: self.node,
         }
+    }
+}
+
+/// Remote stamps further ahead than this are refused (a node with a wild clock).
+pub const MAX_DRIFT_MS: u64 = 60_000;
+
+/// The node's clock as the running process shares it: the store stamps its writes with it,
+/// the namespace sync feeds it the stamps it receives. This is where wall time is read.
+#[derive(Clone, Default)]
+pub struct SharedClock(std::sync::Arc<std::sync::OnceLock<std::sync::Mutex<Clock>>>);
+
+impl SharedClock {
+    /// What to give the store (`StoreOptions::clock`): the store passes its node id.
+    pub fn for_store(&self) -> std::sync::Arc<dyn Fn(NodeId) -> store::StampSource + Send + Sync> {
+        let me = self.clone();
+        std::sync::Arc::new(move |node| {
+            let _ = me.0.set(std::sync::Mutex::new(Clock::new(node, MAX_DRIFT_MS)));
+            let me = me.clone();
+            std::sync::Arc::new(move || me.now())
+        })
+    }
+
+    fn wall_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Clock) -> T) -> Option<T> {
+        let c = self.0.get()?;
+        let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
+        Some(f(&mut g))
+    }
+
+    /// A stamp for a local write.
+    pub fn now(&self) -> Hlc {
+        let now = Self::wall_ms();
+        self.with(|c| c.now(now)).unwrap_or(Hlc {
+            wall_ms: now,
+            logical: 0,
+            node: NodeId([0; 16]),
+        })
+    }
+
+    /// Takes in a stamp seen from a peer.
+    pub fn observe(&self, remote: Hlc) -> Result<(), TooFarAhead> {
+        let now = Self::wall_ms();
+        self.with(|c| c.observe(remote, now)).unwrap_or(Ok(()))
     }
 }
 

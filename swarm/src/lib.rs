@@ -1,28 +1,49 @@
 //! `swarm`: how s3swarm nodes agree on names and share chunks.
 //!
-//! This crate is the deterministic, I/O-free core the network layer drives (see
-//! `../shared/ARCHITECTURE.md`): every type here takes time and messages as inputs and
-//! returns decisions, so each can be tested exhaustively without sockets.
+//! A deterministic, I/O-free core (see `../shared/ARCHITECTURE.md`), each part taking time
+//! and messages as inputs and returning decisions, so it can be tested exhaustively:
 //!
 //! - [`hlc`]: hybrid logical clocks, the order of namespace writes across nodes.
-//! - [`namespace`]: last-writer-wins replication of bucket and object records, with the
-//!   per-node write logs peers pull from.
-//! - [`membership`]: which nodes are in the swarm and in what state (fed by failure detection).
+//! - [`namespace`]: the last-writer-wins merge and per-node write logs, as a model.
+//! - [`membership`]: which nodes are in the swarm and in what state.
 //! - [`placement`]: which k nodes hold a chunk (rendezvous hashing over the members).
 //! - [`repair`]: which copies re-make chunks whose holders left.
-//! - [`scheduler`]: which chunk to ask which peer for next (rarest first, endgame).
+//! - [`scheduler`]: which chunk to ask which peer for next (rarest first, window, endgame).
+//!
+//! and the network layer that drives it on one node ([`Swarm`]):
+//!
+//! - [`auth`]: the cluster secret, proven on each QUIC connection and bound to its TLS session.
+//! - [`wire`]: the messages on QUIC streams.
+//! - `transport`: the quinn endpoint, connections, requests.
+//! - `gossip`: foca (SWIM) membership and failure detection over those connections.
+//! - `sync`: namespace anti-entropy (pulling journal entries from peers).
+//! - [`transfer`]: multi-source, verified chunk downloads.
+//! - `keeper`: placement, repair and eviction.
 
+pub mod auth;
+pub mod error;
+mod gossip;
 pub mod hlc;
+mod keeper;
+pub mod member;
 pub mod membership;
 pub mod namespace;
 pub mod node;
 pub mod placement;
 pub mod repair;
+mod runtime;
 pub mod scheduler;
+mod sync;
+pub mod transfer;
+mod transport;
+pub mod wire;
 
-pub use hlc::{Clock, Hlc};
+pub use auth::ClusterSecret;
+pub use error::SwarmError;
+pub use hlc::{Clock, Hlc, SharedClock};
 pub use membership::{Membership, Report, State};
 pub use namespace::{Namespace, Write, WriteLog};
 pub use node::NodeId;
 pub use placement::holders;
+pub use runtime::{ClusterStatus, MemberStatus, PeerClass, Swarm, SwarmConfig, SwarmStats};
 pub use scheduler::{Request, Scheduler};

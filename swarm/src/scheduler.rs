@@ -26,6 +26,9 @@ pub struct Scheduler {
     /// Requests sent and not answered, per piece.
     in_flight: BTreeMap<Piece, BTreeSet<NodeId>>,
     per_peer: usize,
+    /// Only the first `window` missing pieces are requested (a streaming read needs its
+    /// next bytes soon; rarest-first applies inside the window).
+    window: usize,
 }
 
 impl Scheduler {
@@ -36,7 +39,30 @@ impl Scheduler {
             have: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             per_peer: per_peer.max(1),
+            window: usize::MAX,
         }
+    }
+
+    /// Requests only among the first `window` missing pieces (at least one).
+    pub fn windowed(mut self, window: usize) -> Self {
+        self.window = window.max(1);
+        self
+    }
+
+    /// A piece that is already held: not wanted.
+    pub fn have(&mut self, piece: Piece) {
+        self.missing.remove(&piece);
+        self.in_flight.remove(&piece);
+    }
+
+    /// The pieces requests are chosen among now (the window), in order.
+    pub fn window_pieces(&self) -> Vec<Piece> {
+        self.missing.iter().take(self.window).copied().collect()
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.values().map(|p| p.len()).sum()
     }
 
     /// A peer announced that it has `pieces`.
@@ -91,12 +117,14 @@ impl Scheduler {
         let mut out = Vec::new();
         let endgame = self.missing.iter().all(|p| self.in_flight.contains_key(p));
         // Rarity of each wanted piece among the peers that have it.
+        // The window counts pieces some peer has: one nobody has must not stall the rest.
         let mut wanted: Vec<(usize, Piece)> = self
             .missing
             .iter()
-            .filter(|p| endgame || !self.in_flight.contains_key(p))
             .map(|p| (self.have.values().filter(|h| h.contains(p)).count(), *p))
             .filter(|(n, _)| *n > 0)
+            .take(self.window)
+            .filter(|(_, p)| endgame || !self.in_flight.contains_key(p))
             .collect();
         wanted.sort_unstable();
         for (_, piece) in wanted {
@@ -181,9 +209,10 @@ mod tests {
             pieces in 1usize..40,
             holdings in proptest::collection::vec(proptest::collection::btree_set(0usize..40, 0..40), 1..6),
             per_peer in 1usize..5,
+            window in 1usize..50,
             answer_order in proptest::collection::vec(any::<u16>(), 0..400),
         ) {
-            let mut s = Scheduler::new(pieces, per_peer);
+            let mut s = Scheduler::new(pieces, per_peer).windowed(window);
             let mut everyone_has = BTreeSet::new();
             for (i, h) in holdings.iter().enumerate() {
                 let h: Vec<usize> = h.iter().copied().filter(|p| *p < pieces).collect();
@@ -195,6 +224,8 @@ mod tests {
             for _ in 0..10_000 {
                 let endgame_before = s.missing.iter().all(|p| s.in_flight.contains_key(p));
                 let in_flight_before: BTreeSet<Piece> = s.in_flight.keys().copied().collect();
+                let win: BTreeSet<Piece> = s.missing.iter().copied()
+                    .filter(|p| s.have.values().any(|h| h.contains(p))).take(window).collect();
                 let sent = s.requests();
                 if !endgame_before {
                     let mut seen = BTreeSet::new();
@@ -205,6 +236,7 @@ mod tests {
                 }
                 for r in &sent {
                     prop_assert!(s.load(&r.peer) <= per_peer);
+                    prop_assert!(win.contains(&r.piece), "piece {} outside the window", r.piece);
                 }
                 outstanding.extend(sent);
                 if outstanding.is_empty() {

@@ -1,4 +1,5 @@
-//! `GET /_blob/<blake3>`: an object's bytes by whole-content hash, for any authenticated key.
+//! `GET /_blob/<blake3>`: an object's bytes by whole-content hash, for any authenticated key;
+//! and `GET /_admin/cluster` (see [`crate::admin`]), on the same signed path.
 //!
 //! Served as an s3s custom route so the request is SigV4-checked (headers or presigned URL)
 //! exactly like an S3 call. `_blob` cannot be a bucket name, so it shadows nothing.
@@ -22,6 +23,7 @@ pub const BLOB_PREFIX: &str = "_blob";
 
 pub(crate) struct BlobRoute {
     pub(crate) store: Arc<Store>,
+    pub(crate) swarm: Option<swarm::Swarm>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -34,10 +36,15 @@ fn hash_of(uri: &Uri) -> Option<&str> {
 #[async_trait::async_trait]
 impl S3Route for BlobRoute {
     fn is_match(&self, method: &Method, uri: &Uri, _: &HeaderMap, _: &mut Extensions) -> bool {
-        (method == Method::GET || method == Method::HEAD) && hash_of(uri).is_some()
+        (method == Method::GET || method == Method::HEAD)
+            && (hash_of(uri).is_some() || uri.path() == crate::admin::CLUSTER_PATH)
     }
 
     async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
+        if req.uri.path() == crate::admin::CLUSTER_PATH {
+            self.metrics.s3_operation("ClusterStatus");
+            return crate::admin::cluster_status(self.swarm.as_ref()).await;
+        }
         self.metrics.s3_operation("GetBlob");
         let hex = hash_of(&req.uri).unwrap_or_default();
         let hash: ContentHash = hex.parse().map_err(s3_err)?;
@@ -52,6 +59,7 @@ impl S3Route for BlobRoute {
         } else {
             let stream = stream_range(
                 self.store.clone(),
+                self.swarm.clone(),
                 manifest,
                 ByteRange::full(size),
                 Some(self.metrics.clone()),
@@ -78,6 +86,8 @@ pub(crate) struct Names;
 
 impl NameValidation for Names {
     fn validate_bucket_name(&self, name: &str) -> bool {
-        name == BLOB_PREFIX || AwsNameValidation::new().validate_bucket_name(name)
+        name == BLOB_PREFIX
+            || name == crate::admin::ADMIN_PREFIX
+            || AwsNameValidation::new().validate_bucket_name(name)
     }
 }

@@ -75,6 +75,13 @@ pub(crate) fn s3_err(e: StoreError) -> S3Error {
             tracing::info!(chunk = %m, "upload raced with garbage collection; client should retry");
             s3_error!(SlowDown, "Please reduce your request rate and retry.")
         }
+        E::ChunkAbsent(h) => {
+            tracing::warn!(chunk = %h, "chunk not held here and no swarm to fetch it from");
+            S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                "Part of this object is held by other nodes only; retry, or read it through another node.",
+            )
+        }
         e @ (E::Corrupt(_) | E::Db(_) | E::Io(_) | E::Commit(_) | E::Closed) => {
             tracing::error!(error = %e, "store failure");
             S3Error::with_message(

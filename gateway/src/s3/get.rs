@@ -8,7 +8,7 @@ use bytes::Bytes;
 use s3s::dto::*;
 use s3s::stream::{ByteStream, RemainingLength};
 use s3s::{S3Request, S3Response, S3Result, s3_error};
-use store::{ByteRange, Manifest, ObjectRecord, Store};
+use store::{ByteRange, Manifest, ObjectRecord, Store, StoreError};
 use tokio::sync::mpsc;
 
 use super::checksum::to_dto;
@@ -54,20 +54,60 @@ impl ByteStream for ChunkStream {
 
 /// Starts reading `range` of `manifest` on a blocking thread. A read error ends the stream
 /// with an error (the client sees a truncated body, never wrong bytes); a client that goes
-/// away stops the reader at its next chunk.
+/// away stops the reader at its next chunk. Chunks this node does not hold are fetched from
+/// the swarm (only those the range covers, in reading order), each streamed as soon as it is
+/// verified and stored.
 pub(crate) fn stream_range(
     store: Arc<Store>,
+    swarm: Option<swarm::Swarm>,
     manifest: Manifest,
     range: ByteRange,
     metrics: Option<Arc<Metrics>>,
 ) -> ChunkStream {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let remaining = range.len();
+    let handle = tokio::runtime::Handle::current();
+    let m = metrics.clone();
     tokio::task::spawn_blocking(move || {
-        let result = store.read_range(&manifest, range, |b| tx.blocking_send(Ok(b)).is_ok());
-        if let Err(e) = result {
-            tracing::error!(error = %e, "reading object failed mid-stream");
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        let mut download: Option<swarm::transfer::Download> = None;
+        for (i, slice) in manifest.slices(range).enumerate() {
+            let mut fetched = false;
+            let bytes = loop {
+                match store.read_slice(&slice) {
+                    Ok(b) => break Ok(b),
+                    Err(StoreError::ChunkAbsent(h)) if swarm.is_some() && !fetched => {
+                        let dl = download.get_or_insert_with(|| {
+                            let wanted = manifest.slices(range).skip(i).map(|s| s.chunk.hash);
+                            swarm
+                                .as_ref()
+                                .map(|sw| sw.fetch(wanted.collect()))
+                                .unwrap_or_else(|| unreachable!("checked above"))
+                        });
+                        if let Err(e) = handle.block_on(dl.wait(&h)) {
+                            break Err(std::io::Error::other(format!(
+                                "chunk {h} could not be fetched from any peer: {e}"
+                            )));
+                        }
+                        fetched = true;
+                    }
+                    Err(e) => break Err(std::io::Error::other(e.to_string())),
+                }
+            };
+            match bytes {
+                Ok(b) => {
+                    if let Some(m) = &m {
+                        m.chunk_read(fetched);
+                    }
+                    if tx.blocking_send(Ok(b)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading object failed mid-stream");
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
         }
     });
     ChunkStream {
@@ -291,7 +331,13 @@ pub(crate) async fn get_object(
     .map_err(join_err)?
     .map_err(s3_err)?;
     let (range, full, checksum) = plan_read!(input, &rec, sizes.as_deref())?;
-    let body = stream_range(g.store.clone(), manifest, range, Some(g.metrics.clone()));
+    let body = stream_range(
+        g.store.clone(),
+        g.swarm.clone(),
+        manifest,
+        range,
+        Some(g.metrics.clone()),
+    );
     let output = object_output!(GetObjectOutput, &rec, range, full, checksum, {
         body: Some(StreamingBlob::new(body)),
         tag_count: (!rec.tags.is_empty()).then_some(rec.tags.len() as i32),

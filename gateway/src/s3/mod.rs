@@ -35,6 +35,8 @@ pub const BLAKE3_HEADER: &str = "x-s3swarm-blake3";
 #[derive(Clone)]
 pub struct Gateway {
     pub(crate) store: Arc<Store>,
+    /// The swarm this node is part of, if any: where absent chunks are fetched from.
+    pub(crate) swarm: Option<swarm::Swarm>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) region: String,
     pub(crate) max_object_size: u64,
@@ -43,12 +45,14 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         store: Arc<Store>,
+        swarm: Option<swarm::Swarm>,
         metrics: Arc<Metrics>,
         region: String,
         max_object_size: u64,
     ) -> Self {
         Self {
             store,
+            swarm,
             metrics,
             region,
             max_object_size,

@@ -1,0 +1,399 @@
+//! The running swarm on one node: configuration, shared state, counters, and the tasks that
+//! drive the deterministic core (transport, gossip, namespace sync, transfer, keeper).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use store::Store;
+use tokio::sync::{Notify, mpsc};
+
+use crate::auth::ClusterSecret;
+use crate::error::SwarmError;
+use crate::gossip::GossipEvent;
+use crate::hlc::SharedClock;
+use crate::member::Member;
+use crate::membership::{Membership, Report, State};
+use crate::node::NodeId;
+use crate::wire::PeerStatus;
+
+/// How a node takes part in the swarm.
+#[derive(Clone)]
+pub struct SwarmConfig {
+    /// Where the QUIC endpoint listens.
+    pub listen: SocketAddr,
+    /// The S3 address, shown to peers in `cluster status`.
+    pub http: Option<SocketAddr>,
+    /// Nodes to join through (any member will do).
+    pub peers: Vec<SocketAddr>,
+    pub secret: ClusterSecret,
+    /// Copies of each chunk (k), placed by rendezvous hashing over the storage members.
+    pub replicas: usize,
+    /// A cache-only node: holds no placed copies, and evicts cached chunks beyond this many
+    /// bytes.
+    pub capacity: Option<u64>,
+    /// Test-only fault: flip a byte in every chunk served to peers.
+    pub fault_corrupt: bool,
+}
+
+/// Counters the gateway exports as metrics.
+#[derive(Default)]
+pub struct SwarmStats {
+    /// Indexed by [`PeerClass`].
+    pub bytes_sent: [AtomicU64; 2],
+    pub bytes_received: [AtomicU64; 2],
+    pub chunks_fetched: AtomicU64,
+    pub chunks_served: AtomicU64,
+    pub verification_failures: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub peers_dropped: AtomicU64,
+    pub journal_applied: AtomicU64,
+    /// Journal entries peers have that this node has not recorded yet (last measured).
+    pub journal_backlog: AtomicU64,
+    /// Delay between a write's stamp and its application here, last applied (ms).
+    pub namespace_lag_ms: AtomicU64,
+    /// Chunks placement assigns to this node that it does not hold yet.
+    pub replication_backlog: AtomicU64,
+    /// Chunks no live member holds.
+    pub chunks_lost: AtomicU64,
+    pub repairs: AtomicU64,
+    pub evicted_bytes: AtomicU64,
+}
+
+/// Peers by role, for per-class byte counters.
+#[derive(Clone, Copy, Debug)]
+pub enum PeerClass {
+    Storage = 0,
+    Cache = 1,
+}
+
+impl PeerClass {
+    pub fn of(m: &Member) -> Self {
+        if m.storage {
+            PeerClass::Storage
+        } else {
+            PeerClass::Cache
+        }
+    }
+
+    pub fn label(i: usize) -> &'static str {
+        if i == 0 { "storage" } else { "cache" }
+    }
+}
+
+/// The membership as this node sees it: states from failure detection, identities from
+/// the members themselves.
+#[derive(Default)]
+pub(crate) struct Members {
+    pub view: Membership,
+    pub info: BTreeMap<NodeId, Member>,
+}
+
+impl Members {
+    pub fn up(&mut self, m: Member) -> bool {
+        let changed = self.view.apply(Report {
+            node: m.id,
+            incarnation: m.incarnation,
+            state: State::Alive,
+        });
+        if changed {
+            self.info.insert(m.id, m);
+        }
+        changed
+    }
+
+    pub fn down(&mut self, m: &Member) -> bool {
+        self.view.apply(Report {
+            node: m.id,
+            incarnation: m.incarnation,
+            state: State::Down,
+        })
+    }
+
+    /// Live peers (not this node).
+    pub fn alive_peers(&self, me: &NodeId) -> Vec<Member> {
+        self.info
+            .values()
+            .filter(|m| m.id != *me && self.view.state(&m.id) == Some(State::Alive))
+            .cloned()
+            .collect()
+    }
+
+    /// Storage members that count for placement, this node included if it stores.
+    pub fn placement(&self) -> Vec<NodeId> {
+        self.view
+            .placement_members()
+            .into_iter()
+            .filter(|n| self.info.get(n).is_some_and(|m| m.storage))
+            .collect()
+    }
+}
+
+pub(crate) struct Inner {
+    pub cfg: SwarmConfig,
+    pub store: Arc<Store>,
+    pub me: Member,
+    pub clock: SharedClock,
+    pub endpoint: quinn::Endpoint,
+    /// Authenticated connections by peer.
+    pub conns: Mutex<HashMap<NodeId, (quinn::Connection, Member)>>,
+    /// One dial at a time per address.
+    pub dialing: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
+    pub members: Mutex<Members>,
+    /// Peers that sent corrupt bytes, until when they are ignored.
+    pub banned: Mutex<HashMap<NodeId, Instant>>,
+    pub gossip: mpsc::UnboundedSender<GossipEvent>,
+    /// Wakes the namespace sync (a peer poked, or a local write).
+    pub sync_wake: Notify,
+    /// Wakes the keeper (membership or namespace changed).
+    pub keeper_wake: Notify,
+    pub stats: Arc<SwarmStats>,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    pub fn is_banned(&self, id: &NodeId) -> bool {
+        let mut b = lock(&self.banned);
+        match b.get(id) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                b.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Drops a peer that misbehaved (sent bytes that fail verification) for a while.
+    pub fn ban(&self, id: NodeId, why: &str) {
+        tracing::warn!(peer = %id, reason = why, "dropping peer");
+        lock(&self.banned).insert(id, Instant::now() + Duration::from_secs(60));
+        self.stats.peers_dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some((conn, _)) = lock(&self.conns).remove(&id) {
+            conn.close(2u32.into(), b"sent corrupt data");
+        }
+    }
+
+    pub fn alive_peers(&self) -> Vec<Member> {
+        let me = self.me.id;
+        lock(&self.members)
+            .alive_peers(&me)
+            .into_iter()
+            .filter(|m| !self.is_banned(&m.id))
+            .collect()
+    }
+
+    pub fn count_sent(&self, to: &Member, n: u64) {
+        self.stats.bytes_sent[PeerClass::of(to) as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn count_received(&self, from: &Member, n: u64) {
+        self.stats.bytes_received[PeerClass::of(from) as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// What this node holds, for `cluster status`.
+    pub fn local_status(&self) -> Result<PeerStatus, SwarmError> {
+        let (mut held, mut missing) = (0u64, 0u64);
+        self.store.chunk_inventory(|_, _, h, _| {
+            if h {
+                held += 1;
+            } else {
+                missing += 1;
+            }
+            true
+        })?;
+        Ok(PeerStatus {
+            chunks_held: held,
+            bytes_held: self.store.held_bytes()?,
+            chunks_missing: missing,
+            journal: self.store.journal_seen()?.into_iter().collect(),
+        })
+    }
+}
+
+/// One member as `cluster status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberStatus {
+    pub id: String,
+    pub swarm_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub state: String,
+    pub role: &'static str,
+    pub incarnation: u64,
+    pub is_self: bool,
+    /// What it holds, if it answered.
+    pub chunks_held: Option<u64>,
+    pub bytes_held: Option<u64>,
+    pub chunks_missing: Option<u64>,
+    pub journal_entries: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// The swarm as one node sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    pub node: String,
+    pub replicas: usize,
+    pub members: Vec<MemberStatus>,
+}
+
+/// A node's handle on the swarm.
+#[derive(Clone)]
+pub struct Swarm {
+    inner: Arc<Inner>,
+}
+
+impl Swarm {
+    /// Binds the QUIC endpoint and starts membership, namespace sync and the keeper.
+    pub async fn start(
+        cfg: SwarmConfig,
+        store: Arc<Store>,
+        clock: SharedClock,
+    ) -> Result<Self, SwarmError> {
+        let (server, client) = crate::auth::quic_configs(Duration::from_secs(6))?;
+        let mut endpoint = quinn::Endpoint::server(server, cfg.listen)
+            .map_err(|e| SwarmError::Unreachable(format!("cannot listen on {}: {e}", cfg.listen)))?;
+        endpoint.set_default_client_config(client);
+        let listen = endpoint.local_addr()?;
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let me = Member {
+            id: store.node_id(),
+            addr: listen,
+            http: cfg.http,
+            storage: cfg.capacity.is_none(),
+            incarnation,
+        };
+        let (gossip, events) = mpsc::unbounded_channel();
+        let mut members = Members::default();
+        members.up(me.clone());
+        let inner = Arc::new(Inner {
+            cfg: SwarmConfig {
+                listen,
+                ..cfg.clone()
+            },
+            store,
+            me,
+            clock,
+            endpoint,
+            conns: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashMap::new()),
+            members: Mutex::new(members),
+            banned: Mutex::new(HashMap::new()),
+            gossip,
+            sync_wake: Notify::new(),
+            keeper_wake: Notify::new(),
+            stats: Arc::new(SwarmStats::default()),
+        });
+        tracing::info!(node = %inner.me.id, %listen, peers = ?cfg.peers, "swarm listening");
+        tokio::spawn(inner.clone().accept_loop());
+        tokio::spawn(inner.clone().gossip_loop(events, cfg.peers.clone()));
+        tokio::spawn(inner.clone().sync_loop());
+        tokio::spawn(inner.clone().keeper_loop());
+        tokio::spawn(inner.clone().watch_journal());
+        Ok(Self { inner })
+    }
+
+    /// The QUIC address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.me.addr
+    }
+
+    pub fn stats(&self) -> &Arc<SwarmStats> {
+        &self.inner.stats
+    }
+
+    /// Members by state (this node included).
+    pub fn member_counts(&self) -> BTreeMap<State, usize> {
+        lock(&self.inner.members).view.counts()
+    }
+
+    /// Starts fetching chunks this node lacks, for a read (kept as evictable copies).
+    pub fn fetch(&self, chunks: Vec<store::ChunkHash>) -> crate::transfer::Download {
+        self.inner.download(chunks, true)
+    }
+
+    /// The members, their state and what they hold (each live peer is asked).
+    pub async fn status(&self) -> ClusterStatus {
+        let inner = &self.inner;
+        let list: Vec<(Member, State)> = {
+            let m = lock(&inner.members);
+            m.info
+                .values()
+                .map(|x| (x.clone(), m.view.state(&x.id).unwrap_or(State::Down)))
+                .collect()
+        };
+        let asks = list.iter().map(|(m, state)| async move {
+            let answer = if m.id == inner.me.id {
+                let i = inner.clone();
+                tokio::task::spawn_blocking(move || i.local_status())
+                    .await
+                    .map_err(|e| SwarmError::Protocol(e.to_string()))
+                    .and_then(|r| r)
+            } else if *state == State::Alive {
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    inner.call(m, &crate::wire::Request::Status),
+                )
+                .await
+                {
+                    Ok(Ok((crate::wire::Response::Status(s), _))) => Ok(s),
+                    Ok(Ok((other, _))) => Err(SwarmError::Protocol(format!("{other:?}"))),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(SwarmError::Timeout("status".into())),
+                }
+            } else {
+                Err(SwarmError::Unreachable(m.addr.to_string()))
+            };
+            let (s, error) = match answer {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            MemberStatus {
+                id: m.id.to_hex(),
+                swarm_addr: m.addr,
+                http_addr: m.http,
+                state: format!("{state:?}").to_lowercase(),
+                role: if m.storage { "storage" } else { "cache" },
+                incarnation: m.incarnation,
+                is_self: m.id == inner.me.id,
+                chunks_held: s.as_ref().map(|s| s.chunks_held),
+                bytes_held: s.as_ref().map(|s| s.bytes_held),
+                chunks_missing: s.as_ref().map(|s| s.chunks_missing),
+                journal_entries: s.as_ref().map(|s| s.journal.iter().map(|(_, n)| n).sum()),
+                error,
+            }
+        });
+        ClusterStatus {
+            node: inner.me.id.to_hex(),
+            replicas: inner.cfg.replicas,
+            members: futures::future::join_all(asks).await,
+        }
+    }
+}
+
+impl Inner {
+    /// Pokes peers soon after each local write, so they pull it without waiting for the
+    /// next tick. Reads the journal head (one key) every few milliseconds: cheaper than a
+    /// hook in the store's commit path, and it only fires once the write is durable.
+    async fn watch_journal(self: Arc<Self>) {
+        let mut last = self.store.journal_head().unwrap_or(0);
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let head = self.store.journal_head().unwrap_or(last);
+            if head != last {
+                last = head;
+                self.poke_peers();
+            }
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Connections between nodes: one quinn endpoint both dials and listens; each connection
+//! starts with the mutual proof of the cluster secret (see [`crate::auth`]) and only then
+//! carries requests (one bidirectional stream each) and notices (unidirectional streams).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::{Role, session_keying};
+use crate::error::SwarmError;
+use crate::gossip::GossipEvent;
+use crate::member::Member;
+use crate::runtime::{Inner, lock};
+use crate::wire::{self, Hello, Notice, PROTOCOL, Request, Response};
+
+/// How long the proof exchange may take before the connection is dropped.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request may wait for its response header.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long dialing may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Inner {
+    /// Accepts connections until the endpoint closes.
+    pub async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(%remote, error = %e, "incoming connection failed");
+                        return;
+                    }
+                };
+                match tokio::time::timeout(HELLO_TIMEOUT, me.admit(&conn)).await {
+                    Ok(Ok(peer)) => me.serve(conn, peer).await,
+                    Ok(Err(e)) => {
+                        me.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%remote, error = %e, "refused a peer");
+                        conn.close(1u32.into(), b"unauthorized");
+                    }
+                    Err(_) => {
+                        me.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%remote, "refused a peer: no proof in time");
+                        conn.close(1u32.into(), b"unauthorized");
+                    }
+                }
+            });
+        }
+    }
+
+    /// The listener's side of the proof exchange: the dialer proves first, and learns
+    /// nothing (not even who we are) unless its proof checks out.
+    async fn admit(&self, conn: &quinn::Connection) -> Result<Member, SwarmError> {
+        let remote = conn.remote_address().to_string();
+        let (mut send, mut recv) = conn.accept_bi().await?;
+        let hello: Hello = wire::read_frame(&mut recv).await?;
+        let keying = session_keying(conn)?;
+        if hello.protocol != PROTOCOL
+            || !self
+                .cfg
+                .secret
+                .verify(Role::Dialer, &hello.member.id, &keying, &hello.proof)
+        {
+            return Err(SwarmError::Unauthorized(remote));
+        }
+        if self.is_banned(&hello.member.id) {
+            return Err(SwarmError::Unauthorized(format!("{remote} (dropped earlier)")));
+        }
+        let reply = Hello {
+            protocol: PROTOCOL,
+            member: self.me.clone(),
+            proof: self.cfg.secret.proof(Role::Listener, &self.me.id, &keying),
+        };
+        wire::write_frame(&mut send, &reply).await?;
+        send.finish().ok();
+        Ok(hello.member)
+    }
+
+    /// An authenticated connection to the peer at `addr`, dialing if there is none.
+    pub async fn connect(self: &Arc<Self>, addr: SocketAddr) -> Result<(quinn::Connection, Member), SwarmError> {
+        if let Some(found) = self.conn_at(addr) {
+            return Ok(found);
+        }
+        let gate = lock(&self.dialing).entry(addr).or_default().clone();
+        let _one_at_a_time = gate.lock().await;
+        if let Some(found) = self.conn_at(addr) {
+            return Ok(found);
+        }
+        let dial = async {
+            let conn = self.endpoint.connect(addr, "s3swarm")?.await?;
+            let (mut send, mut recv) = conn.open_bi().await?;
+            let keying = session_keying(&conn)?;
+            let hello = Hello {
+                protocol: PROTOCOL,
+                member: self.me.clone(),
+                proof: self.cfg.secret.proof(Role::Dialer, &self.me.id, &keying),
+            };
+            wire::write_frame(&mut send, &hello).await?;
+            send.finish().ok();
+            let reply: Hello = wire::read_frame(&mut recv).await.map_err(|e| {
+                // A listener that refuses us closes the connection: say so plainly.
+                match conn.close_reason() {
+                    Some(reason) => SwarmError::Unauthorized(format!("{addr}: {reason}")),
+                    None => e,
+                }
+            })?;
+            if reply.protocol != PROTOCOL
+                || !self
+                    .cfg
+                    .secret
+                    .verify(Role::Listener, &reply.member.id, &keying, &reply.proof)
+            {
+                conn.close(1u32.into(), b"unauthorized");
+                return Err(SwarmError::Unauthorized(addr.to_string()));
+            }
+            Ok::<_, SwarmError>((conn, reply.member))
+        };
+        let (conn, peer) = tokio::time::timeout(DIAL_TIMEOUT + HELLO_TIMEOUT, dial)
+            .await
+            .map_err(|_| SwarmError::Unreachable(addr.to_string()))??;
+        let me = self.clone();
+        let (c, p) = (conn.clone(), peer.clone());
+        tokio::spawn(async move { me.serve(c, p).await });
+        Ok((conn, peer))
+    }
+
+    fn conn_at(&self, addr: SocketAddr) -> Option<(quinn::Connection, Member)> {
+        lock(&self.conns)
+            .values()
+            .find(|(c, m)| m.addr == addr && c.close_reason().is_none())
+            .cloned()
+    }
+
+    /// Serves one authenticated connection until it closes.
+    async fn serve(self: Arc<Self>, conn: quinn::Connection, peer: Member) {
+        lock(&self.conns).insert(peer.id, (conn.clone(), peer.clone()));
+        // A peer that reached us is worth telling the failure detector about.
+        let _ = self.gossip.send(GossipEvent::Announce(peer.clone()));
+        loop {
+            tokio::select! {
+                bi = conn.accept_bi() => match bi {
+                    Ok((send, recv)) => {
+                        let me = self.clone();
+                        let p = peer.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = me.answer(&p, send, recv).await {
+                                tracing::debug!(peer = %p.id, error = %e, "request failed");
+                            }
+                        });
+                    }
+                    Err(_) => break,
+                },
+                uni = conn.accept_uni() => match uni {
+                    Ok(mut recv) => {
+                        let me = self.clone();
+                        tokio::spawn(async move {
+                            if let Ok(n) = wire::read_frame::<_, Notice>(&mut recv).await {
+                                me.on_notice(n);
+                            }
+                        });
+                    }
+                    Err(_) => break,
+                },
+            }
+        }
+        let mut conns = lock(&self.conns);
+        if conns.get(&peer.id).is_some_and(|(c, _)| c.stable_id() == conn.stable_id()) {
+            conns.remove(&peer.id);
+        }
+    }
+
+    fn on_notice(&self, n: Notice) {
+        match n {
+            Notice::Gossip(data) => {
+                let _ = self.gossip.send(GossipEvent::Data(data));
+            }
+            Notice::Poke => self.sync_wake.notify_one(),
+        }
+    }
+
+    /// Answers one request.
+    async fn answer(
+        self: Arc<Self>,
+        peer: &Member,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> Result<(), SwarmError> {
+        let req: Request = wire::read_frame(&mut recv).await?;
+        let store = self.store.clone();
+        match req {
+            Request::Pull { seen } => {
+                let seen = seen.into_iter().collect();
+                let resp = tokio::task::spawn_blocking(move || -> Result<Response, SwarmError> {
+                    Ok(Response::Entries {
+                        entries: store.journal_since(&seen, 1 << 20)?,
+                        seen: store.journal_seen()?.into_iter().collect(),
+                    })
+                })
+                .await
+                .map_err(|e| SwarmError::Protocol(e.to_string()))??;
+                wire::write_frame(&mut send, &resp).await?;
+            }
+            Request::Have { chunks } => {
+                let flags = tokio::task::spawn_blocking(move || {
+                    chunks
+                        .iter()
+                        .map(|h| {
+                            store
+                                .has_chunk(&store::ChunkHash::from_bytes(*h))
+                                .unwrap_or(false)
+                        })
+                        .collect::<Vec<bool>>()
+                })
+                .await
+                .map_err(|e| SwarmError::Protocol(e.to_string()))?;
+                wire::write_frame(&mut send, &Response::Have(flags)).await?;
+            }
+            Request::Chunk { hash } => {
+                let h = store::ChunkHash::from_bytes(hash);
+                let data = tokio::task::spawn_blocking(move || store.chunk(&h))
+                    .await
+                    .map_err(|e| SwarmError::Protocol(e.to_string()))??;
+                match data {
+                    Some(bytes) => {
+                        let bytes = if self.cfg.fault_corrupt {
+                            corrupt(bytes)
+                        } else {
+                            bytes
+                        };
+                        wire::write_frame(
+                            &mut send,
+                            &Response::Chunk {
+                                len: bytes.len() as u32,
+                            },
+                        )
+                        .await?;
+                        send.write_all(&bytes).await?;
+                        self.count_sent(peer, bytes.len() as u64);
+                        self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => wire::write_frame(&mut send, &Response::NoChunk).await?,
+                }
+            }
+            Request::Status => {
+                let me = self.clone();
+                let resp = tokio::task::spawn_blocking(move || me.local_status())
+                    .await
+                    .map_err(|e| SwarmError::Protocol(e.to_string()))?;
+                let resp = match resp {
+                    Ok(s) => Response::Status(s),
+                    Err(e) => Response::Error(e.to_string()),
+                };
+                wire::write_frame(&mut send, &resp).await?;
+            }
+        }
+        send.finish().ok();
+        Ok(())
+    }
+
+    /// Sends a request to `peer`; returns the response header and the stream (a chunk's
+    /// bytes follow on it).
+    pub async fn call(
+        self: &Arc<Self>,
+        peer: &Member,
+        req: &Request,
+    ) -> Result<(Response, quinn::RecvStream), SwarmError> {
+        let (conn, _) = self.connect(peer.addr).await?;
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            wire::write_frame(&mut send, req).await?;
+            send.finish().ok();
+            let resp: Response = wire::read_frame(&mut recv).await?;
+            Ok::<_, SwarmError>((resp, recv))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, exchange)
+            .await
+            .map_err(|_| SwarmError::Timeout(format!("request to {}", peer.id)))?
+    }
+
+    /// Sends a notice to the member; failures are only logged (gossip tolerates loss).
+    pub fn notify(self: &Arc<Self>, to: SocketAddr, notice: Notice) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let sent = async {
+                let (conn, _) = me.connect(to).await?;
+                let mut s = conn.open_uni().await?;
+                wire::write_frame(&mut s, &notice).await?;
+                s.finish().ok();
+                s.flush().await?;
+                Ok::<_, SwarmError>(())
+            };
+            if let Err(e) = tokio::time::timeout(DIAL_TIMEOUT * 2, sent)
+                .await
+                .unwrap_or_else(|_| Err(SwarmError::Unreachable(to.to_string())))
+            {
+                tracing::debug!(%to, error = %e, "notice not delivered");
+            }
+        });
+    }
+
+    /// Which of `chunks` the peer holds.
+    pub async fn ask_have(
+        self: &Arc<Self>,
+        peer: &Member,
+        chunks: &[store::ChunkHash],
+    ) -> Result<Vec<bool>, SwarmError> {
+        let req = Request::Have {
+            chunks: chunks.iter().map(|c| *c.as_bytes()).collect(),
+        };
+        match self.call(peer, &req).await?.0 {
+            Response::Have(flags) if flags.len() == chunks.len() => Ok(flags),
+            other => Err(SwarmError::Protocol(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Fetches one chunk from `peer` and verifies it; bad bytes are an error naming the
+    /// peer (the caller drops it).
+    pub async fn fetch_chunk(
+        self: &Arc<Self>,
+        peer: &Member,
+        hash: store::ChunkHash,
+    ) -> Result<Option<Bytes>, SwarmError> {
+        let (resp, mut recv) = self
+            .call(peer, &Request::Chunk {
+                hash: *hash.as_bytes(),
+            })
+            .await?;
+        match resp {
+            Response::Chunk { len } => {
+                if len as usize > store::chunker::MAX_CHUNK {
+                    return Err(SwarmError::Protocol(format!("chunk of {len} bytes")));
+                }
+                let mut buf = vec![0u8; len as usize];
+                tokio::time::timeout(CALL_TIMEOUT, recv.read_exact(&mut buf))
+                    .await
+                    .map_err(|_| SwarmError::Timeout(format!("chunk {hash} from {}", peer.id)))??;
+                self.count_received(peer, u64::from(len));
+                if store::ChunkHash::of(&buf) != hash {
+                    self.stats.verification_failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(SwarmError::Corrupt(hash, peer.id.to_string()));
+                }
+                Ok(Some(Bytes::from(buf)))
+            }
+            Response::NoChunk => Ok(None),
+            other => Err(SwarmError::Protocol(format!("unexpected answer {other:?}"))),
+        }
+    }
+}
+
+/// The test-only fault: one flipped byte in the middle.
+fn corrupt(bytes: Bytes) -> Bytes {
+    let mut v = bytes.to_vec();
+    let mid = v.len() / 2;
+    if let Some(b) = v.get_mut(mid) {
+        *b ^= 0x5a;
+    }
+    Bytes::from(v)
+}

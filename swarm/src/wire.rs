@@ -1,0 +1,97 @@
+//! What nodes say to each other on QUIC streams: one request per bidirectional stream, a
+//! length-prefixed postcard frame each way; a chunk's bytes follow its response frame raw, so
+//! QUIC flow control paces them.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::SwarmError;
+use crate::member::Member;
+use crate::node::NodeId;
+
+/// Bumped when a message changes incompatibly; peers with another version are refused.
+pub const PROTOCOL: u32 = 1;
+/// The largest control frame accepted (a journal page, a have-list).
+pub const MAX_FRAME: usize = 8 << 20;
+
+/// The first message on a connection, each way: who is speaking, and the proof that it holds
+/// the cluster secret, bound to this TLS session (see [`crate::auth`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    pub member: Member,
+    pub proof: [u8; 32],
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Journal entries the asker lacks, given what it has seen of each origin.
+    Pull { seen: Vec<(NodeId, u64)> },
+    /// Which of these chunks does the peer hold?
+    Have { chunks: Vec<[u8; 32]> },
+    /// One whole chunk.
+    Chunk { hash: [u8; 32] },
+    /// What the peer holds, for `cluster status`.
+    Status,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// Journal entries (origin, number, entry bytes), and the responder's own version vector
+    /// so the asker can tell how far behind it is.
+    Entries {
+        entries: Vec<(NodeId, u64, Vec<u8>)>,
+        seen: Vec<(NodeId, u64)>,
+    },
+    /// One flag per chunk asked about.
+    Have(Vec<bool>),
+    /// The chunk's bytes follow: `len` of them.
+    Chunk { len: u32 },
+    NoChunk,
+    Status(PeerStatus),
+    Error(String),
+}
+
+/// Messages without an answer, on unidirectional streams.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Notice {
+    /// A foca (SWIM) packet.
+    Gossip(Vec<u8>),
+    /// The sender has new journal entries: pull now rather than at the next tick.
+    Poke,
+}
+
+/// What a node reports about itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub chunks_held: u64,
+    pub bytes_held: u64,
+    pub chunks_missing: u64,
+    pub journal: Vec<(NodeId, u64)>,
+}
+
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> Result<(), SwarmError> {
+    let body = postcard::to_allocvec(msg).map_err(|e| SwarmError::Protocol(e.to_string()))?;
+    w.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    w.write_all(&body).await?;
+    Ok(())
+}
+
+pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+) -> Result<T, SwarmError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(SwarmError::Protocol(format!(
+            "frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    postcard::from_bytes(&body).map_err(|e| SwarmError::Protocol(e.to_string()))
+}

@@ -5,7 +5,9 @@
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
+};
 use aws_sigv4::sign::v4;
 use http::{HeaderValue, StatusCode};
 use s3s::{Body, S3Response, S3Result, s3_error};
@@ -36,7 +38,9 @@ pub(crate) async fn cluster_status(swarm: Option<&swarm::Swarm>) -> S3Result<S3R
 /// Why `cluster status` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("set S3SWARM_ACCESS_KEY and S3SWARM_SECRET_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")]
+    #[error(
+        "set S3SWARM_ACCESS_KEY and S3SWARM_SECRET_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+    )]
     NoKeys,
     #[error("signing: {0}")]
     Sign(String),
@@ -53,7 +57,9 @@ pub enum AdminError {
 }
 
 fn env_key(names: [&str; 2]) -> Option<String> {
-    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
 }
 
 /// Fetches the status from the node at `endpoint` and prints it (a table, or JSON).
@@ -64,12 +70,15 @@ pub async fn print_status(endpoint: &str, json: bool) -> Result<(), AdminError> 
     let region = env_key(["S3SWARM_REGION", "AWS_DEFAULT_REGION"]).unwrap_or("us-east-1".into());
     let url = format!("{}{CLUSTER_PATH}", endpoint.trim_end_matches('/'));
     let identity = Credentials::new(access, secret, None, None, "s3swarm").into();
+    let mut settings = SigningSettings::default();
+    // S3 wants the payload hash as a header too.
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(&region)
         .name("s3")
         .time(SystemTime::now())
-        .settings(SigningSettings::default())
+        .settings(settings)
         .build()
         .map_err(|e| AdminError::Sign(e.to_string()))?
         .into();
@@ -84,6 +93,8 @@ pub async fn print_status(endpoint: &str, json: bool) -> Result<(), AdminError> 
         .body(())
         .map_err(|e| AdminError::Sign(e.to_string()))?;
     instructions.apply_to_request_http1x(&mut req);
+    // reqwest is built without a default crypto provider (the workspace uses aws-lc-rs).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = reqwest::Client::builder().build()?;
     let mut r = client.get(&url);
     for (k, v) in req.headers() {
@@ -120,7 +131,11 @@ pub async fn print_status(endpoint: &str, json: bool) -> Result<(), AdminError> 
             format!(
                 "{}{}",
                 m["id"].as_str().unwrap_or("?"),
-                if m["is_self"].as_bool() == Some(true) { "*" } else { "" }
+                if m["is_self"].as_bool() == Some(true) {
+                    "*"
+                } else {
+                    ""
+                }
             ),
             m["swarm_addr"].as_str().unwrap_or("-"),
             m["http_addr"].as_str().unwrap_or("-"),

@@ -229,8 +229,7 @@ impl Config {
         }
         if self.swarm_listen.is_none() && !self.peers.is_empty() {
             return Err(ConfigError::Invalid(
-                "--peer needs --swarm-listen (the address this node's swarm endpoint binds)"
-                    .into(),
+                "--peer needs --swarm-listen (the address this node's swarm endpoint binds)".into(),
             ));
         }
         if self.replicas == 0 || self.replicas > 16 {

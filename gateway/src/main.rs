@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: S3 API, /metrics and /healthz on one port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inspect a swarm (signed with S3SWARM_ACCESS_KEY / S3SWARM_SECRET_KEY).
     Cluster(ClusterArgs),
 }
@@ -110,7 +110,11 @@ enum ClusterCommand {
     /// Members, their state and what they hold, as the node at --endpoint sees them.
     Status {
         /// The node's S3 endpoint.
-        #[arg(long, env = "S3SWARM_ENDPOINT", default_value = "http://127.0.0.1:9000")]
+        #[arg(
+            long,
+            env = "S3SWARM_ENDPOINT",
+            default_value = "http://127.0.0.1:9000"
+        )]
         endpoint: String,
         /// Print the raw JSON.
         #[arg(long)]

@@ -33,14 +33,35 @@ pub struct Metrics {
 
 /// Swarm counters exported as `s3swarm_swarm_<name>` (all `_total`).
 const SWARM_COUNTERS: [(&str, &str); 8] = [
-    ("chunks_fetched_total", "Chunks fetched from peers and verified"),
+    (
+        "chunks_fetched_total",
+        "Chunks fetched from peers and verified",
+    ),
     ("chunks_served_total", "Chunks sent to peers"),
-    ("verification_failures_total", "Chunks from peers whose BLAKE3 did not match"),
-    ("auth_failures_total", "Connections refused for a missing or wrong cluster-secret proof"),
-    ("peers_dropped_total", "Peers dropped for sending corrupt data"),
-    ("journal_applied_total", "Namespace journal entries recorded from peers"),
-    ("repaired_chunks_total", "Chunks fetched because placement assigned them here"),
-    ("evicted_bytes_total", "Cached chunk bytes evicted under the capacity limit"),
+    (
+        "verification_failures_total",
+        "Chunks from peers whose BLAKE3 did not match",
+    ),
+    (
+        "auth_failures_total",
+        "Connections refused for a missing or wrong cluster-secret proof",
+    ),
+    (
+        "peers_dropped_total",
+        "Peers dropped for sending corrupt data",
+    ),
+    (
+        "journal_applied_total",
+        "Namespace journal entries recorded from peers",
+    ),
+    (
+        "repaired_chunks_total",
+        "Chunks fetched because placement assigned them here",
+    ),
+    (
+        "evicted_bytes_total",
+        "Cached chunk bytes evicted under the capacity limit",
+    ),
 ];
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -113,7 +134,10 @@ impl Metrics {
             &["source"],
         ));
         let swarm_members = must(IntGaugeVec::new(
-            Opts::new("swarm_members", "Swarm members by state, this node included"),
+            Opts::new(
+                "swarm_members",
+                "Swarm members by state, this node included",
+            ),
             &["state"],
         ));
         let swarm_counters = must(IntCounterVec::new(
@@ -229,7 +253,9 @@ impl Metrics {
         ];
         for ((name, _), v) in SWARM_COUNTERS.iter().zip(counters) {
             catch_up(
-                &self.swarm_counters.with_label_values(&[name.trim_end_matches("_total")]),
+                &self
+                    .swarm_counters
+                    .with_label_values(&[name.trim_end_matches("_total")]),
                 v.load(Relaxed),
             );
         }
@@ -240,7 +266,9 @@ impl Metrics {
                 s.bytes_sent[i].load(Relaxed),
             );
             catch_up(
-                &self.swarm_peer_bytes.with_label_values(&["received", class]),
+                &self
+                    .swarm_peer_bytes
+                    .with_label_values(&["received", class]),
                 s.bytes_received[i].load(Relaxed),
             );
         }

@@ -113,6 +113,7 @@ pub struct Entry {
 
 /// The state of one name after a write.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // short-lived, one per entry being applied
 pub enum Change {
     /// A bucket's record (`None`: deleted).
     Bucket {

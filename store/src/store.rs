@@ -1767,7 +1767,9 @@ fn check_upload_id(id: &str) -> Result<()> {
 // ---- namespace journal (run on the committer thread) ---------------------------------------
 
 fn seen_in(tx: &Tx<'_>, origin: &NodeId) -> Result<u64> {
-    Ok(tx.get(Cf::Seen, &origin.0)?.map_or(0, |v| decode_seq(&v).unwrap_or(0)))
+    Ok(tx
+        .get(Cf::Seen, &origin.0)?
+        .map_or(0, |v| decode_seq(&v).unwrap_or(0)))
 }
 
 /// Appends this node's journal entry for `change` and stamps the name with it.

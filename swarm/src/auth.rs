@@ -212,7 +212,10 @@ mod tests {
         assert!(s.verify(Role::Dialer, &n, &k, &p));
         assert!(!other.verify(Role::Dialer, &n, &k, &p), "another secret");
         assert!(!s.verify(Role::Listener, &n, &k, &p), "reflected");
-        assert!(!s.verify(Role::Dialer, &NodeId([2; 16]), &k, &p), "another node");
+        assert!(
+            !s.verify(Role::Dialer, &NodeId([2; 16]), &k, &p),
+            "another node"
+        );
         assert!(!s.verify(Role::Dialer, &n, &[8; 32], &p), "another session");
     }
 

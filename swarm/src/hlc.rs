@@ -87,7 +87,8 @@ impl SharedClock {
     pub fn for_store(&self) -> std::sync::Arc<dyn Fn(NodeId) -> store::StampSource + Send + Sync> {
         let me = self.clone();
         std::sync::Arc::new(move |node| {
-            let _ = me.0.set(std::sync::Mutex::new(Clock::new(node, MAX_DRIFT_MS)));
+            let _ =
+                me.0.set(std::sync::Mutex::new(Clock::new(node, MAX_DRIFT_MS)));
             let me = me.clone();
             std::sync::Arc::new(move || me.now())
         })

@@ -95,9 +95,14 @@ impl Inner {
     }
 
     /// Fetches the chunks placed here that this node lacks, from whoever holds them.
-    async fn repair(self: &Arc<Self>, members: &[NodeId], want: Vec<ChunkHash>) -> Result<(), SwarmError> {
+    async fn repair(
+        self: &Arc<Self>,
+        members: &[NodeId],
+        want: Vec<ChunkHash>,
+    ) -> Result<(), SwarmError> {
         let peers = self.alive_peers();
-        let mut held: Vec<(ChunkHash, Vec<NodeId>)> = want.iter().map(|h| (*h, Vec::new())).collect();
+        let mut held: Vec<(ChunkHash, Vec<NodeId>)> =
+            want.iter().map(|h| (*h, Vec::new())).collect();
         for batch in held.chunks_mut(HAVE_BATCH) {
             let hashes: Vec<ChunkHash> = batch.iter().map(|(h, _)| *h).collect();
             for p in &peers {
@@ -139,7 +144,10 @@ impl Inner {
 
     /// Chunks this node holds outside its placement (it wrote them, or was a holder before
     /// the membership changed) become evictable once every placed holder has them.
-    async fn release_placed(self: &Arc<Self>, extra: Vec<(ChunkHash, Vec<NodeId>)>) -> Result<(), SwarmError> {
+    async fn release_placed(
+        self: &Arc<Self>,
+        extra: Vec<(ChunkHash, Vec<NodeId>)>,
+    ) -> Result<(), SwarmError> {
         let peers = self.alive_peers();
         let mut confirmed = Vec::new();
         for batch in extra.chunks(HAVE_BATCH) {

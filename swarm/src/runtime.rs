@@ -258,8 +258,9 @@ impl Swarm {
         clock: SharedClock,
     ) -> Result<Self, SwarmError> {
         let (server, client) = crate::auth::quic_configs(Duration::from_secs(6))?;
-        let mut endpoint = quinn::Endpoint::server(server, cfg.listen)
-            .map_err(|e| SwarmError::Unreachable(format!("cannot listen on {}: {e}", cfg.listen)))?;
+        let mut endpoint = quinn::Endpoint::server(server, cfg.listen).map_err(|e| {
+            SwarmError::Unreachable(format!("cannot listen on {}: {e}", cfg.listen))
+        })?;
         endpoint.set_default_client_config(client);
         let listen = endpoint.local_addr()?;
         let incarnation = std::time::SystemTime::now()

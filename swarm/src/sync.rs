@@ -76,7 +76,10 @@ impl Inner {
                         "journal entry stamped too far in the future; not applied yet");
                     break;
                 }
-                stamps.push((entry.at.wall_ms, matches!(entry.change, Change::Object { .. })));
+                stamps.push((
+                    entry.at.wall_ms,
+                    matches!(entry.change, Change::Object { .. }),
+                ));
                 batch.push((origin, seq, bytes));
             }
             if batch.is_empty() {
@@ -100,7 +103,10 @@ impl Inner {
             if objects {
                 self.keeper_wake.notify_one();
             }
-            if applied.iter().all(|a| matches!(a, Applied::Duplicate | Applied::Gap)) {
+            if applied
+                .iter()
+                .all(|a| matches!(a, Applied::Duplicate | Applied::Gap))
+            {
                 return Ok(behind(&seen, &theirs));
             }
         }

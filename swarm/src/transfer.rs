@@ -26,6 +26,13 @@ const PER_PEER: usize = 4;
 const HAVE_REFRESH: Duration = Duration::from_millis(200);
 /// How long a download waits for anyone to hold a chunk before it gives up.
 const NO_HOLDER_TIMEOUT: Duration = Duration::from_secs(20);
+/// A request unanswered this long is asked of another holder too, and its peer is avoided
+/// for a while: a peer that died answers nothing until failure detection notices, and a
+/// reader must not stall that long.
+const STRAGGLER: Duration = Duration::from_millis(1500);
+const AVOID_FOR: Duration = Duration::from_secs(5);
+/// How long a peer may take to say what it holds.
+const HAVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Progress of one download, shared with the readers waiting on it.
 #[derive(Clone, Debug, Default)]
@@ -123,22 +130,47 @@ impl Inner {
         let mut peers: HashMap<NodeId, Member> = HashMap::new();
         let mut last_refresh: Option<Instant> = None;
         let mut waiting_since = Instant::now();
+        let mut sent: HashMap<(usize, NodeId), Instant> = HashMap::new();
+        let mut avoid: HashMap<NodeId, Instant> = HashMap::new();
         while !sched.done() {
+            // Give up on stragglers: ask another holder, avoid the slow peer for a while.
+            let now = Instant::now();
+            let late: Vec<(usize, NodeId)> = sent
+                .iter()
+                .filter(|(_, t)| now.duration_since(**t) > STRAGGLER)
+                .map(|(k, _)| *k)
+                .collect();
+            for (piece, peer) in late {
+                sent.remove(&(piece, peer));
+                tracing::debug!(%peer, piece, "chunk request is late; asking elsewhere");
+                sched.failed(piece, peer);
+                sched.peer_gone(peer);
+                peers.remove(&peer);
+                avoid.insert(peer, now + AVOID_FOR);
+            }
             // Ask again who holds what when there is nothing to send and the last answers
             // are stale: peers gain chunks as they download them too.
             let requests = sched.requests();
-            if requests.is_empty()
-                && last_refresh.is_none_or(|t| t.elapsed() >= HAVE_REFRESH)
-            {
+            if requests.is_empty() && last_refresh.is_none_or(|t| t.elapsed() >= HAVE_REFRESH) {
                 last_refresh = Some(Instant::now());
                 let window: Vec<ChunkHash> =
                     sched.window_pieces().iter().map(|i| pieces[*i]).collect();
+                avoid.retain(|_, until| *until > Instant::now());
+                peers.clear();
                 for p in self.alive_peers() {
-                    peers.insert(p.id, p);
+                    if !avoid.contains_key(&p.id) {
+                        peers.insert(p.id, p);
+                    }
                 }
                 let window_ref = &window;
                 let asks = peers.values().map(|p| async move {
-                    (p.id, self.ask_have(p, window_ref).await)
+                    let asked = tokio::time::timeout(HAVE_TIMEOUT, self.ask_have(p, window_ref));
+                    (
+                        p.id,
+                        asked
+                            .await
+                            .unwrap_or_else(|_| Err(SwarmError::Timeout("have".into()))),
+                    )
                 });
                 for (id, answer) in futures::future::join_all(asks).await {
                     match answer {
@@ -150,7 +182,10 @@ impl Inner {
                                 .filter_map(|(h, _)| index.get(h).copied());
                             sched.peer_has(id, has);
                         }
-                        Err(_) => sched.peer_gone(id),
+                        Err(_) => {
+                            sched.peer_gone(id);
+                            avoid.insert(id, Instant::now() + AVOID_FOR);
+                        }
                     }
                 }
                 continue;
@@ -161,6 +196,7 @@ impl Inner {
                     continue;
                 };
                 let hash = pieces[r.piece];
+                sent.insert((r.piece, r.peer), Instant::now());
                 let me = self.clone();
                 let results = results.clone();
                 tokio::spawn(async move {
@@ -179,9 +215,26 @@ impl Inner {
                 tokio::time::sleep(HAVE_REFRESH / 4).await;
                 continue;
             }
-            let Some((piece, from, got)) = arrivals.recv().await else {
-                break;
+            let (piece, from, got) = match tokio::time::timeout(HAVE_REFRESH, arrivals.recv()).await
+            {
+                Ok(Some(a)) => a,
+                Ok(None) => break,
+                Err(_) => continue,
             };
+            if sent.remove(&(piece, from)).is_none() {
+                // An answer to a request already given up on (or a duplicate): use the bytes
+                // if they are still wanted, nothing else.
+                if let Ok(Some(bytes)) = got
+                    && !progress.borrow().done.contains(&pieces[piece])
+                {
+                    self.keep_chunk(pieces[piece], bytes, cached).await?;
+                    sched.received(piece, from);
+                    progress.send_modify(|p| {
+                        p.done.insert(pieces[piece]);
+                    });
+                }
+                continue;
+            }
             waiting_since = Instant::now();
             match got {
                 Ok(Some(bytes)) => {
@@ -212,7 +265,12 @@ impl Inner {
         Ok(())
     }
 
-    async fn keep_chunk(&self, hash: ChunkHash, bytes: Bytes, cached: bool) -> Result<(), SwarmError> {
+    async fn keep_chunk(
+        &self,
+        hash: ChunkHash,
+        bytes: Bytes,
+        cached: bool,
+    ) -> Result<(), SwarmError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.put_chunk(hash, bytes, cached))
             .await

@@ -71,7 +71,9 @@ impl Inner {
             return Err(SwarmError::Unauthorized(remote));
         }
         if self.is_banned(&hello.member.id) {
-            return Err(SwarmError::Unauthorized(format!("{remote} (dropped earlier)")));
+            return Err(SwarmError::Unauthorized(format!(
+                "{remote} (dropped earlier)"
+            )));
         }
         let reply = Hello {
             protocol: PROTOCOL,
@@ -84,7 +86,10 @@ impl Inner {
     }
 
     /// An authenticated connection to the peer at `addr`, dialing if there is none.
-    pub async fn connect(self: &Arc<Self>, addr: SocketAddr) -> Result<(quinn::Connection, Member), SwarmError> {
+    pub async fn connect(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+    ) -> Result<(quinn::Connection, Member), SwarmError> {
         if let Some(found) = self.conn_at(addr) {
             return Ok(found);
         }
@@ -171,7 +176,10 @@ impl Inner {
             }
         }
         let mut conns = lock(&self.conns);
-        if conns.get(&peer.id).is_some_and(|(c, _)| c.stable_id() == conn.stable_id()) {
+        if conns
+            .get(&peer.id)
+            .is_some_and(|(c, _)| c.stable_id() == conn.stable_id())
+        {
             conns.remove(&peer.id);
         }
     }
@@ -328,9 +336,12 @@ impl Inner {
         hash: store::ChunkHash,
     ) -> Result<Option<Bytes>, SwarmError> {
         let (resp, mut recv) = self
-            .call(peer, &Request::Chunk {
-                hash: *hash.as_bytes(),
-            })
+            .call(
+                peer,
+                &Request::Chunk {
+                    hash: *hash.as_bytes(),
+                },
+            )
             .await?;
         match resp {
             Response::Chunk { len } => {
@@ -343,7 +354,9 @@ impl Inner {
                     .map_err(|_| SwarmError::Timeout(format!("chunk {hash} from {}", peer.id)))??;
                 self.count_received(peer, u64::from(len));
                 if store::ChunkHash::of(&buf) != hash {
-                    self.stats.verification_failures.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .verification_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     return Err(SwarmError::Corrupt(hash, peer.id.to_string()));
                 }
                 Ok(Some(Bytes::from(buf)))

@@ -46,7 +46,9 @@ pub enum Response {
     /// One flag per chunk asked about.
     Have(Vec<bool>),
     /// The chunk's bytes follow: `len` of them.
-    Chunk { len: u32 },
+    Chunk {
+        len: u32,
+    },
     NoChunk,
     Status(PeerStatus),
     Error(String),

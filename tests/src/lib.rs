@@ -39,6 +39,29 @@ pub struct Node {
     pub banner: String,
     /// The self-signed certificate the node serves HTTPS with, when it does.
     pub tls: Option<TestCert>,
+    /// The loopback address it listens on.
+    pub host: String,
+}
+
+/// The swarm address of node `i` in test network `net`: `127.0.<net>.<i>:7400`. Each test
+/// takes its own `net`, so tests running at once never share addresses.
+pub fn swarm_addr(net: u8, i: u8) -> String {
+    format!("127.0.{net}.{i}:7400")
+}
+
+/// A cluster secret file for swarm tests.
+pub struct SecretFile {
+    pub path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl SecretFile {
+    pub fn new(secret: &str) -> SecretFile {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let path = tmp.path().join("secret");
+        std::fs::write(&path, secret).expect("write secret");
+        SecretFile { path, _tmp: tmp }
+    }
 }
 
 /// A self-signed certificate and its key, made at test time with the `openssl` CLI, valid for
@@ -140,9 +163,64 @@ impl Node {
                 .collect(),
             banner: String::new(),
             tls: None,
+            host: "127.0.0.1".into(),
         };
         node.spawn(None);
         node
+    }
+
+    /// Swarm node `i` of test network `net` (see [`swarm_addr`]), joining through the nodes
+    /// in `peers`, with the test identity and `extra` flags.
+    pub fn start_swarm(net: u8, i: u8, secret: &SecretFile, peers: &[u8], extra: &[&str]) -> Node {
+        let tmp = tempfile::Builder::new()
+            .prefix("s3swarm-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut args: Vec<String> = vec![
+            "--swarm-listen".into(),
+            swarm_addr(net, i),
+            "--cluster-secret-file".into(),
+            secret.path.display().to_string(),
+        ];
+        for p in peers {
+            args.push("--peer".into());
+            args.push(swarm_addr(net, *p));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut node = Node {
+            child: None,
+            endpoint: String::new(),
+            data_dir: tmp.path().join("data"),
+            _tmp: Some(tmp),
+            extra_args: args,
+            env: vec![
+                ("S3SWARM_ACCESS_KEY".into(), ACCESS_KEY.into()),
+                ("S3SWARM_SECRET_KEY".into(), SECRET_KEY.into()),
+            ],
+            banner: String::new(),
+            tls: None,
+            host: format!("127.0.{net}.{i}"),
+        };
+        node.spawn(None);
+        node
+    }
+
+    /// A metric's value, or 0 if the node does not export it (yet).
+    pub async fn metric_or_zero(&self, name: &str) -> f64 {
+        let text = match self
+            .http()
+            .get(format!("{}/metrics", self.endpoint))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => return 0.0,
+        };
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// A node serving HTTPS with a fresh self-signed certificate (see [`TestCert`]), with the
@@ -174,6 +252,7 @@ impl Node {
             ],
             banner: String::new(),
             tls: Some(cert),
+            host: "127.0.0.1".into(),
         };
         node.spawn(None);
         node
@@ -210,7 +289,7 @@ impl Node {
 
     fn spawn(&mut self, port: Option<u16>) {
         install_crypto_provider();
-        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let listen = format!("{}:{}", self.host, port.unwrap_or(0));
         let mut cmd = Command::new(binary());
         cmd.arg("serve")
             .arg("--listen")

@@ -29,6 +29,10 @@ pub struct Scheduler {
     /// Only the first `window` missing pieces are requested (a streaming read needs its
     /// next bytes soon; rarest-first applies inside the window).
     window: usize,
+    /// Breaks ties between equally rare pieces: nodes downloading the same object at once
+    /// start on different pieces, so they have something to trade (BitTorrent's random
+    /// first pieces).
+    tie_break: u64,
 }
 
 impl Scheduler {
@@ -40,7 +44,25 @@ impl Scheduler {
             in_flight: BTreeMap::new(),
             per_peer: per_peer.max(1),
             window: usize::MAX,
+            tie_break: 0,
         }
+    }
+
+    /// Orders equally rare pieces by `seed` (a per-node value) instead of by position.
+    pub fn tie_break(mut self, seed: u64) -> Self {
+        self.tie_break = seed;
+        self
+    }
+
+    fn tie(&self, piece: Piece) -> u64 {
+        if self.tie_break == 0 {
+            return piece as u64;
+        }
+        // A cheap mix (splitmix64) of seed and piece.
+        let mut z = self.tie_break ^ (piece as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 
     /// Requests only among the first `window` missing pieces (at least one).
@@ -126,7 +148,7 @@ impl Scheduler {
             .take(self.window)
             .filter(|(_, p)| endgame || !self.in_flight.contains_key(p))
             .collect();
-        wanted.sort_unstable();
+        wanted.sort_unstable_by_key(|(rarity, piece)| (*rarity, self.tie(*piece)));
         for (_, piece) in wanted {
             // The least loaded peer that has it and is not already asked for it.
             let peer = self

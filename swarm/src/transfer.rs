@@ -105,7 +105,14 @@ impl Inner {
             });
         }
         let peers_now = self.alive_peers().len().max(1);
-        let mut sched = Scheduler::new(pieces.len(), PER_PEER).windowed(PER_PEER * peers_now * 2);
+        let mut sched = Scheduler::new(pieces.len(), PER_PEER)
+            .windowed(PER_PEER * peers_now * 2)
+            .tie_break(u64::from_le_bytes(
+                self.me.id.0[..8].try_into().unwrap_or([1; 8]),
+            ) | 1);
+        // How long chunks take to arrive (moving average): a request is late only well past
+        // it, so a busy but healthy link does not trigger duplicate requests.
+        let mut typical = Duration::from_millis(200);
         {
             let store = self.store.clone();
             let check = pieces.clone();
@@ -135,18 +142,20 @@ impl Inner {
         while !sched.done() {
             // Give up on stragglers: ask another holder, avoid the slow peer for a while.
             let now = Instant::now();
+            let patience = STRAGGLER.max(typical * 4);
             let late: Vec<(usize, NodeId)> = sent
                 .iter()
-                .filter(|(_, t)| now.duration_since(**t) > STRAGGLER)
+                .filter(|(_, t)| now.duration_since(**t) > patience)
                 .map(|(k, _)| *k)
                 .collect();
             for (piece, peer) in late {
                 sent.remove(&(piece, peer));
                 tracing::debug!(%peer, piece, "chunk request is late; asking elsewhere");
+                // Its holdings are asked again; a peer that does not answer that either
+                // (dead, not yet declared so) is avoided for a while.
                 sched.failed(piece, peer);
                 sched.peer_gone(peer);
-                peers.remove(&peer);
-                avoid.insert(peer, now + AVOID_FOR);
+                last_refresh = None;
             }
             // Ask again who holds what when there is nothing to send and the last answers
             // are stale: peers gain chunks as they download them too.
@@ -221,7 +230,11 @@ impl Inner {
                 Ok(None) => break,
                 Err(_) => continue,
             };
-            if sent.remove(&(piece, from)).is_none() {
+            let started = sent.remove(&(piece, from));
+            if let Some(t) = started {
+                typical = (typical * 7 + t.elapsed()) / 8;
+            }
+            if started.is_none() {
                 // An answer to a request already given up on (or a duplicate): use the bytes
                 // if they are still wanted, nothing else.
                 if let Ok(Some(bytes)) = got

@@ -107,9 +107,7 @@ impl Inner {
         let peers_now = self.alive_peers().len().max(1);
         let mut sched = Scheduler::new(pieces.len(), PER_PEER)
             .windowed(PER_PEER * peers_now * 2)
-            .tie_break(u64::from_le_bytes(
-                self.me.id.0[..8].try_into().unwrap_or([1; 8]),
-            ) | 1);
+            .tie_break(u64::from_le_bytes(self.me.id.0[..8].try_into().unwrap_or([1; 8])) | 1);
         // How long chunks take to arrive (moving average): a request is late only well past
         // it, so a busy but healthy link does not trigger duplicate requests.
         let mut typical = Duration::from_millis(200);

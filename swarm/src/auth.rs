@@ -55,9 +55,7 @@ impl ClusterSecret {
         Self::new(text.trim().as_bytes().to_vec())
     }
 
-    /// The proof that `node`, at `role`, holds the secret on the session that exported
-    /// `keying`.
-    pub fn proof(&self, role: Role, node: &NodeId, keying: &[u8; 32]) -> [u8; 32] {
+    fn mac(&self, role: Role, node: &NodeId, keying: &[u8; 32]) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(match role {
@@ -66,20 +64,18 @@ impl ClusterSecret {
         });
         mac.update(&node.0);
         mac.update(keying);
-        mac.finalize().into_bytes().into()
+        mac
+    }
+
+    /// The proof that `node`, at `role`, holds the secret on the session that exported
+    /// `keying`.
+    pub fn proof(&self, role: Role, node: &NodeId, keying: &[u8; 32]) -> [u8; 32] {
+        self.mac(role, node, keying).finalize().into_bytes().into()
     }
 
     /// Checks a proof in constant time.
     pub fn verify(&self, role: Role, node: &NodeId, keying: &[u8; 32], proof: &[u8; 32]) -> bool {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(match role {
-            Role::Dialer => b"dialer",
-            Role::Listener => b"listen",
-        });
-        mac.update(&node.0);
-        mac.update(keying);
-        mac.verify_slice(proof).is_ok()
+        self.mac(role, node, keying).verify_slice(proof).is_ok()
     }
 }
 

@@ -71,11 +71,16 @@ pub(crate) fn stream_range(
     tokio::task::spawn_blocking(move || {
         let mut download: Option<swarm::transfer::Download> = None;
         for (i, slice) in manifest.slices(range).enumerate() {
-            let mut fetched = false;
+            let mut fetched = 0;
             let bytes = loop {
                 match store.read_slice(&slice) {
                     Ok(b) => break Ok(b),
-                    Err(StoreError::ChunkAbsent(h)) if swarm.is_some() && !fetched => {
+                    // A cache-only node may evict a chunk between its arrival and this read:
+                    // fetch it again (a few times at most).
+                    Err(StoreError::ChunkAbsent(h)) if swarm.is_some() && fetched < 3 => {
+                        if fetched > 0 {
+                            download = None;
+                        }
                         let dl = download.get_or_insert_with(|| {
                             let wanted = manifest.slices(range).skip(i).map(|s| s.chunk.hash);
                             swarm
@@ -88,7 +93,7 @@ pub(crate) fn stream_range(
                                 "chunk {h} could not be fetched from any peer: {e}"
                             )));
                         }
-                        fetched = true;
+                        fetched += 1;
                     }
                     Err(e) => break Err(std::io::Error::other(e.to_string())),
                 }
@@ -96,7 +101,7 @@ pub(crate) fn stream_range(
             match bytes {
                 Ok(b) => {
                     if let Some(m) = &m {
-                        m.chunk_read(fetched);
+                        m.chunk_read(fetched > 0);
                     }
                     if tx.blocking_send(Ok(b)).is_err() {
                         return;

@@ -197,44 +197,37 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&config);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("s3swarm: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(gateway::serve(config, shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("s3swarm: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            run(true, gateway::serve(config, shutdown_signal()))
         }
         Command::Cluster(ClusterArgs {
             command: ClusterCommand::Status { endpoint, json },
-        }) => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("s3swarm: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(gateway::admin::print_status(&endpoint, json)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("s3swarm: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        }) => run(false, gateway::admin::print_status(&endpoint, json)),
+    }
+}
+
+/// Runs `work` on a tokio runtime (multi-threaded for the server) and turns its error into
+/// a message and a failing exit code.
+fn run<E: std::fmt::Display>(
+    multi_thread: bool,
+    work: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let rt = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("s3swarm: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("s3swarm: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -31,37 +31,16 @@ pub struct Metrics {
     swarm_lag: prometheus::Gauge,
 }
 
-/// Swarm counters exported as `s3swarm_swarm_<name>` (all `_total`).
-const SWARM_COUNTERS: [(&str, &str); 8] = [
-    (
-        "chunks_fetched_total",
-        "Chunks fetched from peers and verified",
-    ),
-    ("chunks_served_total", "Chunks sent to peers"),
-    (
-        "verification_failures_total",
-        "Chunks from peers whose BLAKE3 did not match",
-    ),
-    (
-        "auth_failures_total",
-        "Connections refused for a missing or wrong cluster-secret proof",
-    ),
-    (
-        "peers_dropped_total",
-        "Peers dropped for sending corrupt data",
-    ),
-    (
-        "journal_applied_total",
-        "Namespace journal entries recorded from peers",
-    ),
-    (
-        "repaired_chunks_total",
-        "Chunks fetched because placement assigned them here",
-    ),
-    (
-        "evicted_bytes_total",
-        "Cached chunk bytes evicted under the capacity limit",
-    ),
+/// The `event` label of `s3swarm_swarm_events_total`, in the order `render_swarm` reads them.
+const SWARM_EVENTS: [&str; 8] = [
+    "chunks_fetched",
+    "chunks_served",
+    "verification_failures",
+    "auth_failures",
+    "peers_dropped",
+    "journal_applied",
+    "repaired_chunks",
+    "evicted_bytes",
 ];
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -251,11 +230,9 @@ impl Metrics {
             &s.repairs,
             &s.evicted_bytes,
         ];
-        for ((name, _), v) in SWARM_COUNTERS.iter().zip(counters) {
+        for (name, v) in SWARM_EVENTS.iter().zip(counters) {
             catch_up(
-                &self
-                    .swarm_counters
-                    .with_label_values(&[name.trim_end_matches("_total")]),
+                &self.swarm_counters.with_label_values(&[name]),
                 v.load(Relaxed),
             );
         }

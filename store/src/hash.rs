@@ -96,3 +96,22 @@ mod tests {
         assert!("ab".parse::<ChunkHash>().is_err());
     }
 }
+
+/// A chunk's bytes, checked against its hash: the only form in which bytes from elsewhere
+/// (a peer) enter the store, so they are hashed once, on arrival, and never stored unchecked.
+#[derive(Clone, Debug)]
+pub struct VerifiedChunk {
+    hash: ChunkHash,
+    bytes: bytes::Bytes,
+}
+
+impl VerifiedChunk {
+    /// `None` if the bytes do not hash to `hash`.
+    pub fn new(hash: ChunkHash, bytes: bytes::Bytes) -> Option<Self> {
+        (ChunkHash::of(&bytes) == hash).then_some(Self { hash, bytes })
+    }
+
+    pub fn into_parts(self) -> (ChunkHash, bytes::Bytes) {
+        (self.hash, self.bytes)
+    }
+}

@@ -170,6 +170,35 @@ impl Entry {
     }
 }
 
+/// An entry pulled from a peer: decoded once, kept with the exact bytes that are recorded
+/// and passed on.
+#[derive(Clone, Debug)]
+pub struct Pulled {
+    pub origin: NodeId,
+    pub seq: u64,
+    entry: Entry,
+    bytes: Vec<u8>,
+}
+
+impl Pulled {
+    pub fn decode(origin: NodeId, seq: u64, bytes: Vec<u8>) -> Result<Self> {
+        Ok(Self {
+            origin,
+            seq,
+            entry: Entry::decode(&bytes)?,
+            bytes,
+        })
+    }
+
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    pub(crate) fn into_parts(self) -> (NodeId, u64, Entry, Vec<u8>) {
+        (self.origin, self.seq, self.entry, self.bytes)
+    }
+}
+
 /// Journal key: origin, then its number (big-endian, so one origin's entries are in order).
 pub(crate) fn entry_key(origin: &NodeId, seq: u64) -> Vec<u8> {
     let mut k = origin.0.to_vec();

@@ -20,7 +20,7 @@ pub mod version;
 
 pub use chunker::Chunker;
 pub use error::{Result, StoreError};
-pub use hash::{ChunkHash, ContentHash};
+pub use hash::{ChunkHash, ContentHash, VerifiedChunk};
 pub use journal::{Applied, Hlc, NodeId, StampSource};
 pub use manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
 pub use names::{BucketName, MAX_KEY_LEN, ObjectKey};
@@ -28,8 +28,8 @@ pub use records::{
     BucketRecord, CorsRule, ObjectMeta, ObjectRecord, PartRecord, StoredChecksum, UploadRecord,
 };
 pub use store::{
-    Deleted, INLINE_MAX, ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE, NewObject,
-    ObjectWriter, Replacement, StagedObject, Store, StoreOptions, StoreStats, UploadRef,
+    ChunkState, Deleted, INLINE_MAX, ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE,
+    NewObject, ObjectWriter, Replacement, StagedObject, Store, StoreOptions, StoreStats, UploadRef,
     VersionsPage, WritePrecondition,
 };
 pub use version::{DeleteMarker, Version, VersionId, Versioning};

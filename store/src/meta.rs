@@ -125,7 +125,7 @@ impl Meta {
         &self,
         cf: Cf,
         from: &[u8],
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
         let mut ro = ReadOptions::default();
         ro.fill_cache(true);
@@ -134,13 +134,7 @@ impl Meta {
             ro,
             IteratorMode::From(from, Direction::Forward),
         );
-        for item in it {
-            let (k, v) = item?;
-            if !f(&k, &v)? {
-                break;
-            }
-        }
-        Ok(())
+        each(it, f)
     }
 
     /// Calls `f` for every entry whose key starts with `prefix`, while it returns true.
@@ -175,6 +169,20 @@ impl Meta {
     }
 }
 
+/// Feeds an iterator's entries to `f` while it returns true.
+fn each(
+    it: impl Iterator<Item = std::result::Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>>,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+) -> Result<()> {
+    for item in it {
+        let (k, v) = item?;
+        if !f(&k, &v)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// A snapshot of the database (see [`Meta::view`]).
 pub(crate) struct View<'a> {
     meta: &'a Meta,
@@ -191,20 +199,14 @@ impl View<'_> {
         &self,
         cf: Cf,
         from: &[u8],
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
         let it = self.snap.iterator_cf_opt(
             self.meta.handle(cf)?,
             ReadOptions::default(),
             IteratorMode::From(from, Direction::Forward),
         );
-        for item in it {
-            let (k, v) = item?;
-            if !f(&k, &v)? {
-                break;
-            }
-        }
-        Ok(())
+        each(it, f)
     }
 }
 

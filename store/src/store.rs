@@ -14,8 +14,8 @@ use md5::{Digest, Md5};
 
 use crate::chunker::Chunker;
 use crate::error::{Result, StoreError};
-use crate::hash::{ChunkHash, ContentHash};
-use crate::journal::{self, Applied, Change, Entry, Hlc, NodeId, ObjectState, StampSource};
+use crate::hash::{ChunkHash, ContentHash, VerifiedChunk};
+use crate::journal::{self, Applied, Change, Entry, Hlc, NodeId, ObjectState, Pulled, StampSource};
 use crate::manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
 use crate::meta::{Cf, Database, Meta, Tx, View};
 use crate::names::{BucketName, ObjectKey};
@@ -29,6 +29,18 @@ pub const INLINE_MAX: usize = 64 * 1024;
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// S3's highest part number.
 pub const MAX_PART_NUMBER: u32 = 10_000;
+
+/// One chunk entry as [`Store::chunk_inventory`] reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkState {
+    pub hash: ChunkHash,
+    /// Manifest entries pointing at it (0: awaiting collection).
+    pub refs: u64,
+    /// Bytes of it held here (0: absent, held by peers only).
+    pub held_bytes: u64,
+    /// A copy made for reading, evictable under a capacity limit.
+    pub cached: bool,
+}
 
 /// Counters the gateway exports as metrics.
 #[derive(Default)]
@@ -448,15 +460,12 @@ impl Store {
     /// Records entries pulled from a peer, in one commit, and applies each that is the
     /// newest write of its name. Entries must arrive in order per origin (a gap is refused,
     /// a repeat ignored), so the journal a node passes on has no holes.
-    pub fn apply_journal_batch(&self, batch: Vec<(NodeId, u64, Vec<u8>)>) -> Result<Vec<Applied>> {
+    pub fn apply_journal_batch(&self, batch: Vec<Pulled>) -> Result<Vec<Applied>> {
         let me = self.shared.node;
-        let decoded = batch
-            .into_iter()
-            .map(|(o, s, b)| Ok((o, s, Entry::decode(&b)?, b)))
-            .collect::<Result<Vec<_>>>()?;
         self.db.transact(move |tx| {
-            decoded
+            batch
                 .into_iter()
+                .map(Pulled::into_parts)
                 .map(|(origin, seq, entry, bytes)| {
                     if origin == me {
                         return Ok(Applied::Duplicate);
@@ -482,37 +491,22 @@ impl Store {
         let Some(v) = self.shared.meta.get(Cf::Chunks, hash.as_bytes())? else {
             return Ok(None);
         };
-        let e = ChunkEntry::decode(&v)?;
-        let len = e.location.stored_len();
-        if len == 0 {
-            return Ok(None);
-        }
-        let slice = ChunkSlice {
-            chunk: ChunkRef {
-                hash: *hash,
-                len: len as u32,
-            },
-            offset: 0,
-            len: len as u32,
-        };
-        match read_slice(&self.shared, &slice) {
-            Ok(b) => Ok(Some(b)),
-            Err(StoreError::ChunkAbsent(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(match ChunkEntry::decode(&v)?.location {
+            ChunkLocation::Absent => None,
+            ChunkLocation::Inline(data) => Some(Bytes::from(data)),
+            ChunkLocation::Pack { pack, offset, len } => {
+                Some(self.shared.packs.read(pack, offset, len as usize)?)
+            }
+        })
     }
 
     /// Stores the bytes of a chunk this node references but does not hold (fetched from a
-    /// peer). The bytes are hashed here again: nothing unverified is ever stored. `cached`
-    /// marks a copy made for reading (evictable under a capacity limit) rather than one this
-    /// node holds for durability. Returns false if the chunk was not wanted (no entry, or
-    /// already held).
-    pub fn put_chunk(&self, hash: ChunkHash, data: Bytes, cached: bool) -> Result<bool> {
-        if ChunkHash::of(&data) != hash {
-            return Err(StoreError::Corrupt(format!(
-                "bytes offered for chunk {hash} hash differently"
-            )));
-        }
+    /// peer). Only a [`VerifiedChunk`] is accepted: nothing unverified is ever stored.
+    /// `cached` marks a copy made for reading (evictable under a capacity limit) rather than
+    /// one this node holds for durability. Returns false if the chunk was not wanted (no
+    /// entry, or already held).
+    pub fn put_chunk(&self, chunk: VerifiedChunk, cached: bool) -> Result<bool> {
+        let (hash, data) = chunk.into_parts();
         if self.has_chunk(&hash)? {
             return Ok(false);
         }
@@ -572,28 +566,18 @@ impl Store {
         stored
     }
 
-    /// Chunks referenced here, with whether their bytes are held and whether held as a
-    /// cached copy: what placement and repair walk over.
-    pub fn chunk_inventory(
-        &self,
-        mut f: impl FnMut(ChunkHash, u32, bool, bool) -> bool,
-    ) -> Result<()> {
-        // Lengths come from manifests; an absent chunk's entry has none.
-        let mut lens: HashMap<ChunkHash, u32> = HashMap::new();
-        self.shared.meta.scan(Cf::Manifests, &[], |_, v| {
-            for c in Manifest::decode(v)?.chunks() {
-                lens.insert(c.hash, c.len);
-            }
-            Ok(true)
-        })?;
+    /// Every chunk entry (including ones no manifest references any more, awaiting
+    /// collection), in one scan: what placement, repair and status walk over. Stops when
+    /// `f` returns false.
+    pub fn chunk_inventory(&self, mut f: impl FnMut(ChunkState) -> bool) -> Result<()> {
         self.shared.meta.scan(Cf::Chunks, &[], |k, v| {
             let e = ChunkEntry::decode(v)?;
-            if e.refs == 0 {
-                return Ok(true);
-            }
-            let hash = ChunkHash::from_slice(k)?;
-            let len = lens.get(&hash).copied().unwrap_or(0);
-            Ok(f(hash, len, e.location != ChunkLocation::Absent, e.cached))
+            Ok(f(ChunkState {
+                hash: ChunkHash::from_slice(k)?,
+                refs: e.refs,
+                held_bytes: e.location.stored_len(),
+                cached: e.cached,
+            }))
         })
     }
 
@@ -611,16 +595,6 @@ impl Store {
             }
             Ok(())
         })
-    }
-
-    /// Bytes of chunk data held (packs and inline).
-    pub fn held_bytes(&self) -> Result<u64> {
-        let mut total = 0;
-        self.shared.meta.scan(Cf::Chunks, &[], |_, v| {
-            total += ChunkEntry::decode(v)?.location.stored_len();
-            Ok(true)
-        })?;
-        Ok(total)
     }
 
     /// Drops the bytes of cached chunks (not pinned by a write in flight) until at most
@@ -949,11 +923,7 @@ impl Store {
         let Some(v) = self.shared.meta.get(Cf::PartSizes, &rec.manifest_id()?.0)? else {
             return Ok(None);
         };
-        Ok(Some(
-            v.chunks_exact(8)
-                .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect(),
-        ))
+        Ok(Some(decode_part_sizes(&v)))
     }
 
     /// Reads one slice of a chunk.
@@ -1649,7 +1619,7 @@ impl Store {
         let mut chunks = Vec::new();
         let mut md5s = Md5::new();
         let mut used = Vec::new();
-        let mut part_sizes = Vec::with_capacity(listed.len() * 8);
+        let mut part_sizes = Vec::with_capacity(listed.len());
         if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(StoreError::InvalidPartOrder);
         }
@@ -1675,7 +1645,7 @@ impl Store {
             let m = load_manifest(&self.shared.meta, part.manifest_id()?)?;
             chunks.extend_from_slice(m.chunks());
             used.push((*number, part.manifest.clone()));
-            part_sizes.extend_from_slice(&part.size.to_be_bytes());
+            part_sizes.push(part.size);
         }
         let manifest = Manifest::new(chunks);
         let mut whole = blake3::Hasher::new();
@@ -1714,7 +1684,7 @@ impl Store {
             }
             let id = ManifestId::random();
             tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
-            tx.put(Cf::PartSizes, id.0.to_vec(), part_sizes);
+            tx.put(Cf::PartSizes, id.0.to_vec(), encode_part_sizes(&part_sizes));
             tx.put(Cf::Blobs, blob_key(&content_hash, id), Vec::new());
             let rec = ObjectRecord {
                 size: manifest.size(),
@@ -1764,6 +1734,17 @@ fn check_upload_id(id: &str) -> Result<()> {
     }
 }
 
+/// Part sizes as stored in `part_sizes`: big-endian u64s in part order.
+fn encode_part_sizes(sizes: &[u64]) -> Vec<u8> {
+    sizes.iter().flat_map(|s| s.to_be_bytes()).collect()
+}
+
+fn decode_part_sizes(v: &[u8]) -> Vec<u64> {
+    v.chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect()
+}
+
 // ---- namespace journal (run on the committer thread) ---------------------------------------
 
 fn seen_in(tx: &Tx<'_>, origin: &NodeId) -> Result<u64> {
@@ -1807,11 +1788,7 @@ fn journal_object(tx: &mut Tx<'_>, shared: &Shared, bucket: &str, key: &str) -> 
                 Version::Object(o) => {
                     let id = o.manifest_id()?;
                     let chunks = tx.get(Cf::Manifests, &id.0)?.map(hex::encode);
-                    let sizes = tx.get(Cf::PartSizes, &id.0)?.map(|v| {
-                        v.chunks_exact(8)
-                            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
-                            .collect()
-                    });
+                    let sizes = tx.get(Cf::PartSizes, &id.0)?.map(|v| decode_part_sizes(&v));
                     (chunks, sizes)
                 }
                 Version::DeleteMarker(_) => (None, None),
@@ -1941,11 +1918,7 @@ fn adopt_manifest(
     tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
     tx.put(Cf::Blobs, blob_key(content, id), Vec::new());
     if let Some(sizes) = part_sizes {
-        tx.put(
-            Cf::PartSizes,
-            id.0.to_vec(),
-            sizes.iter().flat_map(|s| s.to_be_bytes()).collect(),
-        );
+        tx.put(Cf::PartSizes, id.0.to_vec(), encode_part_sizes(sizes));
     }
     Ok(id)
 }

@@ -50,13 +50,16 @@ impl Inner {
             let members = members.clone();
             tokio::task::spawn_blocking(move || {
                 let (mut want, mut promote, mut extra) = (Vec::new(), Vec::new(), Vec::new());
-                store.chunk_inventory(|hash, _, held, cached| {
-                    let placed = holders(&hash, &members, k);
+                store.chunk_inventory(|c| {
+                    if c.refs == 0 {
+                        return true; // awaiting collection: nobody needs copies of it
+                    }
+                    let placed = holders(&c.hash, &members, k);
                     let mine = placed.contains(&me);
-                    match (mine, held, cached) {
-                        (true, false, _) => want.push(hash),
-                        (true, true, true) => promote.push(hash),
-                        (false, true, false) => extra.push((hash, placed)),
+                    match (mine, c.held_bytes > 0, c.cached) {
+                        (true, false, _) => want.push(c.hash),
+                        (true, true, true) => promote.push(c.hash),
+                        (false, true, false) => extra.push((c.hash, placed)),
                         _ => {}
                     }
                     true

@@ -200,18 +200,19 @@ impl Inner {
 
     /// What this node holds, for `cluster status`.
     pub fn local_status(&self) -> Result<PeerStatus, SwarmError> {
-        let (mut held, mut missing) = (0u64, 0u64);
-        self.store.chunk_inventory(|_, _, h, _| {
-            if h {
-                held += 1;
-            } else {
-                missing += 1;
+        let (mut held, mut missing, mut bytes) = (0u64, 0u64, 0u64);
+        self.store.chunk_inventory(|c| {
+            bytes += c.held_bytes;
+            match (c.refs, c.held_bytes) {
+                (0, _) => {}
+                (_, 0) => missing += 1,
+                _ => held += 1,
             }
             true
         })?;
         Ok(PeerStatus {
             chunks_held: held,
-            bytes_held: self.store.held_bytes()?,
+            bytes_held: bytes,
             chunks_missing: missing,
             journal: self.store.journal_seen()?.into_iter().collect(),
         })

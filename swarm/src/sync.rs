@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use store::Applied;
-use store::journal::{Change, Entry};
+use store::journal::{Change, Pulled};
 
 use crate::error::SwarmError;
 use crate::member::Member;
@@ -66,25 +66,27 @@ impl Inner {
                 return Ok(behind(&seen, &theirs));
             }
             let mut batch = Vec::with_capacity(entries.len());
-            let mut stamps = Vec::with_capacity(entries.len());
             for (origin, seq, bytes) in entries {
-                let entry = Entry::decode(&bytes)?;
-                if let Err(far) = self.clock.observe(entry.at) {
+                let pulled = Pulled::decode(origin, seq, bytes)?;
+                if let Err(far) = self.clock.observe(pulled.entry().at) {
                     // One node with a wild clock must not drag every name's order with it:
                     // stop here and retry once our clock has caught up.
                     tracing::warn!(origin = %origin, remote_ms = far.remote_ms, local_ms = far.local_ms,
                         "journal entry stamped too far in the future; not applied yet");
                     break;
                 }
-                stamps.push((
-                    entry.at.wall_ms,
-                    matches!(entry.change, Change::Object { .. }),
-                ));
-                batch.push((origin, seq, bytes));
+                batch.push(pulled);
             }
             if batch.is_empty() {
                 return Ok(behind(&seen, &theirs));
             }
+            let stamps: Vec<(u64, bool)> = batch
+                .iter()
+                .map(|p| {
+                    let e = p.entry();
+                    (e.at.wall_ms, matches!(e.change, Change::Object { .. }))
+                })
+                .collect();
             let store = self.store.clone();
             let applied = tokio::task::spawn_blocking(move || store.apply_journal_batch(batch))
                 .await

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use store::ChunkHash;
+use store::{ChunkHash, VerifiedChunk};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::SwarmError;
@@ -228,29 +227,23 @@ impl Inner {
                 Ok(None) => break,
                 Err(_) => continue,
             };
-            let started = sent.remove(&(piece, from));
-            if let Some(t) = started {
-                typical = (typical * 7 + t.elapsed()) / 8;
-            }
-            if started.is_none() {
-                // An answer to a request already given up on (or a duplicate): use the bytes
-                // if they are still wanted, nothing else.
-                if let Ok(Some(bytes)) = got
-                    && !progress.borrow().done.contains(&pieces[piece])
-                {
-                    self.keep_chunk(pieces[piece], bytes, cached).await?;
-                    sched.received(piece, from);
-                    progress.send_modify(|p| {
-                        p.done.insert(pieces[piece]);
-                    });
+            match sent.remove(&(piece, from)) {
+                Some(t) => {
+                    typical = (typical * 7 + t.elapsed()) / 8;
+                    waiting_since = Instant::now();
                 }
-                continue;
+                // An answer to a request already given up on: only bytes still wanted count.
+                None if !matches!(got, Ok(Some(_)))
+                    || progress.borrow().done.contains(&pieces[piece]) =>
+                {
+                    continue;
+                }
+                None => {}
             }
-            waiting_since = Instant::now();
             match got {
-                Ok(Some(bytes)) => {
+                Ok(Some(chunk)) => {
                     self.stats.chunks_fetched.fetch_add(1, Ordering::Relaxed);
-                    self.keep_chunk(pieces[piece], bytes, cached).await?;
+                    self.keep_chunk(chunk, cached).await?;
                     sched.received(piece, from);
                     progress.send_modify(|p| {
                         p.done.insert(pieces[piece]);
@@ -276,14 +269,9 @@ impl Inner {
         Ok(())
     }
 
-    async fn keep_chunk(
-        &self,
-        hash: ChunkHash,
-        bytes: Bytes,
-        cached: bool,
-    ) -> Result<(), SwarmError> {
+    async fn keep_chunk(&self, chunk: VerifiedChunk, cached: bool) -> Result<(), SwarmError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.put_chunk(hash, bytes, cached))
+        tokio::task::spawn_blocking(move || store.put_chunk(chunk, cached))
             .await
             .map_err(|e| SwarmError::Protocol(e.to_string()))??;
         Ok(())

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use store::VerifiedChunk;
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::{Role, session_keying};
@@ -334,7 +335,7 @@ impl Inner {
         self: &Arc<Self>,
         peer: &Member,
         hash: store::ChunkHash,
-    ) -> Result<Option<Bytes>, SwarmError> {
+    ) -> Result<Option<VerifiedChunk>, SwarmError> {
         let (resp, mut recv) = self
             .call(
                 peer,
@@ -353,13 +354,15 @@ impl Inner {
                     .await
                     .map_err(|_| SwarmError::Timeout(format!("chunk {hash} from {}", peer.id)))??;
                 self.count_received(peer, u64::from(len));
-                if store::ChunkHash::of(&buf) != hash {
-                    self.stats
-                        .verification_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(SwarmError::Corrupt(hash, peer.id.to_string()));
+                match VerifiedChunk::new(hash, Bytes::from(buf)) {
+                    Some(chunk) => Ok(Some(chunk)),
+                    None => {
+                        self.stats
+                            .verification_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        Err(SwarmError::Corrupt(hash, peer.id.to_string()))
+                    }
                 }
-                Ok(Some(Bytes::from(buf)))
             }
             Response::NoChunk => Ok(None),
             other => Err(SwarmError::Protocol(format!("unexpected answer {other:?}"))),

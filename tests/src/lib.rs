@@ -147,23 +147,55 @@ impl Node {
 
     /// A node with extra flags and environment, on a fresh data directory.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Node {
+        Self::launch(
+            args.iter().map(|s| s.to_string()).collect(),
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            "127.0.0.1",
+            |_| None,
+        )
+    }
+
+    /// The test identity, as environment.
+    fn identity() -> Vec<(String, String)> {
+        vec![
+            ("S3SWARM_ACCESS_KEY".into(), ACCESS_KEY.into()),
+            ("S3SWARM_SECRET_KEY".into(), SECRET_KEY.into()),
+        ]
+    }
+
+    /// Starts a node on a fresh temporary data directory listening on `host`; `tls` may make
+    /// a certificate in that directory (its flags are added).
+    fn launch(
+        mut args: Vec<String>,
+        env: Vec<(String, String)>,
+        host: &str,
+        tls: impl FnOnce(&Path) -> Option<TestCert>,
+    ) -> Node {
         let tmp = tempfile::Builder::new()
             .prefix("s3swarm-test-")
             .tempdir()
             .expect("temp dir");
+        let tls = tls(tmp.path());
+        if let Some(cert) = &tls {
+            args.extend([
+                "--tls-cert".into(),
+                cert.cert.display().to_string(),
+                "--tls-key".into(),
+                cert.key.display().to_string(),
+            ]);
+        }
         let mut node = Node {
             child: None,
             endpoint: String::new(),
             data_dir: tmp.path().join("data"),
             _tmp: Some(tmp),
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extra_args: args,
+            env,
             banner: String::new(),
-            tls: None,
-            host: "127.0.0.1".into(),
+            tls,
+            host: host.into(),
         };
         node.spawn(None);
         node
@@ -172,10 +204,6 @@ impl Node {
     /// Swarm node `i` of test network `net` (see [`swarm_addr`]), joining through the nodes
     /// in `peers`, with the test identity and `extra` flags.
     pub fn start_swarm(net: u8, i: u8, secret: &SecretFile, peers: &[u8], extra: &[&str]) -> Node {
-        let tmp = tempfile::Builder::new()
-            .prefix("s3swarm-test-")
-            .tempdir()
-            .expect("temp dir");
         let mut args: Vec<String> = vec![
             "--swarm-listen".into(),
             swarm_addr(net, i),
@@ -187,75 +215,19 @@ impl Node {
             args.push(swarm_addr(net, *p));
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut node = Node {
-            child: None,
-            endpoint: String::new(),
-            data_dir: tmp.path().join("data"),
-            _tmp: Some(tmp),
-            extra_args: args,
-            env: vec![
-                ("S3SWARM_ACCESS_KEY".into(), ACCESS_KEY.into()),
-                ("S3SWARM_SECRET_KEY".into(), SECRET_KEY.into()),
-            ],
-            banner: String::new(),
-            tls: None,
-            host: format!("127.0.{net}.{i}"),
-        };
-        node.spawn(None);
-        node
-    }
-
-    /// A metric's value, or 0 if the node does not export it (yet).
-    pub async fn metric_or_zero(&self, name: &str) -> f64 {
-        let text = match self
-            .http()
-            .get(format!("{}/metrics", self.endpoint))
-            .send()
-            .await
-        {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => return 0.0,
-        };
-        let prefix = format!("{name} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+        Self::launch(args, Self::identity(), &format!("127.0.{net}.{i}"), |_| {
+            None
+        })
     }
 
     /// A node serving HTTPS with a fresh self-signed certificate (see [`TestCert`]), with the
     /// test identity and `extra` flags.
     pub fn start_tls(extra: &[&str]) -> Node {
-        let tmp = tempfile::Builder::new()
-            .prefix("s3swarm-test-")
-            .tempdir()
-            .expect("temp dir");
-        let cert = TestCert::generate(tmp.path());
-        let mut args: Vec<String> = vec![
-            "--gc-grace-secs".into(),
-            "0".into(),
-            "--tls-cert".into(),
-            cert.cert.display().to_string(),
-            "--tls-key".into(),
-            cert.key.display().to_string(),
-        ];
+        let mut args: Vec<String> = vec!["--gc-grace-secs".into(), "0".into()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut node = Node {
-            child: None,
-            endpoint: String::new(),
-            data_dir: tmp.path().join("data"),
-            _tmp: Some(tmp),
-            extra_args: args,
-            env: vec![
-                ("S3SWARM_ACCESS_KEY".into(), ACCESS_KEY.into()),
-                ("S3SWARM_SECRET_KEY".into(), SECRET_KEY.into()),
-            ],
-            banner: String::new(),
-            tls: Some(cert),
-            host: "127.0.0.1".into(),
-        };
-        node.spawn(None);
-        node
+        Self::launch(args, Self::identity(), "127.0.0.1", |dir| {
+            Some(TestCert::generate(dir))
+        })
     }
 
     /// A reqwest client for this node: it trusts the node's certificate when it has one.
@@ -269,22 +241,33 @@ impl Node {
         b.build().expect("http client")
     }
 
-    /// The value of an unlabelled metric from `/metrics` (panics if it is missing).
+    /// The value of a metric from `/metrics`, e.g. `name` or `name{label="v"}` (panics if it
+    /// is missing).
     pub async fn metric(&self, name: &str) -> f64 {
+        self.metric_value(name)
+            .await
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    /// A metric's value, or 0 if the node does not export it (yet) or does not answer.
+    pub async fn metric_or_zero(&self, name: &str) -> f64 {
+        self.metric_value(name).await.unwrap_or(0.0)
+    }
+
+    async fn metric_value(&self, name: &str) -> Option<f64> {
         let text = self
             .http()
             .get(format!("{}/metrics", self.endpoint))
             .send()
             .await
-            .expect("GET /metrics")
+            .ok()?
             .text()
             .await
-            .expect("metrics body");
+            .ok()?;
         let prefix = format!("{name} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name}"))
     }
 
     fn spawn(&mut self, port: Option<u16>) {

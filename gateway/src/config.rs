@@ -43,8 +43,10 @@ pub struct Config {
     pub post_max_size: u64,
     /// Where the swarm's QUIC endpoint listens; `None`: a stand-alone node.
     pub swarm_listen: Option<SocketAddr>,
-    /// Swarm members to join through.
-    pub peers: Vec<SocketAddr>,
+    /// The swarm address peers dial (needed when `swarm_listen` is 0.0.0.0).
+    pub swarm_advertise: Option<SocketAddr>,
+    /// Swarm members to join through (IPs or DNS names, resolved on every attempt).
+    pub peers: Vec<swarm::PeerAddr>,
     /// File holding the cluster secret every member shares.
     pub cluster_secret_file: Option<PathBuf>,
     /// Copies of each chunk kept across the swarm.
@@ -73,6 +75,7 @@ impl Default for Config {
             domain: None,
             post_max_size: 64 * 1024 * 1024,
             swarm_listen: None,
+            swarm_advertise: None,
             peers: Vec::new(),
             cluster_secret_file: None,
             replicas: 2,
@@ -100,8 +103,9 @@ pub struct FileConfig {
     pub domain: Option<String>,
     pub post_max_size: Option<u64>,
     pub swarm_listen: Option<SocketAddr>,
+    pub swarm_advertise: Option<SocketAddr>,
     #[serde(default)]
-    pub peers: Vec<SocketAddr>,
+    pub peers: Vec<swarm::PeerAddr>,
     pub cluster_secret_file: Option<PathBuf>,
     pub replicas: Option<usize>,
     pub capacity: Option<u64>,
@@ -124,7 +128,8 @@ pub struct Overrides {
     pub domain: Option<String>,
     pub post_max_size: Option<u64>,
     pub swarm_listen: Option<SocketAddr>,
-    pub peers: Vec<SocketAddr>,
+    pub swarm_advertise: Option<SocketAddr>,
+    pub peers: Vec<swarm::PeerAddr>,
     pub cluster_secret_file: Option<PathBuf>,
     pub replicas: Option<usize>,
     pub capacity: Option<u64>,
@@ -174,6 +179,7 @@ impl Config {
             c.domain = f.domain.or(c.domain);
             c.post_max_size = f.post_max_size.unwrap_or(c.post_max_size);
             c.swarm_listen = f.swarm_listen.or(c.swarm_listen);
+            c.swarm_advertise = f.swarm_advertise.or(c.swarm_advertise);
             c.peers = f.peers;
             c.cluster_secret_file = f.cluster_secret_file.or(c.cluster_secret_file);
             c.replicas = f.replicas.unwrap_or(c.replicas);
@@ -191,6 +197,7 @@ impl Config {
         c.domain = over.domain.or(c.domain);
         c.post_max_size = over.post_max_size.unwrap_or(c.post_max_size);
         c.swarm_listen = over.swarm_listen.or(c.swarm_listen);
+        c.swarm_advertise = over.swarm_advertise.or(c.swarm_advertise);
         if !over.peers.is_empty() {
             c.peers = over.peers;
         }
@@ -226,6 +233,33 @@ impl Config {
                 "--swarm-listen needs --cluster-secret-file: peers must prove the cluster secret"
                     .into(),
             ));
+        }
+        if self.swarm_listen.is_none() && self.swarm_advertise.is_some() {
+            return Err(ConfigError::Invalid(
+                "--swarm-advertise needs --swarm-listen".into(),
+            ));
+        }
+        if let Some(listen) = self.swarm_listen
+            && listen.ip().is_unspecified()
+            && self.swarm_advertise.is_none()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--swarm-listen {listen} binds every interface: peers need --swarm-advertise \
+                 IP:PORT, the address they should dial"
+            )));
+        }
+        if let Some(a) = self.swarm_advertise
+            && (a.ip().is_unspecified() || a.port() == 0)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--swarm-advertise {a} must be a specific IP and port that peers can dial"
+            )));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(ConfigError::Invalid(format!(
+                "log filter {:?} is invalid: {e}",
+                self.log_level
+            )));
         }
         if self.swarm_listen.is_none() && !self.peers.is_empty() {
             return Err(ConfigError::Invalid(

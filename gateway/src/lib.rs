@@ -14,4 +14,9 @@ pub mod server;
 pub mod tls;
 
 pub use config::Config;
+
+/// This binary's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit this binary was built from (see `build.rs`), or `unknown`.
+pub const GIT_COMMIT: &str = env!("S3SWARM_GIT_COMMIT");
 pub use server::serve;

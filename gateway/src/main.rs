@@ -10,7 +10,7 @@ use gateway::config::{Config, Overrides};
 #[derive(Parser)]
 #[command(
     name = "s3swarm",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("S3SWARM_GIT_COMMIT"), ")"),
     about = "S3-compatible gateway on a content-addressed store"
 )]
 struct Cli {
@@ -80,9 +80,15 @@ struct ServeArgs {
     /// [default: none, a stand-alone node].
     #[arg(long, env = "S3SWARM_SWARM_LISTEN")]
     swarm_listen: Option<SocketAddr>,
-    /// A swarm member to join through (repeat, or comma-separate); any one is enough.
+    /// The swarm address peers dial, when --swarm-listen binds all interfaces (0.0.0.0:7400),
+    /// e.g. the pod IP [default: the --swarm-listen address].
+    #[arg(long, env = "S3SWARM_SWARM_ADVERTISE")]
+    swarm_advertise: Option<SocketAddr>,
+    /// A swarm member to join through, IP:PORT or DNS-NAME:PORT (repeat, or comma-separate);
+    /// any one is enough. Names are resolved again on every join attempt, so a headless
+    /// Service name that resolves to all members works.
     #[arg(long = "peer", env = "S3SWARM_PEERS", value_delimiter = ',')]
-    peers: Vec<SocketAddr>,
+    peers: Vec<swarm::PeerAddr>,
     /// File holding the cluster secret (at least 16 bytes) every member shares; required
     /// with --swarm-listen.
     #[arg(long, env = "S3SWARM_CLUSTER_SECRET_FILE")]
@@ -123,13 +129,15 @@ enum ClusterCommand {
 }
 
 fn init_logging(config: &Config) {
+    // Validated with the rest of the configuration; the fallback is never reached.
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if config.log_format == "json" {
-        builder.json().init();
+        // One flat object per line (fields beside `message`), as log shippers expect.
+        builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }
@@ -183,6 +191,7 @@ fn main() -> ExitCode {
                 domain: a.domain,
                 post_max_size: a.post_max_size,
                 swarm_listen: a.swarm_listen,
+                swarm_advertise: a.swarm_advertise,
                 peers: a.peers,
                 cluster_secret_file: a.cluster_secret_file,
                 replicas: a.replicas,

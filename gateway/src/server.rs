@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -18,7 +17,7 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::credentials::{GENERATED_FILE, KeyOrigin, KeyStore};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OperationName};
 use crate::s3::blob::{BlobRoute, Names};
 use crate::s3::{BucketOwnership, DomainHost, Gateway, cors, post};
 use crate::tls::{TlsError, TlsListener};
@@ -81,9 +80,11 @@ pub async fn serve(
     };
     let dir = config.data_dir.clone();
     let clock = swarm::SharedClock::default();
+    let metrics = Metrics::new();
     let options = store::StoreOptions {
         gc_grace: std::time::Duration::from_secs(config.gc_grace_secs),
         clock: Some(clock.for_store()),
+        on_pack_sealed: Some(metrics.pack_sealed_observer()),
     };
     let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, options))
         .await
@@ -94,7 +95,6 @@ pub async fn serve(
         })?;
     let (keys, origin) =
         KeyStore::load(&config.keys, &config.data_dir).map_err(ServeError::Credentials)?;
-    let metrics = Metrics::new();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -108,12 +108,14 @@ pub async fn serve(
             swarm::Swarm::start(
                 swarm::SwarmConfig {
                     listen,
-                    http: Some(addr),
+                    advertise: config.swarm_advertise,
+                    http: Some(http_address(addr, config.swarm_advertise)),
                     peers: config.peers.clone(),
                     secret,
                     replicas: config.replicas,
                     capacity: config.capacity,
                     fault_corrupt: config.fault_corrupt_chunks,
+                    on_chunk_fetched: Some(metrics.chunk_fetched_observer()),
                 },
                 store.clone(),
                 clock,
@@ -122,6 +124,10 @@ pub async fn serve(
         ),
         _ => None,
     };
+    if let Some(sw) = &swarm {
+        metrics.swarm_started(sw);
+    }
+    tokio::spawn(crate::metrics::census::run(store.clone(), metrics.clone()));
 
     let gateway = Gateway::new(
         store.clone(),
@@ -134,7 +140,6 @@ pub async fn serve(
     builder.set_auth(keys.clone());
     builder.set_access(BucketOwnership {
         store: store.clone(),
-        metrics: metrics.clone(),
     });
     builder.set_route(BlobRoute {
         store: store.clone(),
@@ -170,7 +175,10 @@ pub async fn serve(
         .route("/metrics", get(metrics_handler))
         .fallback(s3_handler)
         .layer(middleware::from_fn_with_state(state.clone(), cors_layer))
-        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::requests::observe,
+        ))
         .with_state(state);
 
     announce(&config, addr, tls.is_some(), &origin, keys.len());
@@ -241,6 +249,7 @@ async fn healthz(State(st): State<AppState>, req: Request) -> Response {
     if is_s3_request(&req) {
         return s3_handler(State(st), req).await;
     }
+    OperationName::set(req.extensions(), "Healthz");
     let store = st.store.clone();
     // A metadata read proves the database answers.
     match tokio::task::spawn_blocking(move || store.bucket("healthz-probe")).await {
@@ -256,6 +265,7 @@ async fn metrics_handler(State(st): State<AppState>, req: Request) -> Response {
     if is_s3_request(&req) {
         return s3_handler(State(st), req).await;
     }
+    OperationName::set(req.extensions(), "Metrics");
     let store = st.store.clone();
     let metrics = st.metrics.clone();
     let swarm = st.swarm.clone();
@@ -297,6 +307,8 @@ async fn s3_handler(State(st): State<AppState>, req: Request) -> Response {
     let is_head = req.method() == http::Method::HEAD;
     let form_post = post::is_form_post(req.method(), req.headers());
     let _post_permit = if form_post {
+        // Refusals below come before s3s routes the request; they are still PostObject.
+        OperationName::set(req.extensions(), "PostObject");
         let len = req
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -358,6 +370,7 @@ async fn s3_handler(State(st): State<AppState>, req: Request) -> Response {
 /// bucket's matching rule. Requests without `Origin` pass straight through.
 async fn cors_layer(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if req.method() == http::Method::OPTIONS {
+        OperationName::set(req.extensions(), "Preflight");
         return preflight(&st, &req);
     }
     let Some(origin) = req
@@ -400,11 +413,14 @@ fn preflight(st: &AppState, req: &Request) -> Response {
     resp
 }
 
-async fn record(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    st.metrics
-        .http_request(&method, resp.status().as_u16(), start.elapsed());
-    resp
+/// The S3 address peers show in `cluster status`: the bound one, or with the advertised IP
+/// when bound to all interfaces.
+fn http_address(
+    bound: std::net::SocketAddr,
+    advertise: Option<std::net::SocketAddr>,
+) -> std::net::SocketAddr {
+    match advertise {
+        Some(a) if bound.ip().is_unspecified() => std::net::SocketAddr::new(a.ip(), bound.port()),
+        _ => bound,
+    }
 }

@@ -6,6 +6,7 @@
 //! write is visible only after its pack is fsynced and one synced batch commits it.
 //! The store knows nothing about networks or HTTP.
 
+pub mod census;
 pub mod chunker;
 pub mod error;
 pub mod hash;
@@ -18,6 +19,7 @@ pub mod records;
 mod store;
 pub mod version;
 
+pub use census::{Census, DbFigures, DiskSpace};
 pub use chunker::Chunker;
 pub use error::{Result, StoreError};
 pub use hash::{ChunkHash, ContentHash, VerifiedChunk};

@@ -94,6 +94,8 @@ impl Cf {
 /// Read access to the database; shared by readers and the committer.
 pub(crate) struct Meta {
     db: DB,
+    /// Kept for its statistics object (write-stall time).
+    opts: Options,
 }
 
 impl Meta {
@@ -103,11 +105,15 @@ impl Meta {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
+        // Tickers only (no histograms or timers): what the stall counter needs, at the
+        // lowest cost statistics have.
+        opts.enable_statistics();
+        opts.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptHistogramOrTimers);
         let cfs = Cf::ALL
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Self { db })
+        Ok(Self { db, opts })
     }
 
     fn handle(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily> {
@@ -163,9 +169,30 @@ impl Meta {
         }
     }
 
-    /// A RocksDB property, for metrics.
+    /// A database-wide RocksDB property (e.g. `rocksdb.is-write-stopped`), for metrics.
     pub(crate) fn property_int(&self, name: &str) -> Option<u64> {
         self.db.property_int_value(name).ok().flatten()
+    }
+
+    /// A per-column-family RocksDB property summed over our column families.
+    pub(crate) fn property_sum(&self, name: &str) -> Option<u64> {
+        let mut sum = None;
+        for cf in Cf::ALL {
+            let v = self
+                .handle(cf)
+                .ok()
+                .and_then(|h| self.db.property_int_value_cf(h, name).ok().flatten());
+            if let Some(v) = v {
+                sum = Some(sum.unwrap_or(0) + v);
+            }
+        }
+        sum
+    }
+
+    /// Total time writes have been stalled or stopped since the database opened.
+    pub(crate) fn stall_micros(&self) -> u64 {
+        self.opts
+            .get_ticker_count(rocksdb::statistics::Ticker::StallMicros)
     }
 }
 

@@ -84,6 +84,26 @@ impl Drop for MappedSlice {
 }
 
 impl PackSet {
+    /// The directory holding the sealed packs.
+    pub fn dir(&self) -> &Path {
+        &self.packs_dir
+    }
+
+    /// Bytes the sealed pack files take on disk (their lengths).
+    pub fn disk_usage(&self) -> Result<u64> {
+        let mut total = 0;
+        for entry in fs::read_dir(&self.packs_dir)? {
+            match entry?.metadata() {
+                Ok(m) if m.is_file() => total += m.len(),
+                Ok(_) => {}
+                // Collected between listing and looking: not there any more.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(total)
+    }
+
     /// Creates the directories under `root` if needed.
     pub fn open(root: &Path) -> Result<Self> {
         let packs_dir = root.join("packs");

@@ -45,11 +45,13 @@ pub struct ChunkState {
 /// Counters the gateway exports as metrics.
 #[derive(Default)]
 pub struct StoreStats {
+    /// Sweeps that collected at least one chunk.
     pub gc_runs: AtomicU64,
     pub gc_bytes_freed: AtomicU64,
+    /// Pack files unlinked once their last chunk was collected.
+    pub packs_removed: AtomicU64,
     pub packs_written: AtomicU64,
     pub bytes_written: AtomicU64,
-    pub fsync_seconds_total_micros: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -61,9 +63,24 @@ pub(crate) struct Shared {
     stats: Arc<StoreStats>,
     node: NodeId,
     clock: StampSource,
+    on_pack_sealed: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
 }
 
 impl Shared {
+    /// Seals a pack (write-out, fsync, rename) and accounts for it.
+    fn seal(&self, w: PackWriter) -> Result<(PackId, u64)> {
+        let t = Instant::now();
+        let sealed = w.seal()?;
+        if let Some(observe) = &self.on_pack_sealed {
+            observe(t.elapsed());
+        }
+        self.stats.packs_written.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_written
+            .fetch_add(sealed.1, Ordering::Relaxed);
+        Ok(sealed)
+    }
+
     fn pinned(&self, h: &ChunkHash) -> bool {
         self.pins.lock().map(|p| p.contains_key(h)).unwrap_or(true)
     }
@@ -144,6 +161,9 @@ pub struct StoreOptions {
     pub gc_grace: Duration,
     /// Stamps for this node's namespace writes; `None`: a local clock (no swarm).
     pub clock: Option<Arc<dyn Fn(NodeId) -> StampSource + Send + Sync>>,
+    /// Told how long each pack took to become durable (write-out and fsync), for a latency
+    /// histogram the store itself does not keep.
+    pub on_pack_sealed: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
 }
 
 impl Default for StoreOptions {
@@ -151,6 +171,7 @@ impl Default for StoreOptions {
         Self {
             gc_grace: Duration::from_secs(300),
             clock: None,
+            on_pack_sealed: None,
         }
     }
 }
@@ -260,7 +281,7 @@ impl Store {
             Box::new(move |ids: &[PackId]| {
                 for id in ids {
                     match reap_packs.remove(*id) {
-                        Ok(()) => reap_stats.gc_runs.fetch_add(1, Ordering::Relaxed),
+                        Ok(()) => reap_stats.packs_removed.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
                             tracing::warn!(pack = ?id, error = %e, "could not unlink dead pack");
                             0
@@ -281,6 +302,7 @@ impl Store {
             stats,
             node,
             clock,
+            on_pack_sealed: options.on_pack_sealed,
         });
         let store = Arc::new(Self { db, shared });
         store.recover()?;
@@ -319,35 +341,41 @@ impl Store {
             return Ok(0);
         }
         let shared = self.shared.clone();
-        self.db.transact(move |tx| {
-            let mut dropped = 0;
-            for k in due {
-                let hash = ChunkHash::from_slice(&k[8..])?;
-                let entry = tx
-                    .get(Cf::Chunks, hash.as_bytes())?
-                    .map(|v| ChunkEntry::decode(&v))
-                    .transpose()?;
-                if let Some(e) = entry.filter(|e| e.refs == 0) {
-                    if e.dead_ms.is_some_and(|t| t > cutoff) {
-                        // Revived and dead again since this entry: a newer one covers it.
-                        tx.delete(Cf::Graveyard, k);
-                        continue;
+        let stats = self.shared.stats.clone();
+        self.db
+            .transact(move |tx| {
+                let mut dropped = 0;
+                let mut freed = 0u64;
+                for k in due {
+                    let hash = ChunkHash::from_slice(&k[8..])?;
+                    let entry = tx
+                        .get(Cf::Chunks, hash.as_bytes())?
+                        .map(|v| ChunkEntry::decode(&v))
+                        .transpose()?;
+                    if let Some(e) = entry.filter(|e| e.refs == 0) {
+                        if e.dead_ms.is_some_and(|t| t > cutoff) {
+                            // Revived and dead again since this entry: a newer one covers it.
+                            tx.delete(Cf::Graveyard, k);
+                            continue;
+                        }
+                        if shared.pinned(&hash) {
+                            continue; // an upload deduplicated against it: look again next sweep
+                        }
+                        drop_chunk(tx, &hash, &e)?;
+                        freed += e.location.stored_len();
+                        dropped += 1;
                     }
-                    if shared.pinned(&hash) {
-                        continue; // an upload deduplicated against it: look again next sweep
-                    }
-                    drop_chunk(tx, &hash, &e)?;
-                    let len = e.location.stored_len();
-                    shared
-                        .stats
-                        .gc_bytes_freed
-                        .fetch_add(len, Ordering::Relaxed);
-                    dropped += 1;
+                    tx.delete(Cf::Graveyard, k);
                 }
-                tx.delete(Cf::Graveyard, k);
-            }
-            Ok(dropped)
-        })
+                Ok((dropped, freed))
+            })
+            .map(|(dropped, freed)| {
+                if dropped > 0 {
+                    stats.gc_runs.fetch_add(1, Ordering::Relaxed);
+                    stats.gc_bytes_freed.fetch_add(freed, Ordering::Relaxed);
+                }
+                dropped
+            })
     }
 
     fn recover(&self) -> Result<()> {
@@ -515,14 +543,7 @@ impl Store {
         } else {
             let mut w = self.shared.packs.writer()?;
             let offset = w.append(&data)?;
-            let t = Instant::now();
-            let (pack, size) = w.seal()?;
-            let stats = &self.shared.stats;
-            stats
-                .fsync_seconds_total_micros
-                .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
-            stats.packs_written.fetch_add(1, Ordering::Relaxed);
-            stats.bytes_written.fetch_add(size, Ordering::Relaxed);
+            let (pack, size) = self.shared.seal(w)?;
             (
                 ChunkLocation::Pack {
                     pack,
@@ -660,9 +681,12 @@ impl Store {
         &self.shared.stats
     }
 
-    /// A RocksDB integer property (e.g. `rocksdb.estimate-pending-compaction-bytes`).
-    pub fn db_property(&self, name: &str) -> Option<u64> {
-        self.shared.meta.property_int(name)
+    pub(crate) fn meta(&self) -> &Meta {
+        &self.shared.meta
+    }
+
+    pub(crate) fn packs(&self) -> &PackSet {
+        &self.shared.packs
     }
 
     // ---- buckets -------------------------------------------------------------------------
@@ -2552,20 +2576,7 @@ impl ObjectWriter {
         } = self;
         chunker.finish(|c| sink.take(c))?;
         let pack = match sink.pack.take() {
-            Some(p) => {
-                let t = Instant::now();
-                let sealed = p.seal()?;
-                shared
-                    .stats
-                    .fsync_seconds_total_micros
-                    .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
-                shared.stats.packs_written.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .stats
-                    .bytes_written
-                    .fetch_add(sealed.1, Ordering::Relaxed);
-                Some(sealed)
-            }
+            Some(p) => Some(shared.seal(p)?),
             None => None,
         };
         Ok(StagedObject {
@@ -2648,7 +2659,7 @@ mod tests {
             dir.path(),
             StoreOptions {
                 gc_grace: Duration::from_secs(3600),
-                clock: None,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -2,6 +2,7 @@
 //! notices over the authenticated QUIC connections, so an outsider can neither join nor read
 //! the member list; its timers are tokio sleeps; its notifications feed [`crate::membership`].
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use foca::{AccumulatingRuntime, Config, Foca, OwnedNotification, PostcardCodec, 
 use rand::SeedableRng;
 use tokio::sync::mpsc;
 
+use crate::bootstrap::PeerAddr;
 use crate::member::Member;
+use crate::node::NodeId;
 use crate::runtime::{Inner, lock};
 use crate::wire::Notice;
 
@@ -43,7 +46,7 @@ impl Inner {
     pub async fn gossip_loop(
         self: Arc<Self>,
         mut events: mpsc::UnboundedReceiver<GossipEvent>,
-        bootstrap: Vec<SocketAddr>,
+        bootstrap: Vec<PeerAddr>,
     ) {
         let mut foca = Foca::new(
             self.me.clone(),
@@ -56,18 +59,38 @@ impl Inner {
         // (not up yet, restarted, or on the other side of a partition).
         let me = self.clone();
         tokio::spawn(async move {
+            // Which member answered at each address dialed: a name may resolve to an address
+            // other than the one that member advertises (a node bound to 0.0.0.0 reached via
+            // 127.0.0.1), and a member already joined must not be dialed again every round.
+            let mut answered: HashMap<SocketAddr, NodeId> = HashMap::new();
             loop {
-                for addr in &bootstrap {
-                    let known = {
-                        let m = lock(&me.members);
-                        m.alive_peers(&me.me.id).iter().any(|p| p.addr == *addr)
+                for peer in &bootstrap {
+                    let addrs = match peer.resolve().await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "peer name does not resolve (yet)");
+                            continue;
+                        }
                     };
-                    if !known {
-                        match me.connect(*addr).await {
-                            Ok((_, peer)) => {
-                                let _ = me.gossip.send(GossipEvent::Announce(peer));
+                    for addr in addrs {
+                        // Ourselves, under our own or another address, or a member.
+                        let known =
+                            addr == me.me.addr || answered.get(&addr) == Some(&me.me.id) || {
+                                let m = lock(&me.members);
+                                m.alive_peers(&me.me.id)
+                                    .iter()
+                                    .any(|p| p.addr == addr || answered.get(&addr) == Some(&p.id))
+                            };
+                        if !known {
+                            match me.connect(addr).await {
+                                Ok((_, peer)) => {
+                                    answered.insert(addr, peer.id);
+                                    let _ = me.gossip.send(GossipEvent::Announce(peer));
+                                }
+                                Err(e) => {
+                                    tracing::debug!(%addr, error = %e, "join attempt failed")
+                                }
                             }
-                            Err(e) => tracing::debug!(%addr, error = %e, "join attempt failed"),
                         }
                     }
                 }

@@ -12,6 +12,7 @@
 //!
 //! and the network layer that drives it on one node ([`Swarm`]):
 //!
+//! - [`bootstrap`]: the addresses a node joins through (names resolved on every attempt).
 //! - [`auth`]: the cluster secret, proven on each QUIC connection and bound to its TLS session.
 //! - [`wire`]: the messages on QUIC streams.
 //! - `transport`: the quinn endpoint, connections, requests.
@@ -21,6 +22,7 @@
 //! - `keeper`: placement, repair and eviction.
 
 pub mod auth;
+pub mod bootstrap;
 pub mod error;
 mod gossip;
 pub mod hlc;
@@ -39,6 +41,7 @@ mod transport;
 pub mod wire;
 
 pub use auth::ClusterSecret;
+pub use bootstrap::PeerAddr;
 pub use error::SwarmError;
 pub use hlc::{Clock, Hlc, SharedClock};
 pub use membership::{Membership, Report, State};

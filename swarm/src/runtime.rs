@@ -12,6 +12,7 @@ use store::Store;
 use tokio::sync::{Notify, mpsc};
 
 use crate::auth::ClusterSecret;
+use crate::bootstrap::PeerAddr;
 use crate::error::SwarmError;
 use crate::gossip::GossipEvent;
 use crate::hlc::SharedClock;
@@ -25,10 +26,13 @@ use crate::wire::PeerStatus;
 pub struct SwarmConfig {
     /// Where the QUIC endpoint listens.
     pub listen: SocketAddr,
+    /// The address peers dial to reach this node; `None`: the bound address, which must then
+    /// be a specific IP (not 0.0.0.0).
+    pub advertise: Option<SocketAddr>,
     /// The S3 address, shown to peers in `cluster status`.
     pub http: Option<SocketAddr>,
-    /// Nodes to join through (any member will do).
-    pub peers: Vec<SocketAddr>,
+    /// Nodes to join through (any member will do); names are resolved on every attempt.
+    pub peers: Vec<PeerAddr>,
     pub secret: ClusterSecret,
     /// Copies of each chunk (k), placed by rendezvous hashing over the storage members.
     pub replicas: usize,
@@ -37,6 +41,9 @@ pub struct SwarmConfig {
     pub capacity: Option<u64>,
     /// Test-only fault: flip a byte in every chunk served to peers.
     pub fault_corrupt: bool,
+    /// Told how long each chunk took from request to verified bytes, for a latency
+    /// histogram the swarm itself does not keep.
+    pub on_chunk_fetched: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
 }
 
 /// Counters the gateway exports as metrics.
@@ -264,13 +271,28 @@ impl Swarm {
         })?;
         endpoint.set_default_client_config(client);
         let listen = endpoint.local_addr()?;
+        let addr = match cfg.advertise {
+            Some(a) if a.ip().is_unspecified() || a.port() == 0 => {
+                return Err(SwarmError::Unreachable(format!(
+                    "cannot advertise {a}: peers need a specific IP and port to dial"
+                )));
+            }
+            Some(a) => a,
+            None if listen.ip().is_unspecified() => {
+                return Err(SwarmError::Unreachable(format!(
+                    "listening on {listen} needs an advertised address (--swarm-advertise \
+                     IP:PORT) that peers can dial"
+                )));
+            }
+            None => listen,
+        };
         let incarnation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let me = Member {
             id: store.node_id(),
-            addr: listen,
+            addr,
             http: cfg.http,
             storage: cfg.capacity.is_none(),
             incarnation,
@@ -296,7 +318,8 @@ impl Swarm {
             keeper_wake: Notify::new(),
             stats: Arc::new(SwarmStats::default()),
         });
-        tracing::info!(node = %inner.me.id, %listen, peers = ?cfg.peers, "swarm listening");
+        let peers: Vec<String> = cfg.peers.iter().map(ToString::to_string).collect();
+        tracing::info!(node = %inner.me.id, %listen, advertise = %addr, ?peers, "swarm listening");
         tokio::spawn(inner.clone().accept_loop());
         tokio::spawn(inner.clone().gossip_loop(events, cfg.peers.clone()));
         tokio::spawn(inner.clone().sync_loop());
@@ -308,6 +331,11 @@ impl Swarm {
     /// The QUIC address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.me.addr
+    }
+
+    /// This node as its peers see it (id, advertised address, role).
+    pub fn me(&self) -> &Member {
+        &self.inner.me
     }
 
     pub fn stats(&self) -> &Arc<SwarmStats> {

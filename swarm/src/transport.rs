@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use store::VerifiedChunk;
@@ -336,6 +336,7 @@ impl Inner {
         peer: &Member,
         hash: store::ChunkHash,
     ) -> Result<Option<VerifiedChunk>, SwarmError> {
+        let asked = Instant::now();
         let (resp, mut recv) = self
             .call(
                 peer,
@@ -355,7 +356,12 @@ impl Inner {
                     .map_err(|_| SwarmError::Timeout(format!("chunk {hash} from {}", peer.id)))??;
                 self.count_received(peer, u64::from(len));
                 match VerifiedChunk::new(hash, Bytes::from(buf)) {
-                    Some(chunk) => Ok(Some(chunk)),
+                    Some(chunk) => {
+                        if let Some(observe) = &self.cfg.on_chunk_fetched {
+                            observe(asked.elapsed());
+                        }
+                        Ok(Some(chunk))
+                    }
                     None => {
                         self.stats
                             .verification_failures

@@ -80,9 +80,9 @@ async fn exists(c: &Client, bucket: &str, key: &str) -> bool {
     c.head_object().bucket(bucket).key(key).send().await.is_ok()
 }
 
+/// A swarm counter, `s3swarm_swarm_<name>_total`.
 async fn event(n: &Node, name: &str) -> f64 {
-    n.metric_or_zero(&format!("s3swarm_swarm_events_total{{event=\"{name}\"}}"))
-        .await
+    n.metric(&format!("s3swarm_swarm_{name}_total")).await
 }
 
 /// Chunk bytes a node holds, from its own status.
@@ -101,9 +101,9 @@ async fn held_bytes(n: &Node) -> u64 {
         .unwrap_or(0)
 }
 
+/// A swarm backlog gauge, `s3swarm_swarm_<kind>`.
 async fn backlog(n: &Node, kind: &str) -> f64 {
-    n.metric_or_zero(&format!("s3swarm_swarm_backlog{{kind=\"{kind}\"}}"))
-        .await
+    n.metric(&format!("s3swarm_swarm_{kind}")).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -519,4 +519,137 @@ fn swarm_misconfiguration_is_refused_at_start() {
     let out = run(&["--peer", "127.0.6.2:7400"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--swarm-listen"));
+    let secret = SecretFile::new(SECRET);
+    let secret_path = secret.path.display().to_string();
+    let refused = |args: &[&str], says: &str| {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    // Bound to every interface, a node cannot tell peers where to dial it.
+    refused(
+        &[
+            "--swarm-listen",
+            "0.0.0.0:7400",
+            "--cluster-secret-file",
+            &secret_path,
+        ],
+        "--swarm-advertise",
+    );
+    refused(
+        &[
+            "--swarm-listen",
+            "0.0.0.0:7400",
+            "--swarm-advertise",
+            "0.0.0.0:7400",
+            "--cluster-secret-file",
+            &secret_path,
+        ],
+        "specific IP",
+    );
+    refused(&["--swarm-advertise", "127.0.6.1:7400"], "--swarm-listen");
+    // A peer must be HOST:PORT; a URL or a name without a port is a typo, said at once.
+    for bad in ["http://node1:7400", "node1", "node_1:7400", "node1:0"] {
+        refused(
+            &[
+                "--swarm-listen",
+                "127.0.6.1:7400",
+                "--cluster-secret-file",
+                &secret_path,
+                "--peer",
+                bad,
+            ],
+            "HOST:PORT",
+        );
+    }
+}
+
+/// As in Kubernetes: one node binds every interface and advertises one address, the other
+/// joins through a DNS name (`localhost`, resolving to a different address of the first).
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_join_through_a_dns_name_and_dial_the_advertised_address() {
+    let secret = SecretFile::new(SECRET);
+    let secret_path = secret.path.display().to_string();
+    let identity = [
+        ("S3SWARM_ACCESS_KEY", ACCESS_KEY),
+        ("S3SWARM_SECRET_KEY", SECRET_KEY),
+    ];
+    let a = Node::start_with(
+        &[
+            "--swarm-listen",
+            "0.0.0.0:7460",
+            "--swarm-advertise",
+            "127.0.6.1:7460",
+            "--cluster-secret-file",
+            &secret_path,
+        ],
+        &identity,
+    );
+    let b = Node::start_with(
+        &[
+            "--swarm-listen",
+            "127.0.6.2:7400",
+            "--peer",
+            "localhost:7460",
+            "--cluster-secret-file",
+            &secret_path,
+        ],
+        &identity,
+    );
+    until("both nodes see two live members", 20, || async {
+        alive(&a).await == 2.0 && alive(&b).await == 2.0
+    })
+    .await;
+    // B knows A by the address A advertised, not the one the name resolved to.
+    let status = b
+        .signed("GET", "/_admin/cluster", Vec::new())
+        .await
+        .bytes()
+        .await
+        .expect("status body");
+    let status: serde_json::Value = serde_json::from_slice(&status).expect("status json");
+    let addrs: Vec<&str> = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["swarm_addr"].as_str())
+        .collect();
+    assert!(addrs.contains(&"127.0.6.1:7460"), "{status}");
+    assert!(!addrs.contains(&"127.0.0.1:7460"), "{status}");
+
+    let body = pseudo_random(6 * 1024 * 1024, 66);
+    let (ca, cb) = (a.client(), b.client());
+    ca.create_bucket().bucket("dns").send().await.unwrap();
+    ca.put_object()
+        .bucket("dns")
+        .key("k")
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap();
+    until("the object is visible on B", 10, || async {
+        exists(&cb, "dns", "k").await
+    })
+    .await;
+    let got = cb
+        .get_object()
+        .bucket("dns")
+        .key("k")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert!(got.as_ref() == body.as_slice(), "bytes differ");
+    // The bytes came over the swarm, and the metrics say so.
+    assert!(b.metric("s3swarm_read_bytes_total{source=\"peer\"}").await > 0.0);
+    assert!(
+        b.metric("s3swarm_swarm_chunk_fetch_duration_seconds_count")
+            .await
+            > 0.0
+    );
 }

@@ -12,17 +12,17 @@ use s3s::{S3Result, s3_error};
 use store::{Store, StoreError};
 
 use super::error::s3_err;
-use crate::metrics::Metrics;
+use crate::metrics::OperationName;
 
 pub(crate) struct BucketOwnership {
     pub(crate) store: Arc<Store>,
-    pub(crate) metrics: Arc<Metrics>,
 }
 
 #[async_trait::async_trait]
 impl S3Access for BucketOwnership {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        self.metrics.s3_operation(cx.s3_op().name());
+        let op = cx.s3_op().name().to_owned();
+        OperationName::set(cx.extensions_mut(), &op);
         let Some(creds) = cx.credentials() else {
             return Err(s3_error!(
                 AccessDenied,

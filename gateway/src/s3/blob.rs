@@ -16,7 +16,7 @@ use store::{ByteRange, ContentHash, Store};
 
 use super::error::{join_err, s3_err};
 use super::get::stream_range;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OperationName};
 
 /// The path segment that introduces a blob hash.
 pub const BLOB_PREFIX: &str = "_blob";
@@ -35,17 +35,25 @@ fn hash_of(uri: &Uri) -> Option<&str> {
 
 #[async_trait::async_trait]
 impl S3Route for BlobRoute {
-    fn is_match(&self, method: &Method, uri: &Uri, _: &HeaderMap, _: &mut Extensions) -> bool {
-        (method == Method::GET || method == Method::HEAD)
-            && (hash_of(uri).is_some() || uri.path() == crate::admin::CLUSTER_PATH)
+    fn is_match(&self, method: &Method, uri: &Uri, _: &HeaderMap, ext: &mut Extensions) -> bool {
+        if method != Method::GET && method != Method::HEAD {
+            return false;
+        }
+        let name = if uri.path() == crate::admin::CLUSTER_PATH {
+            "ClusterStatus"
+        } else if hash_of(uri).is_some() {
+            "GetBlob"
+        } else {
+            return false;
+        };
+        OperationName::set(ext, name);
+        true
     }
 
     async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
         if req.uri.path() == crate::admin::CLUSTER_PATH {
-            self.metrics.s3_operation("ClusterStatus");
             return crate::admin::cluster_status(self.swarm.as_ref()).await;
         }
-        self.metrics.s3_operation("GetBlob");
         let hex = hash_of(&req.uri).unwrap_or_default();
         let hash: ContentHash = hex.parse().map_err(s3_err)?;
         let store = self.store.clone();

@@ -24,7 +24,6 @@ const READ_AHEAD: usize = 4;
 pub(crate) struct ChunkStream {
     rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
     remaining: u64,
-    metrics: Option<Arc<Metrics>>,
 }
 
 impl futures::Stream for ChunkStream {
@@ -34,9 +33,6 @@ impl futures::Stream for ChunkStream {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(Ok(b))) => {
                 self.remaining = self.remaining.saturating_sub(b.len() as u64);
-                if let Some(m) = &self.metrics {
-                    m.bytes_out(b.len() as u64);
-                }
                 Poll::Ready(Some(Ok(b)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
@@ -67,7 +63,7 @@ pub(crate) fn stream_range(
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let remaining = range.len();
     let handle = tokio::runtime::Handle::current();
-    let m = metrics.clone();
+    let m = metrics;
     tokio::task::spawn_blocking(move || {
         let mut download: Option<swarm::transfer::Download> = None;
         for (i, slice) in manifest.slices(range).enumerate() {
@@ -101,7 +97,7 @@ pub(crate) fn stream_range(
             match bytes {
                 Ok(b) => {
                     if let Some(m) = &m {
-                        m.chunk_read(fetched > 0);
+                        m.chunk_read(fetched > 0, b.len());
                     }
                     if tx.blocking_send(Ok(b)).is_err() {
                         return;
@@ -115,11 +111,7 @@ pub(crate) fn stream_range(
             }
         }
     });
-    ChunkStream {
-        rx,
-        remaining,
-        metrics,
-    }
+    ChunkStream { rx, remaining }
 }
 
 struct Conditions<'a> {

@@ -318,7 +318,6 @@ pub(crate) async fn receive(
         &ingested.checksums,
         trailers.and_then(|t| t.take()),
     )?;
-    g.metrics.bytes_in(ingested.staged.size());
     Ok(Received { ingested, checksum })
 }
 

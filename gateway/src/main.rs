@@ -29,8 +29,9 @@ enum Command {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// TOML config file (fields: listen, data_dir, region, max_object_size, gc_grace_secs,
-    /// log_level, log_format, tls_cert, tls_key, domain, post_max_size, and [[keys]] tables
-    /// with access_key and secret_key).
+    /// log_level, log_format, tls_cert, tls_key, domain, post_max_size, swarm_listen,
+    /// swarm_advertise, peers, cluster_secret_file, replicas, capacity, and [[keys]] tables
+    /// with access_key and secret_key). Flags and environment variables override it.
     #[arg(long, env = "S3SWARM_CONFIG")]
     config: Option<PathBuf>,
     /// Address for S3, /metrics and /healthz [default: 127.0.0.1:9000].

@@ -115,7 +115,7 @@ pub async fn serve(
                     replicas: config.replicas,
                     capacity: config.capacity,
                     fault_corrupt: config.fault_corrupt_chunks,
-                    on_chunk_fetched: Some(metrics.chunk_fetched_observer()),
+                    hooks: metrics.swarm_hooks(),
                 },
                 store.clone(),
                 clock,

@@ -78,7 +78,10 @@ impl Inner {
                 .await
                 .map_err(|e| SwarmError::Protocol(e.to_string()))??;
         }
-        if !want.is_empty() {
+        if want.is_empty() {
+            // Nothing placed here is missing, so nothing placed here is lost.
+            self.stats.chunks_lost.store(0, Ordering::Relaxed);
+        } else {
             self.repair(&members, want).await?;
         }
         if self.cfg.capacity.is_some() && !extra.is_empty() {

@@ -48,5 +48,7 @@ pub use membership::{Membership, Report, State};
 pub use namespace::{Namespace, Write, WriteLog};
 pub use node::NodeId;
 pub use placement::holders;
-pub use runtime::{ClusterStatus, MemberStatus, PeerClass, Swarm, SwarmConfig, SwarmStats};
+pub use runtime::{
+    ClusterStatus, Hooks, MemberStatus, Observer, PeerClass, Swarm, SwarmConfig, SwarmStats,
+};
 pub use scheduler::{Request, Scheduler};

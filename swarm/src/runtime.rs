@@ -41,9 +41,20 @@ pub struct SwarmConfig {
     pub capacity: Option<u64>,
     /// Test-only fault: flip a byte in every chunk served to peers.
     pub fault_corrupt: bool,
-    /// Told how long each chunk took from request to verified bytes, for a latency
-    /// histogram the swarm itself does not keep.
-    pub on_chunk_fetched: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
+    /// Measurements reported as they happen.
+    pub hooks: Hooks,
+}
+
+/// A latency observer.
+pub type Observer = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// Where the swarm reports individual measurements, for histograms it does not keep itself.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// How long a chunk took from request to verified bytes.
+    pub chunk_fetched: Option<Observer>,
+    /// How long a namespace entry took from its origin's stamp to its application here.
+    pub entry_applied: Option<Observer>,
 }
 
 /// Counters the gateway exports as metrics.
@@ -60,11 +71,13 @@ pub struct SwarmStats {
     pub journal_applied: AtomicU64,
     /// Journal entries peers have that this node has not recorded yet (last measured).
     pub journal_backlog: AtomicU64,
-    /// Delay between a write's stamp and its application here, last applied (ms).
+    /// Delay between a write's stamp and its application here, last applied (ms); 0 once
+    /// caught up with every peer with nothing new applied.
     pub namespace_lag_ms: AtomicU64,
     /// Chunks placement assigns to this node that it does not hold yet.
     pub replication_backlog: AtomicU64,
-    /// Chunks no live member holds.
+    /// Chunks placed on this node that it lacks and no live member holds (each node counts
+    /// its own placements, so the swarm's lost chunks are at least the largest count).
     pub chunks_lost: AtomicU64,
     pub repairs: AtomicU64,
     pub evicted_bytes: AtomicU64,

@@ -35,6 +35,7 @@ impl Inner {
                 _ = self.sync_wake.notified() => {}
             }
             let peers = self.alive_peers();
+            let applied_before = self.stats.journal_applied.load(Ordering::Relaxed);
             let mut backlog = 0u64;
             let pulls = peers.iter().map(|p| self.pull_from(p));
             for (peer, r) in peers.iter().zip(futures::future::join_all(pulls).await) {
@@ -44,6 +45,12 @@ impl Inner {
                 }
             }
             self.stats.journal_backlog.store(backlog, Ordering::Relaxed);
+            // Caught up with every peer and nothing new arrived: no write is waiting here, so
+            // the lag is zero, not whatever the last entry (maybe hours ago) took.
+            if backlog == 0 && self.stats.journal_applied.load(Ordering::Relaxed) == applied_before
+            {
+                self.stats.namespace_lag_ms.store(0, Ordering::Relaxed);
+            }
         }
     }
 
@@ -95,10 +102,12 @@ impl Inner {
             let mut objects = false;
             for (a, (at, is_object)) in applied.iter().zip(stamps) {
                 if matches!(a, Applied::Newer | Applied::Older) {
+                    let delay = now.saturating_sub(at);
                     self.stats.journal_applied.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .namespace_lag_ms
-                        .store(now.saturating_sub(at), Ordering::Relaxed);
+                    self.stats.namespace_lag_ms.store(delay, Ordering::Relaxed);
+                    if let Some(observe) = &self.cfg.hooks.entry_applied {
+                        observe(Duration::from_millis(delay));
+                    }
                     objects |= is_object;
                 }
             }

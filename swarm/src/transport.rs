@@ -357,7 +357,7 @@ impl Inner {
                 self.count_received(peer, u64::from(len));
                 match VerifiedChunk::new(hash, Bytes::from(buf)) {
                     Some(chunk) => {
-                        if let Some(observe) = &self.cfg.on_chunk_fetched {
+                        if let Some(observe) = &self.cfg.hooks.chunk_fetched {
                             observe(asked.elapsed());
                         }
                         Ok(Some(chunk))

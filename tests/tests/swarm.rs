@@ -138,6 +138,16 @@ async fn three_nodes_share_one_namespace_and_fetch_what_they_lack() {
         visible_after < Duration::from_secs(2),
         "replication took {visible_after:?}"
     );
+    // Every entry B applied took under a second from its origin's stamp (the histogram's
+    // `le="1"` bucket holds them all), and the lag gauge says so too.
+    let applied = b
+        .metric("s3swarm_swarm_namespace_apply_delay_seconds_count")
+        .await;
+    let within_1s = b
+        .metric("s3swarm_swarm_namespace_apply_delay_seconds_bucket{le=\"1\"}")
+        .await;
+    assert!(applied >= 3.0, "B applied {applied} entries (bucket, two objects)");
+    assert_eq!(within_1s, applied, "some entries took over a second");
     let lag = b.metric("s3swarm_swarm_namespace_lag_seconds").await;
     assert!(lag < 1.0, "namespace lag reported as {lag}s");
 

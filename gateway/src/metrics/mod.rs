@@ -239,6 +239,7 @@ struct SwarmMetrics {
     lost: IntGauge,
     lag: Gauge,
     chunk_fetch: Histogram,
+    apply_delay: Histogram,
     read_bytes: IntCounterVec,
     chunks_read: IntCounterVec,
 }
@@ -304,13 +305,13 @@ impl SwarmMetrics {
             ),
             lost: gauge(
                 "swarm_lost_chunks",
-                "Chunks referenced by the namespace that no live member holds",
+                "Chunks placed on this node that it lacks and no live member holds",
             ),
             lag: reg(
                 r,
                 Gauge::new(
                     "swarm_namespace_lag_seconds",
-                    "Delay between a namespace write on its origin and its application here",
+                    "Delay of the last namespace entry applied here; 0 once caught up with every peer",
                 ),
             ),
             chunk_fetch: reg(
@@ -319,6 +320,17 @@ impl SwarmMetrics {
                     HistogramOpts::new(
                         "swarm_chunk_fetch_duration_seconds",
                         "From asking a peer for one chunk to holding it verified",
+                    )
+                    .buckets(latency_buckets()),
+                ),
+            ),
+            apply_delay: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "swarm_namespace_apply_delay_seconds",
+                        "From a namespace write's stamp on its origin to its application here, \
+                         per entry",
                     )
                     .buckets(latency_buckets()),
                 ),
@@ -413,10 +425,17 @@ impl Metrics {
         Arc::new(move |d| m.store.fsync.observe(d.as_secs_f64()))
     }
 
-    /// A hook for the swarm: how long one chunk took to arrive verified.
-    pub fn chunk_fetched_observer(self: &Arc<Self>) -> Arc<dyn Fn(Duration) + Send + Sync> {
-        let m = self.clone();
-        Arc::new(move |d| m.swarm.chunk_fetch.observe(d.as_secs_f64()))
+    /// Hooks for the swarm: chunk fetch latency, namespace apply delay.
+    pub fn swarm_hooks(self: &Arc<Self>) -> swarm::Hooks {
+        let (m, n) = (self.clone(), self.clone());
+        swarm::Hooks {
+            chunk_fetched: Some(Arc::new(move |d: Duration| {
+                m.swarm.chunk_fetch.observe(d.as_secs_f64())
+            })),
+            entry_applied: Some(Arc::new(move |d: Duration| {
+                n.swarm.apply_delay.observe(d.as_secs_f64())
+            })),
+        }
     }
 
     /// A chunk read for a client, from this node's store or fetched from a peer for it.

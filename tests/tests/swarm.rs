@@ -146,7 +146,10 @@ async fn three_nodes_share_one_namespace_and_fetch_what_they_lack() {
     let within_1s = b
         .metric("s3swarm_swarm_namespace_apply_delay_seconds_bucket{le=\"1\"}")
         .await;
-    assert!(applied >= 3.0, "B applied {applied} entries (bucket, two objects)");
+    assert!(
+        applied >= 3.0,
+        "B applied {applied} entries (bucket, two objects)"
+    );
     assert_eq!(within_1s, applied, "some entries took over a second");
     let lag = b.metric("s3swarm_swarm_namespace_lag_seconds").await;
     assert!(lag < 1.0, "namespace lag reported as {lag}s");

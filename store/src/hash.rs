@@ -111,6 +111,10 @@ impl VerifiedChunk {
         (ChunkHash::of(&bytes) == hash).then_some(Self { hash, bytes })
     }
 
+    pub fn hash(&self) -> &ChunkHash {
+        &self.hash
+    }
+
     pub fn into_parts(self) -> (ChunkHash, bytes::Bytes) {
         (self.hash, self.bytes)
     }

@@ -19,8 +19,10 @@
 //! - `gossip`: foca (SWIM) membership and failure detection over those connections.
 //! - `sync`: namespace anti-entropy (pulling journal entries from peers).
 //! - [`transfer`]: multi-source, verified chunk downloads.
+//! - [`announce`]: telling downloading peers which chunks this node has just stored.
 //! - `keeper`: placement, repair and eviction.
 
+pub mod announce;
 pub mod auth;
 pub mod bootstrap;
 pub mod error;

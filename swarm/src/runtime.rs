@@ -11,6 +11,7 @@ use serde::Serialize;
 use store::Store;
 use tokio::sync::{Notify, mpsc};
 
+use crate::announce::Announcer;
 use crate::auth::ClusterSecret;
 use crate::bootstrap::PeerAddr;
 use crate::error::SwarmError;
@@ -171,6 +172,7 @@ pub(crate) struct Inner {
     /// Wakes the keeper (membership or namespace changed).
     pub keeper_wake: Notify,
     pub stats: Arc<SwarmStats>,
+    pub announcer: Announcer,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -330,6 +332,7 @@ impl Swarm {
             sync_wake: Notify::new(),
             keeper_wake: Notify::new(),
             stats: Arc::new(SwarmStats::default()),
+            announcer: Announcer::default(),
         });
         let peers: Vec<String> = cfg.peers.iter().map(ToString::to_string).collect();
         tracing::info!(node = %inner.me.id, %listen, advertise = %addr, ?peers, "swarm listening");
@@ -338,6 +341,7 @@ impl Swarm {
         tokio::spawn(inner.clone().sync_loop());
         tokio::spawn(inner.clone().keeper_loop());
         tokio::spawn(inner.clone().watch_journal());
+        tokio::spawn(inner.clone().announce_loop());
         Ok(Self { inner })
     }
 

@@ -150,7 +150,9 @@ impl Scheduler {
             .collect();
         wanted.sort_unstable_by_key(|(rarity, piece)| (*rarity, self.tie(*piece)));
         for (_, piece) in wanted {
-            // The least loaded peer that has it and is not already asked for it.
+            // The least loaded peer that has it and is not already asked for it; among equally
+            // loaded ones, the one known to hold the fewest pieces: fellow downloaders before
+            // the original holder, whose upload is best kept for pieces nobody else has yet.
             let peer = self
                 .have
                 .iter()
@@ -158,10 +160,10 @@ impl Scheduler {
                     h.contains(&piece)
                         && !self.in_flight.get(&piece).is_some_and(|f| f.contains(peer))
                 })
-                .map(|(peer, _)| (self.load(peer), *peer))
-                .filter(|(load, _)| *load < self.per_peer)
+                .map(|(peer, h)| (self.load(peer), h.len(), *peer))
+                .filter(|(load, _, _)| *load < self.per_peer)
                 .min();
-            if let Some((_, peer)) = peer {
+            if let Some((_, _, peer)) = peer {
                 self.in_flight.entry(piece).or_default().insert(peer);
                 out.push(Request { piece, peer });
             }
@@ -188,6 +190,22 @@ mod tests {
         let first = s.requests();
         assert_eq!(first[0].piece, 2, "held by one peer only");
         assert_eq!(first[0].peer, node(1));
+    }
+
+    #[test]
+    fn fellow_downloaders_are_asked_before_the_original_holder() {
+        let mut s = Scheduler::new(2, 4);
+        s.have(1);
+        s.peer_has(node(1), [0, 1]); // the seed: holds everything
+        s.peer_has(node(2), [0]); // another reader, part-way through
+        let r = s.requests();
+        assert_eq!(
+            r,
+            vec![Request {
+                piece: 0,
+                peer: node(2)
+            }]
+        );
     }
 
     #[test]

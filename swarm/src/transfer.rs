@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use store::{ChunkHash, VerifiedChunk};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::announce::Heard;
 use crate::error::SwarmError;
 use crate::member::Member;
 use crate::node::NodeId;
@@ -21,8 +22,12 @@ use crate::scheduler::Scheduler;
 
 /// Requests in flight per peer.
 const PER_PEER: usize = 4;
-/// How often holdings are asked again while pieces are wanted that no known peer has.
-const HAVE_REFRESH: Duration = Duration::from_millis(200);
+/// How soon holdings are asked again when nothing can be requested from what is known.
+const POLL_DRY: Duration = Duration::from_millis(200);
+/// How often holdings are asked again in any case (announcements are best-effort).
+const POLL_EVERY: Duration = Duration::from_secs(2);
+/// How often a download looks at its late requests when nothing else happens.
+const TICK: Duration = Duration::from_millis(100);
 /// How long a download waits for anyone to hold a chunk before it gives up.
 const NO_HOLDER_TIMEOUT: Duration = Duration::from_secs(20);
 /// A request unanswered this long is asked of another holder too, and its peer is avoided
@@ -32,6 +37,19 @@ const STRAGGLER: Duration = Duration::from_millis(1500);
 const AVOID_FOR: Duration = Duration::from_secs(5);
 /// How long a peer may take to say what it holds.
 const HAVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a holdings poll tells a download, peer by peer.
+enum PollAnswer {
+    Holds {
+        peer: NodeId,
+        window: Arc<[ChunkHash]>,
+        flags: Vec<bool>,
+    },
+    /// No answer in time (dead, not yet declared so, or overloaded).
+    Silent(NodeId),
+    /// Every peer asked has answered or timed out.
+    Done,
+}
 
 /// Progress of one download, shared with the readers waiting on it.
 #[derive(Clone, Debug, Default)]
@@ -131,8 +149,12 @@ impl Inner {
             progress.send_modify(|p| p.done.extend(done));
         }
         let (results, mut arrivals) = mpsc::unbounded_channel();
+        let (poll_tx, mut poll_answers) = mpsc::unbounded_channel::<PollAnswer>();
+        let (stored_tx, mut stored_rx) = mpsc::unbounded_channel();
+        let mut heard = self.announcer.listen();
         let mut peers: HashMap<NodeId, Member> = HashMap::new();
-        let mut last_refresh: Option<Instant> = None;
+        let mut polling = false;
+        let mut last_poll: Option<Instant> = None;
         let mut waiting_since = Instant::now();
         let mut sent: HashMap<(usize, NodeId), Instant> = HashMap::new();
         let mut avoid: HashMap<NodeId, Instant> = HashMap::new();
@@ -152,49 +174,31 @@ impl Inner {
                 // (dead, not yet declared so) is avoided for a while.
                 sched.failed(piece, peer);
                 sched.peer_gone(peer);
-                last_refresh = None;
+                last_poll = None;
             }
-            // Ask again who holds what when there is nothing to send and the last answers
-            // are stale: peers gain chunks as they download them too.
             let requests = sched.requests();
-            if requests.is_empty() && last_refresh.is_none_or(|t| t.elapsed() >= HAVE_REFRESH) {
-                last_refresh = Some(Instant::now());
+            // Ask who holds what: at the start, soon when nothing can be requested, and now
+            // and then anyway (announcements are best-effort, and asking keeps this node on
+            // the peers' lists of downloaders to announce to). The answers arrive as events;
+            // transfers go on meanwhile.
+            let since = last_poll.map(|t| t.elapsed());
+            let due = match since {
+                None => true,
+                Some(t) => t >= POLL_EVERY || (requests.is_empty() && t >= POLL_DRY),
+            };
+            if !polling && due {
+                polling = true;
+                last_poll = Some(Instant::now());
+                avoid.retain(|_, until| *until > Instant::now());
+                peers = self
+                    .alive_peers()
+                    .into_iter()
+                    .filter(|p| !avoid.contains_key(&p.id))
+                    .map(|p| (p.id, p))
+                    .collect();
                 let window: Vec<ChunkHash> =
                     sched.window_pieces().iter().map(|i| pieces[*i]).collect();
-                avoid.retain(|_, until| *until > Instant::now());
-                peers.clear();
-                for p in self.alive_peers() {
-                    if !avoid.contains_key(&p.id) {
-                        peers.insert(p.id, p);
-                    }
-                }
-                let window_ref = &window;
-                let asks = peers.values().map(|p| async move {
-                    let asked = tokio::time::timeout(HAVE_TIMEOUT, self.ask_have(p, window_ref));
-                    (
-                        p.id,
-                        asked
-                            .await
-                            .unwrap_or_else(|_| Err(SwarmError::Timeout("have".into()))),
-                    )
-                });
-                for (id, answer) in futures::future::join_all(asks).await {
-                    match answer {
-                        Ok(flags) => {
-                            let has = window
-                                .iter()
-                                .zip(flags)
-                                .filter(|(_, f)| *f)
-                                .filter_map(|(h, _)| index.get(h).copied());
-                            sched.peer_has(id, has);
-                        }
-                        Err(_) => {
-                            sched.peer_gone(id);
-                            avoid.insert(id, Instant::now() + AVOID_FOR);
-                        }
-                    }
-                }
-                continue;
+                self.spawn_poll(peers.values().cloned().collect(), window, poll_tx.clone());
             }
             for r in requests {
                 let Some(peer) = peers.get(&r.peer).cloned() else {
@@ -210,23 +214,68 @@ impl Inner {
                     let _ = results.send((r.piece, peer.id, got));
                 });
             }
-            if sched.in_flight() == 0 {
-                if waiting_since.elapsed() > NO_HOLDER_TIMEOUT {
-                    let missing = sched.window_pieces().first().map(|i| pieces[*i]);
-                    return Err(match missing {
-                        Some(h) => SwarmError::NoHolder(h),
-                        None => SwarmError::Protocol("download stalled".into()),
-                    });
-                }
-                tokio::time::sleep(HAVE_REFRESH / 4).await;
-                continue;
+            if sched.in_flight() == 0 && !polling && waiting_since.elapsed() > NO_HOLDER_TIMEOUT {
+                let missing = sched.window_pieces().first().map(|i| pieces[*i]);
+                return Err(match missing {
+                    Some(h) => SwarmError::NoHolder(h),
+                    None => SwarmError::Protocol("download stalled".into()),
+                });
             }
-            let (piece, from, got) = match tokio::time::timeout(HAVE_REFRESH, arrivals.recv()).await
-            {
-                Ok(Some(a)) => a,
-                Ok(None) => break,
-                Err(_) => continue,
+            let arrival = tokio::select! {
+                a = arrivals.recv() => match a {
+                    Some(a) => a,
+                    None => break,
+                },
+                answer = poll_answers.recv() => {
+                    match answer {
+                        Some(PollAnswer::Holds { peer, window, flags }) => {
+                            let has = window
+                                .iter()
+                                .zip(flags)
+                                .filter(|(_, f)| *f)
+                                .filter_map(|(h, _)| index.get(h).copied());
+                            sched.peer_has(peer, has);
+                        }
+                        Some(PollAnswer::Silent(peer)) => {
+                            sched.peer_gone(peer);
+                            avoid.insert(peer, Instant::now() + AVOID_FOR);
+                        }
+                        Some(PollAnswer::Done) | None => polling = false,
+                    }
+                    continue;
+                }
+                h = heard.recv() => {
+                    match h {
+                        Ok(Heard { peer, chunks }) => {
+                            if !peers.contains_key(&peer)
+                                && !avoid.contains_key(&peer)
+                                && let Some(m) = self.alive_peers().into_iter().find(|m| m.id == peer)
+                            {
+                                peers.insert(peer, m);
+                            }
+                            if peers.contains_key(&peer) {
+                                sched.peer_has(peer, chunks.iter().filter_map(|h| index.get(h).copied()));
+                            }
+                        }
+                        // Fell behind the announcements: the next poll covers what was missed.
+                        Err(broadcast::error::RecvError::Lagged(_)) => last_poll = None,
+                        Err(broadcast::error::RecvError::Closed) => {}
+                    }
+                    continue;
+                }
+                kept = stored_rx.recv() => {
+                    if let Some((piece, from, result)) = kept {
+                        result?;
+                        sched.received(piece, from);
+                        progress.send_modify(|p| {
+                            p.done.insert(pieces[piece]);
+                        });
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep(TICK) => continue,
             };
+            let (piece, from, got) = arrival;
             match sent.remove(&(piece, from)) {
                 Some(t) => {
                     typical = (typical * 7 + t.elapsed()) / 8;
@@ -242,11 +291,13 @@ impl Inner {
             }
             match got {
                 Ok(Some(chunk)) => {
+                    // Stored off the loop (each store ends in an fsync): requests keep going
+                    // out meanwhile. The piece stays in flight until it is stored.
                     self.stats.chunks_fetched.fetch_add(1, Ordering::Relaxed);
-                    self.keep_chunk(chunk, cached).await?;
-                    sched.received(piece, from);
-                    progress.send_modify(|p| {
-                        p.done.insert(pieces[piece]);
+                    let (me, stored) = (self.clone(), stored_tx.clone());
+                    tokio::spawn(async move {
+                        let r = me.keep_chunk(chunk, cached).await;
+                        let _ = stored.send((piece, from, r));
                     });
                 }
                 Ok(None) => {
@@ -271,9 +322,43 @@ impl Inner {
 
     async fn keep_chunk(&self, chunk: VerifiedChunk, cached: bool) -> Result<(), SwarmError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.put_chunk(chunk, cached))
+        let hash = *chunk.hash();
+        let stored = tokio::task::spawn_blocking(move || store.put_chunk(chunk, cached))
             .await
             .map_err(|e| SwarmError::Protocol(e.to_string()))??;
+        if stored {
+            self.announcer.stored(hash);
+        }
         Ok(())
+    }
+
+    /// Asks `peers` which of `window` they hold; each answer is an event for the download,
+    /// then `Done`.
+    fn spawn_poll(
+        self: &Arc<Self>,
+        peers: Vec<Member>,
+        window: Vec<ChunkHash>,
+        answers: mpsc::UnboundedSender<PollAnswer>,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let window: Arc<[ChunkHash]> = window.into();
+            let asks = peers.into_iter().map(|p| {
+                let (me, window, answers) = (me.clone(), window.clone(), answers.clone());
+                async move {
+                    let asked = tokio::time::timeout(HAVE_TIMEOUT, me.ask_have(&p, &window)).await;
+                    let _ = answers.send(match asked {
+                        Ok(Ok(flags)) => PollAnswer::Holds {
+                            peer: p.id,
+                            window,
+                            flags,
+                        },
+                        _ => PollAnswer::Silent(p.id),
+                    });
+                }
+            });
+            futures::future::join_all(asks).await;
+            let _ = answers.send(PollAnswer::Done);
+        });
     }
 }

@@ -15,6 +15,7 @@ use crate::auth::{Role, session_keying};
 use crate::error::SwarmError;
 use crate::gossip::GossipEvent;
 use crate::member::Member;
+use crate::node::NodeId;
 use crate::runtime::{Inner, lock};
 use crate::wire::{self, Hello, Notice, PROTOCOL, Request, Response};
 
@@ -168,7 +169,7 @@ impl Inner {
                         let me = self.clone();
                         tokio::spawn(async move {
                             if let Ok(n) = wire::read_frame::<_, Notice>(&mut recv).await {
-                                me.on_notice(n);
+                                me.on_notice(peer.id, n);
                             }
                         });
                     }
@@ -185,12 +186,13 @@ impl Inner {
         }
     }
 
-    fn on_notice(&self, n: Notice) {
+    fn on_notice(&self, from: NodeId, n: Notice) {
         match n {
             Notice::Gossip(data) => {
                 let _ = self.gossip.send(GossipEvent::Data(data));
             }
             Notice::Poke => self.sync_wake.notify_one(),
+            Notice::Have(chunks) => self.announcer.heard(from, chunks),
         }
     }
 
@@ -217,6 +219,7 @@ impl Inner {
                 wire::write_frame(&mut send, &resp).await?;
             }
             Request::Have { chunks } => {
+                self.announcer.interest(peer.id);
                 let flags = tokio::task::spawn_blocking(move || {
                     chunks
                         .iter()
@@ -232,6 +235,7 @@ impl Inner {
                 wire::write_frame(&mut send, &Response::Have(flags)).await?;
             }
             Request::Chunk { hash } => {
+                self.announcer.interest(peer.id);
                 let h = store::ChunkHash::from_bytes(hash);
                 let data = tokio::task::spawn_blocking(move || store.chunk(&h))
                     .await

@@ -10,7 +10,7 @@ use crate::member::Member;
 use crate::node::NodeId;
 
 /// Bumped when a message changes incompatibly; peers with another version are refused.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 /// The largest control frame accepted (a journal page, a have-list).
 pub const MAX_FRAME: usize = 8 << 20;
 
@@ -61,6 +61,8 @@ pub enum Notice {
     Gossip(Vec<u8>),
     /// The sender has new journal entries: pull now rather than at the next tick.
     Poke,
+    /// The sender has just stored these chunks (see [`crate::announce`]).
+    Have(Vec<[u8; 32]>),
 }
 
 /// What a node reports about itself.

@@ -20,6 +20,7 @@
 //! - `sync`: namespace anti-entropy (pulling journal entries from peers).
 //! - [`transfer`]: multi-source, verified chunk downloads.
 //! - [`announce`]: telling downloading peers which chunks this node has just stored.
+//! - [`seeding`]: sending each chunk once while its recipients pass it on.
 //! - `keeper`: placement, repair and eviction.
 
 pub mod announce;
@@ -37,6 +38,7 @@ pub mod placement;
 pub mod repair;
 mod runtime;
 pub mod scheduler;
+pub mod seeding;
 mod sync;
 pub mod transfer;
 mod transport;

@@ -20,6 +20,7 @@ use crate::hlc::SharedClock;
 use crate::member::Member;
 use crate::membership::{Membership, Report, State};
 use crate::node::NodeId;
+use crate::seeding::Seeding;
 use crate::wire::PeerStatus;
 
 /// How a node takes part in the swarm.
@@ -173,6 +174,7 @@ pub(crate) struct Inner {
     pub keeper_wake: Notify,
     pub stats: Arc<SwarmStats>,
     pub announcer: Announcer,
+    pub seeding: Seeding,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -333,6 +335,7 @@ impl Swarm {
             keeper_wake: Notify::new(),
             stats: Arc::new(SwarmStats::default()),
             announcer: Announcer::default(),
+            seeding: Seeding::default(),
         });
         let peers: Vec<String> = cfg.peers.iter().map(ToString::to_string).collect();
         tracing::info!(node = %inner.me.id, %listen, advertise = %addr, ?peers, "swarm listening");

@@ -23,6 +23,9 @@ pub struct Scheduler {
     missing: BTreeSet<Piece>,
     /// Who has which piece, as peers announce it.
     have: BTreeMap<NodeId, BTreeSet<Piece>>,
+    /// Peers that held every piece they were last asked about (the original holder, readers
+    /// that are done).
+    complete: BTreeSet<NodeId>,
     /// Requests sent and not answered, per piece.
     in_flight: BTreeMap<Piece, BTreeSet<NodeId>>,
     per_peer: usize,
@@ -41,6 +44,7 @@ impl Scheduler {
         Self {
             missing: (0..pieces).collect(),
             have: BTreeMap::new(),
+            complete: BTreeSet::new(),
             in_flight: BTreeMap::new(),
             per_peer: per_peer.max(1),
             window: usize::MAX,
@@ -92,10 +96,20 @@ impl Scheduler {
         self.have.entry(peer).or_default().extend(pieces);
     }
 
+    /// Whether `peer` held everything it was last asked about.
+    pub fn peer_complete(&mut self, peer: NodeId, complete: bool) {
+        if complete {
+            self.complete.insert(peer);
+        } else {
+            self.complete.remove(&peer);
+        }
+    }
+
     /// A peer left or was dropped (say, for sending a chunk that failed verification): its
     /// requests are forgotten so their pieces can be asked of others.
     pub fn peer_gone(&mut self, peer: NodeId) {
         self.have.remove(&peer);
+        self.complete.remove(&peer);
         for peers in self.in_flight.values_mut() {
             peers.remove(&peer);
         }
@@ -114,6 +128,16 @@ impl Scheduler {
             .collect();
         others.retain(|p| *p != from);
         others
+    }
+
+    /// `peer` will not send `piece` now (it pointed us to whoever it just sent it to): the
+    /// piece is wanted from someone else, and from this peer again only once a poll says it
+    /// holds it.
+    pub fn not_from(&mut self, piece: Piece, peer: NodeId) {
+        self.failed(piece, peer);
+        if let Some(h) = self.have.get_mut(&peer) {
+            h.remove(&piece);
+        }
     }
 
     /// A request failed (timeout, bad bytes): the piece is wanted again.
@@ -150,9 +174,10 @@ impl Scheduler {
             .collect();
         wanted.sort_unstable_by_key(|(rarity, piece)| (*rarity, self.tie(*piece)));
         for (_, piece) in wanted {
-            // The least loaded peer that has it and is not already asked for it; among equally
-            // loaded ones, the one known to hold the fewest pieces: fellow downloaders before
-            // the original holder, whose upload is best kept for pieces nobody else has yet.
+            // Of the peers that have it, have a free slot and are not already asked for it:
+            // fellow downloaders before complete holders, then the least loaded. A complete
+            // holder's upload (the original's above all) is best kept for pieces nobody else
+            // has yet: what it sends twice is what caps the whole swarm.
             let peer = self
                 .have
                 .iter()
@@ -160,8 +185,8 @@ impl Scheduler {
                     h.contains(&piece)
                         && !self.in_flight.get(&piece).is_some_and(|f| f.contains(peer))
                 })
-                .map(|(peer, h)| (self.load(peer), h.len(), *peer))
-                .filter(|(load, _, _)| *load < self.per_peer)
+                .map(|(peer, _)| (self.complete.contains(peer), self.load(peer), *peer))
+                .filter(|(_, load, _)| *load < self.per_peer)
                 .min();
             if let Some((_, _, peer)) = peer {
                 self.in_flight.entry(piece).or_default().insert(peer);
@@ -197,6 +222,7 @@ mod tests {
         let mut s = Scheduler::new(2, 4);
         s.have(1);
         s.peer_has(node(1), [0, 1]); // the seed: holds everything
+        s.peer_complete(node(1), true);
         s.peer_has(node(2), [0]); // another reader, part-way through
         let r = s.requests();
         assert_eq!(

@@ -19,6 +19,7 @@ use crate::member::Member;
 use crate::node::NodeId;
 use crate::runtime::Inner;
 use crate::scheduler::Scheduler;
+use crate::transport::Fetched;
 
 /// Requests in flight per peer.
 const PER_PEER: usize = 4;
@@ -229,6 +230,7 @@ impl Inner {
                 answer = poll_answers.recv() => {
                     match answer {
                         Some(PollAnswer::Holds { peer, window, flags }) => {
+                            sched.peer_complete(peer, flags.iter().all(|f| *f));
                             let has = window
                                 .iter()
                                 .zip(flags)
@@ -282,7 +284,7 @@ impl Inner {
                     waiting_since = Instant::now();
                 }
                 // An answer to a request already given up on: only bytes still wanted count.
-                None if !matches!(got, Ok(Some(_)))
+                None if !matches!(got, Ok(Fetched::Chunk(_)))
                     || progress.borrow().done.contains(&pieces[piece]) =>
                 {
                     continue;
@@ -290,7 +292,7 @@ impl Inner {
                 None => {}
             }
             match got {
-                Ok(Some(chunk)) => {
+                Ok(Fetched::Chunk(chunk)) => {
                     // Stored off the loop (each store ends in an fsync): requests keep going
                     // out meanwhile. The piece stays in flight until it is stored.
                     self.stats.chunks_fetched.fetch_add(1, Ordering::Relaxed);
@@ -300,10 +302,14 @@ impl Inner {
                         let _ = stored.send((piece, from, r));
                     });
                 }
-                Ok(None) => {
+                Ok(Fetched::Missing) => {
                     // It no longer has it (evicted): forget that it did.
                     sched.failed(piece, from);
                     sched.peer_gone(from);
+                }
+                Ok(Fetched::Elsewhere) => {
+                    // Someone else is getting it from there right now and will announce it.
+                    sched.not_from(piece, from);
                 }
                 Err(SwarmError::Corrupt(h, _)) => {
                     self.ban(from, &format!("chunk {h} failed verification"));

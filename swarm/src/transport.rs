@@ -17,6 +17,7 @@ use crate::gossip::GossipEvent;
 use crate::member::Member;
 use crate::node::NodeId;
 use crate::runtime::{Inner, lock};
+use crate::seeding::Decision;
 use crate::wire::{self, Hello, Notice, PROTOCOL, Request, Response};
 
 /// How long the proof exchange may take before the connection is dropped.
@@ -241,6 +242,12 @@ impl Inner {
                     .await
                     .map_err(|e| SwarmError::Protocol(e.to_string()))??;
                 match data {
+                    Some(_)
+                        if self.seeding.decide(h, peer.id, Instant::now())
+                            == Decision::Elsewhere =>
+                    {
+                        wire::write_frame(&mut send, &Response::Elsewhere).await?;
+                    }
                     Some(bytes) => {
                         let bytes = if self.cfg.fault_corrupt {
                             corrupt(bytes)
@@ -339,7 +346,7 @@ impl Inner {
         self: &Arc<Self>,
         peer: &Member,
         hash: store::ChunkHash,
-    ) -> Result<Option<VerifiedChunk>, SwarmError> {
+    ) -> Result<Fetched, SwarmError> {
         let asked = Instant::now();
         let (resp, mut recv) = self
             .call(
@@ -364,7 +371,7 @@ impl Inner {
                         if let Some(observe) = &self.cfg.hooks.chunk_fetched {
                             observe(asked.elapsed());
                         }
-                        Ok(Some(chunk))
+                        Ok(Fetched::Chunk(chunk))
                     }
                     None => {
                         self.stats
@@ -374,10 +381,21 @@ impl Inner {
                     }
                 }
             }
-            Response::NoChunk => Ok(None),
+            Response::NoChunk => Ok(Fetched::Missing),
+            Response::Elsewhere => Ok(Fetched::Elsewhere),
             other => Err(SwarmError::Protocol(format!("unexpected answer {other:?}"))),
         }
     }
+}
+
+/// What asking a peer for a chunk got.
+pub enum Fetched {
+    /// The bytes, verified.
+    Chunk(VerifiedChunk),
+    /// The peer does not hold it (any more).
+    Missing,
+    /// The peer has just sent it to someone else, who will announce it.
+    Elsewhere,
 }
 
 /// The test-only fault: one flipped byte in the middle.

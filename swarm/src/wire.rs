@@ -50,6 +50,8 @@ pub enum Response {
         len: u32,
     },
     NoChunk,
+    /// The chunk was just sent to another peer: get it there (see [`crate::seeding`]).
+    Elsewhere,
     Status(PeerStatus),
     Error(String),
 }

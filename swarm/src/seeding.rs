@@ -1,0 +1,123 @@
+//! How a node spends its upload when many peers want the same chunks: each chunk once.
+//!
+//! When N readers start on one object at the same time, they all ask the node that holds it,
+//! and a chunk sent to two of them uses the holder's upload twice, while the first recipient
+//! could have passed it on. So a holder asked for a chunk it has just sent to another peer
+//! answers "get it elsewhere" (once per asker and chunk): the asker waits for that peer's
+//! have-announcement and fetches it there. BitTorrent's super-seeding does the same for the
+//! same reason; what the original holder uploads is what bounds the swarm.
+//!
+//! Starvation is bounded: an asker is pointed elsewhere for one chunk for at most
+//! `MAX_DEFERRAL`, so if the first recipient never passes it on (it died), the asker's next
+//! request after that is served.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use store::ChunkHash;
+
+use crate::node::NodeId;
+use crate::runtime::lock;
+
+/// A chunk sent this recently is being passed on by its recipient.
+const PASSING_ON: Duration = Duration::from_secs(3);
+/// An asker is pointed elsewhere for one chunk for at most this long, then served: its
+/// first recipient may have died without passing it on.
+const MAX_DEFERRAL: Duration = Duration::from_millis(1500);
+/// Bookkeeping is pruned when it grows past this many chunks.
+const PRUNE_AT: usize = 8192;
+
+/// Whether to send a requested chunk or point the asker elsewhere.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Send,
+    Elsewhere,
+}
+
+#[derive(Default)]
+struct Book {
+    /// Chunk -> when and to whom it was last sent.
+    sent: HashMap<ChunkHash, (Instant, NodeId)>,
+    /// Askers pointed elsewhere for a chunk, and since when.
+    deferred: HashMap<(ChunkHash, NodeId), Instant>,
+}
+
+/// The upload policy of one node.
+#[derive(Default)]
+pub struct Seeding {
+    book: Mutex<Book>,
+}
+
+impl Seeding {
+    /// `asker` wants `chunk` (which this node holds), at `now`.
+    pub fn decide(&self, chunk: ChunkHash, asker: NodeId, now: Instant) -> Decision {
+        let mut b = lock(&self.book);
+        if b.sent.len() > PRUNE_AT {
+            b.sent
+                .retain(|_, (at, _)| now.duration_since(*at) < PASSING_ON);
+            b.deferred
+                .retain(|_, since| now.duration_since(*since) < PASSING_ON);
+        }
+        let passing_on = b
+            .sent
+            .get(&chunk)
+            .is_some_and(|(at, to)| *to != asker && now.duration_since(*at) < PASSING_ON);
+        if passing_on {
+            let since = *b.deferred.entry((chunk, asker)).or_insert(now);
+            if now.duration_since(since) < MAX_DEFERRAL {
+                return Decision::Elsewhere;
+            }
+        }
+        b.deferred.remove(&(chunk, asker));
+        b.sent.insert(chunk, (now, asker));
+        Decision::Send
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u8) -> NodeId {
+        NodeId([n; 16])
+    }
+
+    #[test]
+    fn a_chunk_goes_out_once_while_its_recipient_passes_it_on() {
+        let s = Seeding::default();
+        let c = ChunkHash::of(b"chunk");
+        let t = Instant::now();
+        assert_eq!(s.decide(c, node(1), t), Decision::Send);
+        assert_eq!(s.decide(c, node(2), t), Decision::Elsewhere);
+        assert_eq!(s.decide(c, node(3), t), Decision::Elsewhere);
+        // Asking again soon: still elsewhere.
+        let soon = t + Duration::from_millis(500);
+        assert_eq!(s.decide(c, node(2), soon), Decision::Elsewhere);
+        // Still asking after the longest deferral (the first recipient never passed it on):
+        // served.
+        let later = t + MAX_DEFERRAL;
+        assert_eq!(s.decide(c, node(2), later), Decision::Send);
+        // Asking again for a chunk it was sent itself (it lost it): served.
+        assert_eq!(s.decide(c, node(2), later), Decision::Send);
+    }
+
+    #[test]
+    fn after_a_while_the_chunk_is_sent_again() {
+        let s = Seeding::default();
+        let c = ChunkHash::of(b"chunk");
+        let t = Instant::now();
+        assert_eq!(s.decide(c, node(1), t), Decision::Send);
+        assert_eq!(s.decide(c, node(2), t + PASSING_ON), Decision::Send);
+    }
+
+    #[test]
+    fn different_chunks_do_not_interfere() {
+        let s = Seeding::default();
+        let t = Instant::now();
+        for i in 0..100u32 {
+            let c = ChunkHash::of(&i.to_le_bytes());
+            assert_eq!(s.decide(c, node((i % 7) as u8), t), Decision::Send);
+        }
+    }
+}

@@ -590,6 +590,22 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Polls `cond` for up to ten seconds; panics with `what` if it never holds.
+/// A whole object's bytes (panics on any error).
+pub async fn get_bytes(c: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    c.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {key}: {e:?}"))
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec()
+}
+
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {

@@ -110,19 +110,7 @@ async fn s3_operations_store_and_process_are_measured() {
             .await
             .unwrap();
     }
-    let got = s3
-        .get_object()
-        .bucket("measured")
-        .key("a")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
-    assert_eq!(got.len(), size);
+    assert_eq!(get_bytes(&s3, "measured", "a").await.len(), size);
     // Errors of three kinds: a missing key on GET (XML body) and on HEAD (no body on the
     // wire), and a request signed with the wrong secret.
     assert!(

@@ -37,21 +37,6 @@ async fn all_see(nodes: &[&Node], count: f64) {
     }
 }
 
-async fn get_bytes(c: &Client, bucket: &str, key: &str) -> Vec<u8> {
-    c.get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {key}: {e:?}"))
-        .body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes()
-        .to_vec()
-}
-
 async fn put(c: &Client, bucket: &str, key: &str, data: &[u8]) {
     c.put_object()
         .bucket(bucket)
@@ -645,19 +630,7 @@ async fn nodes_join_through_a_dns_name_and_dial_the_advertised_address() {
         exists(&cb, "dns", "k").await
     })
     .await;
-    let got = cb
-        .get_object()
-        .bucket("dns")
-        .key("k")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
-    assert!(got.as_ref() == body.as_slice(), "bytes differ");
+    assert!(get_bytes(&cb, "dns", "k").await == body, "bytes differ");
     // The bytes came over the swarm, and the metrics say so.
     assert!(b.metric("s3swarm_read_bytes_total{source=\"peer\"}").await > 0.0);
     assert!(

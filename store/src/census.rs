@@ -82,26 +82,23 @@ impl Store {
                 .map(|s| s.size)
                 .map_err(|e| StoreError::Corrupt(format!("version record: {e}")))
         };
-        view.scan(Cf::Objects, &[], |_, v| {
-            match size_of(v)? {
-                Some(n) => {
-                    c.current_objects += 1;
-                    c.logical_bytes += n;
+        // Current versions live in `Objects`, older ones in `Versions`; both hold objects and
+        // delete markers alike.
+        for (cf, objects) in [
+            (Cf::Objects, &mut c.current_objects),
+            (Cf::Versions, &mut c.noncurrent_objects),
+        ] {
+            view.scan(cf, &[], |_, v| {
+                match size_of(v)? {
+                    Some(n) => {
+                        *objects += 1;
+                        c.logical_bytes += n;
+                    }
+                    None => c.delete_markers += 1,
                 }
-                None => c.delete_markers += 1,
-            }
-            Ok(true)
-        })?;
-        view.scan(Cf::Versions, &[], |_, v| {
-            match size_of(v)? {
-                Some(n) => {
-                    c.noncurrent_objects += 1;
-                    c.logical_bytes += n;
-                }
-                None => c.delete_markers += 1,
-            }
-            Ok(true)
-        })?;
+                Ok(true)
+            })?;
+        }
         view.scan(Cf::Chunks, &[], |_, v| {
             let e = ChunkEntry::decode(v)?;
             if e.location == ChunkLocation::Absent {

@@ -25,8 +25,6 @@ const PASSING_ON: Duration = Duration::from_secs(3);
 /// An asker is pointed elsewhere for one chunk for at most this long, then served: its
 /// first recipient may have died without passing it on.
 const MAX_DEFERRAL: Duration = Duration::from_millis(1500);
-/// Bookkeeping is pruned when it grows past this many chunks.
-const PRUNE_AT: usize = 8192;
 
 /// Whether to send a requested chunk or point the asker elsewhere.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,6 +35,8 @@ pub enum Decision {
 
 #[derive(Default)]
 struct Book {
+    /// When old entries were last dropped.
+    pruned: Option<Instant>,
     /// Chunk -> when and to whom it was last sent.
     sent: HashMap<ChunkHash, (Instant, NodeId)>,
     /// Askers pointed elsewhere for a chunk, and since when.
@@ -53,11 +53,14 @@ impl Seeding {
     /// `asker` wants `chunk` (which this node holds), at `now`.
     pub fn decide(&self, chunk: ChunkHash, asker: NodeId, now: Instant) -> Decision {
         let mut b = lock(&self.book);
-        if b.sent.len() > PRUNE_AT {
+        // Entries matter for PASSING_ON only: drop stale ones once per such period, so a
+        // busy holder does not rescan the book on every request.
+        if b.pruned.is_none_or(|t| now.duration_since(t) >= PASSING_ON) {
             b.sent
                 .retain(|_, (at, _)| now.duration_since(*at) < PASSING_ON);
             b.deferred
                 .retain(|_, since| now.duration_since(*since) < PASSING_ON);
+            b.pruned = Some(now);
         }
         let passing_on = b
             .sent

@@ -130,7 +130,9 @@ pub fn quic_configs(
         .receive_window((64u32 << 20).into())
         .send_window(64 << 20)
         .max_concurrent_bidi_streams(256u32.into())
-        .max_concurrent_uni_streams(256u32.into());
+        .max_concurrent_uni_streams(256u32.into())
+        // Streams of one priority go out in the order written (see transport's priorities).
+        .send_fairness(false);
     let transport = Arc::new(transport);
 
     let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server)

@@ -175,6 +175,8 @@ pub(crate) struct Inner {
     pub stats: Arc<SwarmStats>,
     pub announcer: Announcer,
     pub seeding: Seeding,
+    /// Chunk uploads in progress at once (see [`crate::seeding::UPLOAD_SLOTS`]).
+    pub uploads: tokio::sync::Semaphore,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -283,9 +285,16 @@ impl Swarm {
         clock: SharedClock,
     ) -> Result<Self, SwarmError> {
         let (server, client) = crate::auth::quic_configs(Duration::from_secs(6))?;
-        let mut endpoint = quinn::Endpoint::server(server, cfg.listen).map_err(|e| {
+        let socket = crate::transport::udp_socket(cfg.listen).map_err(|e| {
             SwarmError::Unreachable(format!("cannot listen on {}: {e}", cfg.listen))
         })?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| SwarmError::Unreachable(format!("cannot listen on {}: {e}", cfg.listen)))?;
         endpoint.set_default_client_config(client);
         let listen = endpoint.local_addr()?;
         let addr = match cfg.advertise {
@@ -336,6 +345,7 @@ impl Swarm {
             stats: Arc::new(SwarmStats::default()),
             announcer: Announcer::default(),
             seeding: Seeding::default(),
+            uploads: tokio::sync::Semaphore::new(crate::seeding::UPLOAD_SLOTS),
         });
         let peers: Vec<String> = cfg.peers.iter().map(ToString::to_string).collect();
         tracing::info!(node = %inner.me.id, %listen, advertise = %addr, ?peers, "swarm listening");

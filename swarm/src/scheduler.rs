@@ -86,6 +86,16 @@ impl Scheduler {
         self.missing.iter().take(self.window).copied().collect()
     }
 
+    /// The first `n` missing pieces, in order: what a holdings poll asks about.
+    pub fn next_missing(&self, n: usize) -> Vec<Piece> {
+        self.missing.iter().take(n).copied().collect()
+    }
+
+    /// How many missing pieces come at or before `piece`.
+    pub fn missing_through(&self, piece: Piece) -> usize {
+        self.missing.range(..=piece).count()
+    }
+
     /// Requests sent and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.values().map(|p| p.len()).sum()
@@ -148,6 +158,11 @@ impl Scheduler {
                 self.in_flight.remove(&piece);
             }
         }
+    }
+
+    /// Pieces still missing.
+    pub fn remaining(&self) -> usize {
+        self.missing.len()
     }
 
     pub fn done(&self) -> bool {

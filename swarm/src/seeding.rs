@@ -20,11 +20,17 @@ use store::ChunkHash;
 use crate::node::NodeId;
 use crate::runtime::lock;
 
+/// Chunks a node sends at once, to all peers together; further requests wait their turn.
+/// Few, so each goes out at the full uplink rate and its recipient can pass it on early:
+/// sixteen chunks sent side by side all finish late, together. More than one, so a slow
+/// receiver does not idle the uplink.
+pub const UPLOAD_SLOTS: usize = 2;
 /// A chunk sent this recently is being passed on by its recipient.
-const PASSING_ON: Duration = Duration::from_secs(3);
+const PASSING_ON: Duration = Duration::from_secs(6);
 /// An asker is pointed elsewhere for one chunk for at most this long, then served: its
-/// first recipient may have died without passing it on.
-const MAX_DEFERRAL: Duration = Duration::from_millis(1500);
+/// first recipient may have died without passing it on. Long enough for a recipient to
+/// pass a chunk on to a dozen peers at a few MB/s each.
+const MAX_DEFERRAL: Duration = Duration::from_secs(3);
 
 /// Whether to send a requested chunk or point the asker elsewhere.
 #[derive(Debug, PartialEq, Eq)]

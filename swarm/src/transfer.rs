@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use store::{ChunkHash, VerifiedChunk};
 use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::AbortHandle;
 
 use crate::announce::Heard;
 use crate::error::SwarmError;
@@ -21,23 +22,31 @@ use crate::runtime::Inner;
 use crate::scheduler::Scheduler;
 use crate::transport::Fetched;
 
-/// Requests in flight per peer.
-const PER_PEER: usize = 4;
+/// Requests in flight per peer. Two keep a link busy (the next chunk is queued while one is
+/// sent); more only wait in the holder's upload queue, where they cannot be asked elsewhere.
+const PER_PEER: usize = 2;
 /// How soon holdings are asked again when nothing can be requested from what is known.
 const POLL_DRY: Duration = Duration::from_millis(200);
 /// How often holdings are asked again in any case (announcements are best-effort).
 const POLL_EVERY: Duration = Duration::from_secs(2);
-/// How often a download looks at its late requests when nothing else happens.
+/// How often a download looks around when nothing else happens.
 const TICK: Duration = Duration::from_millis(100);
+/// How many missing pieces a holdings poll asks about (32 bytes each on the wire). Far more
+/// than the request window: a poll that covered only the window left the download idle
+/// between polls once the window was done (one peer, 8 pieces per 200 ms, 40 MB/s at best).
+const POLL_AHEAD: usize = 1024;
 /// How long a download waits for anyone to hold a chunk before it gives up.
 const NO_HOLDER_TIMEOUT: Duration = Duration::from_secs(20);
-/// A request unanswered this long is asked of another holder too, and its peer is avoided
-/// for a while: a peer that died answers nothing until failure detection notices, and a
-/// reader must not stall that long.
-const STRAGGLER: Duration = Duration::from_millis(1500);
-const AVOID_FOR: Duration = Duration::from_secs(5);
+/// How long a chunk's bytes may take once its holder started sending them, at least, and
+/// the slowest rate accepted beyond that: a request waits in the holder's upload queue for
+/// as long as its turn takes (the holder is alive: it answers polls), but a transfer that
+/// crawls is given up and asked elsewhere.
+const BODY_PATIENCE: Duration = Duration::from_secs(2);
+const MIN_RATE: u64 = 512 * 1024;
+/// Fetched chunks that may fail to be stored before the download gives up.
+const MAX_STORE_FAILURES: usize = 3;
 /// How long a peer may take to say what it holds.
-const HAVE_TIMEOUT: Duration = Duration::from_secs(1);
+const HAVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What a holdings poll tells a download, peer by peer.
 enum PollAnswer {
@@ -126,9 +135,6 @@ impl Inner {
         let mut sched = Scheduler::new(pieces.len(), PER_PEER)
             .windowed(PER_PEER * peers_now * 2)
             .tie_break(u64::from_le_bytes(self.me.id.0[..8].try_into().unwrap_or([1; 8])) | 1);
-        // How long chunks take to arrive (moving average): a request is late only well past
-        // it, so a busy but healthy link does not trigger duplicate requests.
-        let mut typical = Duration::from_millis(200);
         {
             let store = self.store.clone();
             let check = pieces.clone();
@@ -156,50 +162,57 @@ impl Inner {
         let mut peers: HashMap<NodeId, Member> = HashMap::new();
         let mut polling = false;
         let mut last_poll: Option<Instant> = None;
+        // The last piece the latest poll asked about, if pieces after it were left out.
+        let mut polled_to: Option<usize> = None;
+        let mut store_failures = 0;
         let mut waiting_since = Instant::now();
-        let mut sent: HashMap<(usize, NodeId), Instant> = HashMap::new();
-        let mut avoid: HashMap<NodeId, Instant> = HashMap::new();
+        // Requests out: when sent, and how to cancel them (a request given up on, or won
+        // by another peer in the endgame, stops its stream so the holder stops sending).
+        let mut sent: HashMap<(usize, NodeId), AbortHandle> = HashMap::new();
         while !sched.done() {
-            // Give up on stragglers: ask another holder, avoid the slow peer for a while.
-            let now = Instant::now();
-            let patience = STRAGGLER.max(typical * 4);
-            let late: Vec<(usize, NodeId)> = sent
-                .iter()
-                .filter(|(_, t)| now.duration_since(**t) > patience)
-                .map(|(k, _)| *k)
-                .collect();
-            for (piece, peer) in late {
-                sent.remove(&(piece, peer));
-                tracing::debug!(%peer, piece, "chunk request is late; asking elsewhere");
-                // Its holdings are asked again; a peer that does not answer that either
-                // (dead, not yet declared so) is avoided for a while.
-                sched.failed(piece, peer);
-                sched.peer_gone(peer);
-                last_poll = None;
-            }
             let requests = sched.requests();
             // Ask who holds what: at the start, soon when nothing can be requested, and now
             // and then anyway (announcements are best-effort, and asking keeps this node on
             // the peers' lists of downloaders to announce to). The answers arrive as events;
             // transfers go on meanwhile.
             let since = last_poll.map(|t| t.elapsed());
+            // The window is about to run past what the latest poll asked about.
+            let window = sched.window_pieces().len().max(1);
+            let beyond = polled_to.is_some_and(|end| sched.missing_through(end) < window * 2);
             let due = match since {
                 None => true,
-                Some(t) => t >= POLL_EVERY || (requests.is_empty() && t >= POLL_DRY),
+                Some(t) => t >= POLL_EVERY || beyond || (requests.is_empty() && t >= POLL_DRY),
             };
             if !polling && due {
                 polling = true;
                 last_poll = Some(Instant::now());
-                avoid.retain(|_, until| *until > Instant::now());
                 peers = self
                     .alive_peers()
                     .into_iter()
-                    .filter(|p| !avoid.contains_key(&p.id))
                     .map(|p| (p.id, p))
                     .collect();
-                let window: Vec<ChunkHash> =
-                    sched.window_pieces().iter().map(|i| pieces[*i]).collect();
-                self.spawn_poll(peers.values().cloned().collect(), window, poll_tx.clone());
+                // Requests to members no longer alive (declared down, or dropped) are
+                // asked elsewhere now rather than when their connection times out.
+                let lost: Vec<(usize, NodeId)> = sent
+                    .keys()
+                    .filter(|(_, peer)| !peers.contains_key(peer))
+                    .copied()
+                    .collect();
+                for (piece, peer) in lost {
+                    if let Some(task) = sent.remove(&(piece, peer)) {
+                        task.abort();
+                    }
+                    tracing::debug!(%peer, piece, "holder left; asking elsewhere");
+                    sched.failed(piece, peer);
+                    sched.peer_gone(peer);
+                }
+                let ahead = sched.next_missing(POLL_AHEAD);
+                polled_to = match ahead.last() {
+                    Some(last) if sched.missing_through(*last) < sched.remaining() => Some(*last),
+                    _ => None,
+                };
+                let ahead: Vec<ChunkHash> = ahead.iter().map(|i| pieces[*i]).collect();
+                self.spawn_poll(peers.values().cloned().collect(), ahead, poll_tx.clone());
             }
             for r in requests {
                 let Some(peer) = peers.get(&r.peer).cloned() else {
@@ -207,13 +220,13 @@ impl Inner {
                     continue;
                 };
                 let hash = pieces[r.piece];
-                sent.insert((r.piece, r.peer), Instant::now());
                 let me = self.clone();
                 let results = results.clone();
-                tokio::spawn(async move {
-                    let got = me.fetch_chunk(&peer, hash).await;
+                let task = tokio::spawn(async move {
+                    let got = me.fetch_chunk(&peer, hash, BODY_PATIENCE, MIN_RATE).await;
                     let _ = results.send((r.piece, peer.id, got));
                 });
+                sent.insert((r.piece, r.peer), task.abort_handle());
             }
             if sched.in_flight() == 0 && !polling && waiting_since.elapsed() > NO_HOLDER_TIMEOUT {
                 let missing = sched.window_pieces().first().map(|i| pieces[*i]);
@@ -238,9 +251,12 @@ impl Inner {
                                 .filter_map(|(h, _)| index.get(h).copied());
                             sched.peer_has(peer, has);
                         }
+                        // What it said before still holds (chunks rarely go away); a peer
+                        // that died is dropped by its failing requests (stragglers), not
+                        // here: a holder slow to answer behind a full uplink must not be
+                        // forgotten, least of all the original one.
                         Some(PollAnswer::Silent(peer)) => {
-                            sched.peer_gone(peer);
-                            avoid.insert(peer, Instant::now() + AVOID_FOR);
+                            tracing::debug!(%peer, "no answer to a holdings poll in time");
                         }
                         Some(PollAnswer::Done) | None => polling = false,
                     }
@@ -250,7 +266,6 @@ impl Inner {
                     match h {
                         Ok(Heard { peer, chunks }) => {
                             if !peers.contains_key(&peer)
-                                && !avoid.contains_key(&peer)
                                 && let Some(m) = self.alive_peers().into_iter().find(|m| m.id == peer)
                             {
                                 peers.insert(peer, m);
@@ -267,8 +282,22 @@ impl Inner {
                 }
                 kept = stored_rx.recv() => {
                     if let Some((piece, from, result)) = kept {
-                        result?;
-                        sched.received(piece, from);
+                        if let Err(e) = result {
+                            // One failed write (a full disk, a compaction stall) costs the
+                            // piece, not the download; a store that keeps failing ends it.
+                            store_failures += 1;
+                            if store_failures > MAX_STORE_FAILURES {
+                                return Err(e);
+                            }
+                            tracing::warn!(error = %e, piece, "storing a fetched chunk failed; asking again");
+                            sched.failed(piece, from);
+                            continue;
+                        }
+                        for loser in sched.received(piece, from) {
+                            if let Some(task) = sent.remove(&(piece, loser)) {
+                                task.abort();
+                            }
+                        }
                         progress.send_modify(|p| {
                             p.done.insert(pieces[piece]);
                         });
@@ -279,10 +308,7 @@ impl Inner {
             };
             let (piece, from, got) = arrival;
             match sent.remove(&(piece, from)) {
-                Some(t) => {
-                    typical = (typical * 7 + t.elapsed()) / 8;
-                    waiting_since = Instant::now();
-                }
+                Some(_) => waiting_since = Instant::now(),
                 // An answer to a request already given up on: only bytes still wanted count.
                 None if !matches!(got, Ok(Fetched::Chunk(_)))
                     || progress.borrow().done.contains(&pieces[piece]) =>

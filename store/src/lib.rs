@@ -30,8 +30,8 @@ pub use records::{
     BucketRecord, CorsRule, ObjectMeta, ObjectRecord, PartRecord, StoredChecksum, UploadRecord,
 };
 pub use store::{
-    ChunkState, Deleted, INLINE_MAX, ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE,
-    NewObject, ObjectWriter, Replacement, StagedObject, Store, StoreOptions, StoreStats, UploadRef,
-    VersionsPage, WritePrecondition,
+    ChunkState, Deleted, HeldChunk, INLINE_MAX, ListCursor, ListPage, MAX_PART_NUMBER,
+    MIN_PART_SIZE, NewObject, ObjectWriter, Replacement, StagedObject, Store, StoreOptions,
+    StoreStats, UploadRef, VersionsPage, WritePrecondition,
 };
 pub use version::{DeleteMarker, Version, VersionId, Versioning};

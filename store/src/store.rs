@@ -153,6 +153,15 @@ impl WritePrecondition {
     }
 }
 
+/// A chunk held here, as [`Store::held_chunk`] returns it.
+#[derive(Clone, Debug)]
+pub struct HeldChunk {
+    pub bytes: Bytes,
+    /// A copy made for reading (evictable), rather than one held for durability or written
+    /// here.
+    pub cached: bool,
+}
+
 /// Tuning of a store.
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -516,16 +525,37 @@ impl Store {
 
     /// A whole chunk's bytes, if held here.
     pub fn chunk(&self, hash: &ChunkHash) -> Result<Option<Bytes>> {
+        Ok(self.held_chunk(hash)?.map(|h| h.bytes))
+    }
+
+    /// Whether the copy held here is a cached one (`None`: not held), without reading it.
+    pub fn chunk_cached(&self, hash: &ChunkHash) -> Result<Option<bool>> {
+        Ok(match self.shared.meta.get(Cf::Chunks, hash.as_bytes())? {
+            Some(v) => {
+                let entry = ChunkEntry::decode(&v)?;
+                (entry.location != ChunkLocation::Absent).then_some(entry.cached)
+            }
+            None => None,
+        })
+    }
+
+    /// A whole chunk's bytes and the kind of copy this node holds, if held here.
+    pub fn held_chunk(&self, hash: &ChunkHash) -> Result<Option<HeldChunk>> {
         let Some(v) = self.shared.meta.get(Cf::Chunks, hash.as_bytes())? else {
             return Ok(None);
         };
-        Ok(match ChunkEntry::decode(&v)?.location {
-            ChunkLocation::Absent => None,
-            ChunkLocation::Inline(data) => Some(Bytes::from(data)),
+        let entry = ChunkEntry::decode(&v)?;
+        let bytes = match entry.location {
+            ChunkLocation::Absent => return Ok(None),
+            ChunkLocation::Inline(data) => Bytes::from(data),
             ChunkLocation::Pack { pack, offset, len } => {
-                Some(self.shared.packs.read(pack, offset, len as usize)?)
+                self.shared.packs.read(pack, offset, len as usize)?
             }
-        })
+        };
+        Ok(Some(HeldChunk {
+            bytes,
+            cached: entry.cached,
+        }))
     }
 
     /// Stores the bytes of a chunk this node references but does not hold (fetched from a

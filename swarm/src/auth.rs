@@ -132,7 +132,8 @@ pub fn quic_configs(
         .max_concurrent_bidi_streams(256u32.into())
         .max_concurrent_uni_streams(256u32.into())
         // Streams of one priority go out in the order written (see transport's priorities).
-        .send_fairness(false);
+        .send_fairness(false)
+        .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     let transport = Arc::new(transport);
 
     let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server)

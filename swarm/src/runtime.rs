@@ -177,6 +177,8 @@ pub(crate) struct Inner {
     pub seeding: Seeding,
     /// Chunk uploads in progress at once (see [`crate::seeding::UPLOAD_SLOTS`]).
     pub uploads: tokio::sync::Semaphore,
+    /// Chunk requests waiting for an upload slot.
+    pub upload_queue: std::sync::atomic::AtomicUsize,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -205,6 +207,11 @@ impl Inner {
         if let Some((conn, _)) = lock(&self.conns).remove(&id) {
             conn.close(2u32.into(), b"sent corrupt data");
         }
+    }
+
+    /// Whether membership has `id` alive now.
+    pub fn is_alive(&self, id: &NodeId) -> bool {
+        lock(&self.members).view.state(id) == Some(State::Alive)
     }
 
     pub fn alive_peers(&self) -> Vec<Member> {
@@ -346,6 +353,7 @@ impl Swarm {
             announcer: Announcer::default(),
             seeding: Seeding::default(),
             uploads: tokio::sync::Semaphore::new(crate::seeding::UPLOAD_SLOTS),
+            upload_queue: std::sync::atomic::AtomicUsize::new(0),
         });
         let peers: Vec<String> = cfg.peers.iter().map(ToString::to_string).collect();
         tracing::info!(node = %inner.me.id, %listen, advertise = %addr, ?peers, "swarm listening");

@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::node::NodeId;
 
+/// How many peers one piece is asked of at most, in the endgame.
+const ENDGAME_COPIES: usize = 2;
+
 /// A chunk of the download, by index in its manifest.
 pub type Piece = usize;
 
@@ -26,6 +29,8 @@ pub struct Scheduler {
     /// Peers that held every piece they were last asked about (the original holder, readers
     /// that are done).
     complete: BTreeSet<NodeId>,
+    /// Peers not asked for anything for now (their upload queue was full).
+    paused: BTreeSet<NodeId>,
     /// Requests sent and not answered, per piece.
     in_flight: BTreeMap<Piece, BTreeSet<NodeId>>,
     per_peer: usize,
@@ -45,6 +50,7 @@ impl Scheduler {
             missing: (0..pieces).collect(),
             have: BTreeMap::new(),
             complete: BTreeSet::new(),
+            paused: BTreeSet::new(),
             in_flight: BTreeMap::new(),
             per_peer: per_peer.max(1),
             window: usize::MAX,
@@ -113,6 +119,16 @@ impl Scheduler {
         } else {
             self.complete.remove(&peer);
         }
+    }
+
+    /// Asks nothing of `peer` until [`Scheduler::resume`] (it said it is busy); what it holds
+    /// is still known.
+    pub fn pause(&mut self, peer: NodeId) {
+        self.paused.insert(peer);
+    }
+
+    pub fn resume(&mut self, peer: NodeId) {
+        self.paused.remove(&peer);
     }
 
     /// A peer left or was dropped (say, for sending a chunk that failed verification): its
@@ -185,23 +201,30 @@ impl Scheduler {
             .map(|p| (self.have.values().filter(|h| h.contains(p)).count(), *p))
             .filter(|(n, _)| *n > 0)
             .take(self.window)
-            .filter(|(_, p)| endgame || !self.in_flight.contains_key(p))
+            // In the endgame a piece is asked of one more peer, not of every holder: each
+            // extra copy is a holder's upload spent twice (measured: at 16 readers, endgame
+            // duplicates from every holder had readers upload four times what they received).
+            .filter(|(_, p)| {
+                let asked = self.in_flight.get(p).map_or(0, BTreeSet::len);
+                asked == 0 || (endgame && asked < ENDGAME_COPIES)
+            })
             .collect();
         wanted.sort_unstable_by_key(|(rarity, piece)| (*rarity, self.tie(*piece)));
         for (_, piece) in wanted {
-            // Of the peers that have it, have a free slot and are not already asked for it:
-            // fellow downloaders before complete holders, then the least loaded. A complete
-            // holder's upload (the original's above all) is best kept for pieces nobody else
-            // has yet: what it sends twice is what caps the whole swarm.
+            // Of the peers that have it, have a free slot, are not paused and are not already
+            // asked for it: the least loaded, fellow downloaders before complete holders on a
+            // tie. (Complete holders used to come last whatever their load; with the original
+            // protected by seeding, that only left finished readers idle at the tail.)
             let peer = self
                 .have
                 .iter()
                 .filter(|(peer, h)| {
                     h.contains(&piece)
+                        && !self.paused.contains(peer)
                         && !self.in_flight.get(&piece).is_some_and(|f| f.contains(peer))
                 })
-                .map(|(peer, _)| (self.complete.contains(peer), self.load(peer), *peer))
-                .filter(|(_, load, _)| *load < self.per_peer)
+                .map(|(peer, _)| (self.load(peer), self.complete.contains(peer), *peer))
+                .filter(|(load, _, _)| *load < self.per_peer)
                 .min();
             if let Some((_, _, peer)) = peer {
                 self.in_flight.entry(piece).or_default().insert(peer);
@@ -230,6 +253,30 @@ mod tests {
         let first = s.requests();
         assert_eq!(first[0].piece, 2, "held by one peer only");
         assert_eq!(first[0].peer, node(1));
+    }
+
+    #[test]
+    fn a_busy_peer_is_left_alone_until_resumed() {
+        let mut s = Scheduler::new(2, 4);
+        s.peer_has(node(1), [0, 1]);
+        s.peer_has(node(2), [1]);
+        s.pause(node(1));
+        assert_eq!(
+            s.requests(),
+            vec![Request {
+                piece: 1,
+                peer: node(2)
+            }]
+        );
+        assert!(s.requests().is_empty(), "piece 0 is held only by the paused peer");
+        s.resume(node(1));
+        assert_eq!(
+            s.requests(),
+            vec![Request {
+                piece: 0,
+                peer: node(1)
+            }]
+        );
     }
 
     #[test]

@@ -24,13 +24,19 @@ use crate::runtime::lock;
 /// Few, so each goes out at the full uplink rate and its recipient can pass it on early:
 /// sixteen chunks sent side by side all finish late, together. More than one, so a slow
 /// receiver does not idle the uplink.
-pub const UPLOAD_SLOTS: usize = 2;
-/// A chunk sent this recently is being passed on by its recipient.
-const PASSING_ON: Duration = Duration::from_secs(6);
+pub const UPLOAD_SLOTS: usize = 4;
+/// Requests that may wait for an upload slot; beyond them a holder answers "busy" at once, so
+/// the asker turns to another holder instead of queueing behind a saturated one while other
+/// holders sit idle (measured: at the tail of a 16-reader download most holders idled while
+/// a few had long queues).
+pub const UPLOAD_QUEUE: usize = 6;
+/// A chunk sent this recently to a member still alive is being passed on by it.
+const PASSING_ON: Duration = Duration::from_secs(30);
 /// An asker is pointed elsewhere for one chunk for at most this long, then served: its
-/// first recipient may have died without passing it on. Long enough for a recipient to
-/// pass a chunk on to a dozen peers at a few MB/s each.
-const MAX_DEFERRAL: Duration = Duration::from_secs(3);
+/// first recipient may be alive but slow to pass it on (or have evicted it). Measured at 16
+/// readers on 50 Mbit/s links, a 3 s limit had the original holder send 1.66 F: passing a
+/// chunk on to fifteen peers takes its recipient longer than that.
+const MAX_DEFERRAL: Duration = Duration::from_secs(10);
 
 /// Whether to send a requested chunk or point the asker elsewhere.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,8 +62,34 @@ pub struct Seeding {
 }
 
 impl Seeding {
-    /// `asker` wants `chunk` (which this node holds), at `now`.
-    pub fn decide(&self, chunk: ChunkHash, asker: NodeId, now: Instant) -> Decision {
+    /// Whether `asker` would be pointed elsewhere for `chunk` now, without recording anything:
+    /// such a request need not wait for an upload slot.
+    pub fn would_defer(
+        &self,
+        chunk: ChunkHash,
+        asker: NodeId,
+        now: Instant,
+        alive: impl Fn(&NodeId) -> bool,
+    ) -> bool {
+        let b = lock(&self.book);
+        let passing_on = b.sent.get(&chunk).is_some_and(|(at, to)| {
+            *to != asker && now.duration_since(*at) < PASSING_ON && alive(to)
+        });
+        passing_on
+            && b.deferred
+                .get(&(chunk, asker))
+                .is_none_or(|since| now.duration_since(*since) < MAX_DEFERRAL)
+    }
+
+    /// `asker` wants `chunk` (which this node holds), at `now`; `alive` says whether a member
+    /// is still alive (a chunk's recipient that died passes nothing on).
+    pub fn decide(
+        &self,
+        chunk: ChunkHash,
+        asker: NodeId,
+        now: Instant,
+        alive: impl Fn(&NodeId) -> bool,
+    ) -> Decision {
         let mut b = lock(&self.book);
         // Entries matter for PASSING_ON only: drop stale ones once per such period, so a
         // busy holder does not rescan the book on every request.
@@ -68,10 +100,9 @@ impl Seeding {
                 .retain(|_, since| now.duration_since(*since) < PASSING_ON);
             b.pruned = Some(now);
         }
-        let passing_on = b
-            .sent
-            .get(&chunk)
-            .is_some_and(|(at, to)| *to != asker && now.duration_since(*at) < PASSING_ON);
+        let passing_on = b.sent.get(&chunk).is_some_and(|(at, to)| {
+            *to != asker && now.duration_since(*at) < PASSING_ON && alive(to)
+        });
         if passing_on {
             let since = *b.deferred.entry((chunk, asker)).or_insert(now);
             if now.duration_since(since) < MAX_DEFERRAL {
@@ -97,18 +128,27 @@ mod tests {
         let s = Seeding::default();
         let c = ChunkHash::of(b"chunk");
         let t = Instant::now();
-        assert_eq!(s.decide(c, node(1), t), Decision::Send);
-        assert_eq!(s.decide(c, node(2), t), Decision::Elsewhere);
-        assert_eq!(s.decide(c, node(3), t), Decision::Elsewhere);
+        assert_eq!(s.decide(c, node(1), t, |_| true), Decision::Send);
+        assert_eq!(s.decide(c, node(2), t, |_| true), Decision::Elsewhere);
+        assert_eq!(s.decide(c, node(3), t, |_| true), Decision::Elsewhere);
         // Asking again soon: still elsewhere.
         let soon = t + Duration::from_millis(500);
-        assert_eq!(s.decide(c, node(2), soon), Decision::Elsewhere);
+        assert_eq!(s.decide(c, node(2), soon, |_| true), Decision::Elsewhere);
         // Still asking after the longest deferral (the first recipient never passed it on):
         // served.
         let later = t + MAX_DEFERRAL;
-        assert_eq!(s.decide(c, node(2), later), Decision::Send);
+        assert_eq!(s.decide(c, node(2), later, |_| true), Decision::Send);
         // Asking again for a chunk it was sent itself (it lost it): served.
-        assert_eq!(s.decide(c, node(2), later), Decision::Send);
+        assert_eq!(s.decide(c, node(2), later, |_| true), Decision::Send);
+    }
+
+    #[test]
+    fn a_chunk_whose_recipient_died_is_sent_again_at_once() {
+        let s = Seeding::default();
+        let c = ChunkHash::of(b"chunk");
+        let t = Instant::now();
+        assert_eq!(s.decide(c, node(1), t, |_| true), Decision::Send);
+        assert_eq!(s.decide(c, node(2), t, |n| *n != node(1)), Decision::Send);
     }
 
     #[test]
@@ -116,8 +156,11 @@ mod tests {
         let s = Seeding::default();
         let c = ChunkHash::of(b"chunk");
         let t = Instant::now();
-        assert_eq!(s.decide(c, node(1), t), Decision::Send);
-        assert_eq!(s.decide(c, node(2), t + PASSING_ON), Decision::Send);
+        assert_eq!(s.decide(c, node(1), t, |_| true), Decision::Send);
+        assert_eq!(
+            s.decide(c, node(2), t + PASSING_ON, |_| true),
+            Decision::Send
+        );
     }
 
     #[test]
@@ -126,7 +169,10 @@ mod tests {
         let t = Instant::now();
         for i in 0..100u32 {
             let c = ChunkHash::of(&i.to_le_bytes());
-            assert_eq!(s.decide(c, node((i % 7) as u8), t), Decision::Send);
+            assert_eq!(
+                s.decide(c, node((i % 7) as u8), t, |_| true),
+                Decision::Send
+            );
         }
     }
 }

@@ -25,7 +25,9 @@ use crate::transport::Fetched;
 /// Requests in flight per peer. Two keep a link busy (the next chunk is queued while one is
 /// sent); more only wait in the holder's upload queue, where they cannot be asked elsewhere.
 const PER_PEER: usize = 2;
-/// How soon holdings are asked again when nothing can be requested from what is known.
+/// How soon holdings are asked again when nothing is in flight and nothing can be requested
+/// from what is known. (Only then: with every request slot busy, asking was pure overhead,
+/// 16 readers polling 16 peers five times a second.)
 const POLL_DRY: Duration = Duration::from_millis(200);
 /// How often holdings are asked again in any case (announcements are best-effort).
 const POLL_EVERY: Duration = Duration::from_secs(2);
@@ -43,6 +45,8 @@ const NO_HOLDER_TIMEOUT: Duration = Duration::from_secs(20);
 /// crawls is given up and asked elsewhere.
 const BODY_PATIENCE: Duration = Duration::from_secs(2);
 const MIN_RATE: u64 = 512 * 1024;
+/// How long a peer that said it is busy is left alone.
+const BUSY_BACKOFF: Duration = Duration::from_millis(100);
 /// Fetched chunks that may fail to be stored before the download gives up.
 const MAX_STORE_FAILURES: usize = 3;
 /// How long a peer may take to say what it holds.
@@ -169,7 +173,17 @@ impl Inner {
         // Requests out: when sent, and how to cancel them (a request given up on, or won
         // by another peer in the endgame, stops its stream so the holder stops sending).
         let mut sent: HashMap<(usize, NodeId), AbortHandle> = HashMap::new();
+        // Peers that said they are busy, and when to ask them again.
+        let mut paused: Vec<(Instant, NodeId)> = Vec::new();
         while !sched.done() {
+            let now = Instant::now();
+            paused.retain(|(until, peer)| {
+                let wait = *until > now;
+                if !wait {
+                    sched.resume(*peer);
+                }
+                wait
+            });
             let requests = sched.requests();
             // Ask who holds what: at the start, soon when nothing can be requested, and now
             // and then anyway (announcements are best-effort, and asking keeps this node on
@@ -181,16 +195,16 @@ impl Inner {
             let beyond = polled_to.is_some_and(|end| sched.missing_through(end) < window * 2);
             let due = match since {
                 None => true,
-                Some(t) => t >= POLL_EVERY || beyond || (requests.is_empty() && t >= POLL_DRY),
+                Some(t) => {
+                    t >= POLL_EVERY
+                        || beyond
+                        || (requests.is_empty() && sched.in_flight() == 0 && t >= POLL_DRY)
+                }
             };
             if !polling && due {
                 polling = true;
                 last_poll = Some(Instant::now());
-                peers = self
-                    .alive_peers()
-                    .into_iter()
-                    .map(|p| (p.id, p))
-                    .collect();
+                peers = self.alive_peers().into_iter().map(|p| (p.id, p)).collect();
                 // Requests to members no longer alive (declared down, or dropped) are
                 // asked elsewhere now rather than when their connection times out.
                 let lost: Vec<(usize, NodeId)> = sent
@@ -336,6 +350,12 @@ impl Inner {
                 Ok(Fetched::Elsewhere) => {
                     // Someone else is getting it from there right now and will announce it.
                     sched.not_from(piece, from);
+                }
+                Ok(Fetched::Busy) => {
+                    // Its queue is full: others first, this one again shortly.
+                    sched.failed(piece, from);
+                    sched.pause(from);
+                    paused.push((Instant::now() + BUSY_BACKOFF, from));
                 }
                 Err(SwarmError::Corrupt(h, _)) => {
                     self.ban(from, &format!("chunk {h} failed verification"));

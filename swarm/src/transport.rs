@@ -17,7 +17,7 @@ use crate::gossip::GossipEvent;
 use crate::member::Member;
 use crate::node::NodeId;
 use crate::runtime::{Inner, lock};
-use crate::seeding::Decision;
+use crate::seeding::{Decision, UPLOAD_QUEUE};
 use crate::wire::{self, Hello, Notice, PROTOCOL, Request, Response};
 
 /// Stream priorities. Control traffic (membership probes, holdings polls, journal pulls,
@@ -47,7 +47,11 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// only slower, so it is a warning naming the setting rather than an error.
 pub fn udp_socket(listen: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     if listen.is_ipv6() {
         // Dual-stack when bound to [::], as the standard library's socket would not be.
         let _ = socket.set_only_v6(false);
@@ -299,24 +303,60 @@ impl Inner {
             Request::Chunk { hash } => {
                 self.announcer.interest(peer.id);
                 let h = store::ChunkHash::from_bytes(hash);
+                // An original copy just sent to someone else: say so now, not after
+                // waiting for a slot (see below for what counts as an original copy).
+                let (st, hh) = (store.clone(), h);
+                let cached = tokio::task::spawn_blocking(move || st.chunk_cached(&hh))
+                    .await
+                    .map_err(|e| SwarmError::Protocol(e.to_string()))??;
+                let early = match cached {
+                    None => Some(Response::NoChunk),
+                    Some(false)
+                        if self
+                            .seeding
+                            .would_defer(h, peer.id, Instant::now(), |n| self.is_alive(n)) =>
+                    {
+                        Some(Response::Elsewhere)
+                    }
+                    Some(_) if self.upload_queue.load(Ordering::Relaxed) >= UPLOAD_QUEUE => {
+                        Some(Response::Busy)
+                    }
+                    Some(_) => None,
+                };
+                if let Some(resp) = early {
+                    wire::write_frame(&mut send, &resp).await?;
+                    send.finish().ok();
+                    return Ok(());
+                }
                 // Wait for an upload slot; an asker that gives up meanwhile (it got the
                 // chunk elsewhere) leaves the queue at once.
-                let _slot = tokio::select! {
+                self.upload_queue.fetch_add(1, Ordering::Relaxed);
+                let slot = tokio::select! {
                     slot = self.uploads.acquire() => slot
-                        .map_err(|_| SwarmError::Unreachable("shutting down".into()))?,
-                    _ = send.stopped() => return Ok(()),
+                        .map_err(|_| SwarmError::Unreachable("shutting down".into())),
+                    _ = send.stopped() => Err(SwarmError::Unreachable("asker gave up".into())),
                 };
-                let data = tokio::task::spawn_blocking(move || store.chunk(&h))
+                self.upload_queue.fetch_sub(1, Ordering::Relaxed);
+                let Ok(_slot) = slot else { return Ok(()) };
+                let data = tokio::task::spawn_blocking(move || store.held_chunk(&h))
                     .await
                     .map_err(|e| SwarmError::Protocol(e.to_string()))??;
                 match data {
-                    Some(_)
-                        if self.seeding.decide(h, peer.id, Instant::now())
-                            == Decision::Elsewhere =>
+                    // Only a node's own copies (written here, or held for durability) are
+                    // sent once while their recipient passes them on: those are the
+                    // original's, the one upload that bounds the swarm. Copies fetched for
+                    // reading are served to every asker; refusing those too throttled the
+                    // readers' trading to one send per chunk.
+                    Some(held)
+                        if !held.cached
+                            && self
+                                .seeding
+                                .decide(h, peer.id, Instant::now(), |n| self.is_alive(n))
+                                == Decision::Elsewhere =>
                     {
                         wire::write_frame(&mut send, &Response::Elsewhere).await?;
                     }
-                    Some(bytes) => {
+                    Some(store::HeldChunk { bytes, .. }) => {
                         let bytes = if self.cfg.fault_corrupt {
                             corrupt(bytes)
                         } else {
@@ -333,9 +373,13 @@ impl Inner {
                         // The slot is held until the peer has the bytes, not merely until
                         // they are buffered here: otherwise the slots would limit nothing.
                         send.finish().ok();
-                        let _ = tokio::time::timeout(CALL_TIMEOUT, send.stopped()).await;
+                        let delivered = tokio::time::timeout(CALL_TIMEOUT, send.stopped()).await;
+                        // Bytes are counted as handed to the transport (a request cancelled
+                        // midway sent some of them); a chunk counts as served once delivered.
                         self.count_sent(peer, bytes.len() as u64);
-                        self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+                        if matches!(delivered, Ok(Ok(None))) {
+                            self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     None => wire::write_frame(&mut send, &Response::NoChunk).await?,
                 }
@@ -441,8 +485,8 @@ impl Inner {
                     return Err(SwarmError::Protocol(format!("chunk of {len} bytes")));
                 }
                 let mut buf = vec![0u8; len as usize];
-                let allowed = patience
-                    + Duration::from_secs_f64(f64::from(len) / min_rate.max(1) as f64);
+                let allowed =
+                    patience + Duration::from_secs_f64(f64::from(len) / min_rate.max(1) as f64);
                 tokio::time::timeout(allowed, recv.read_exact(&mut buf))
                     .await
                     .map_err(|_| SwarmError::Timeout(format!("chunk {hash} from {}", peer.id)))??;
@@ -464,6 +508,7 @@ impl Inner {
             }
             Response::NoChunk => Ok(Fetched::Missing),
             Response::Elsewhere => Ok(Fetched::Elsewhere),
+            Response::Busy => Ok(Fetched::Busy),
             other => Err(SwarmError::Protocol(format!("unexpected answer {other:?}"))),
         }
     }
@@ -477,6 +522,8 @@ pub enum Fetched {
     Missing,
     /// The peer has just sent it to someone else, who will announce it.
     Elsewhere,
+    /// The peer's upload queue is full.
+    Busy,
 }
 
 /// The test-only fault: one flipped byte in the middle.

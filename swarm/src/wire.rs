@@ -10,7 +10,7 @@ use crate::member::Member;
 use crate::node::NodeId;
 
 /// Bumped when a message changes incompatibly; peers with another version are refused.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 /// The largest control frame accepted (a journal page, a have-list).
 pub const MAX_FRAME: usize = 8 << 20;
 
@@ -52,6 +52,8 @@ pub enum Response {
     NoChunk,
     /// The chunk was just sent to another peer: get it there (see [`crate::seeding`]).
     Elsewhere,
+    /// The responder's upload queue is full: ask another holder, or this one a little later.
+    Busy,
     Status(PeerStatus),
     Error(String),
 }

@@ -102,6 +102,11 @@ impl Scheduler {
         self.missing.range(..=piece).count()
     }
 
+    /// How many known peers hold `piece`.
+    pub fn holders(&self, piece: Piece) -> usize {
+        self.have.values().filter(|h| h.contains(&piece)).count()
+    }
+
     /// Requests sent and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.values().map(|p| p.len()).sum()
@@ -268,7 +273,10 @@ mod tests {
                 peer: node(2)
             }]
         );
-        assert!(s.requests().is_empty(), "piece 0 is held only by the paused peer");
+        assert!(
+            s.requests().is_empty(),
+            "piece 0 is held only by the paused peer"
+        );
         s.resume(node(1));
         assert_eq!(
             s.requests(),

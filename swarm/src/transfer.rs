@@ -45,6 +45,9 @@ const NO_HOLDER_TIMEOUT: Duration = Duration::from_secs(20);
 /// crawls is given up and asked elsewhere.
 const BODY_PATIENCE: Duration = Duration::from_secs(2);
 const MIN_RATE: u64 = 512 * 1024;
+/// How long after being pointed elsewhere for a chunk a download insists on it, when it knows
+/// no other holder it can use (the one pointed to may be a peer it dropped).
+const INSIST_AFTER: Duration = Duration::from_secs(1);
 /// How long a peer that said it is busy is left alone.
 const BUSY_BACKOFF: Duration = Duration::from_millis(100);
 /// Fetched chunks that may fail to be stored before the download gives up.
@@ -173,6 +176,8 @@ impl Inner {
         // Requests out: when sent, and how to cancel them (a request given up on, or won
         // by another peer in the endgame, stops its stream so the holder stops sending).
         let mut sent: HashMap<(usize, NodeId), AbortHandle> = HashMap::new();
+        // Pieces a holder pointed elsewhere for, and since when.
+        let mut deferred: HashMap<usize, Instant> = HashMap::new();
         // Peers that said they are busy, and when to ask them again.
         let mut paused: Vec<(Instant, NodeId)> = Vec::new();
         while !sched.done() {
@@ -234,10 +239,17 @@ impl Inner {
                     continue;
                 };
                 let hash = pieces[r.piece];
+                // Pointed elsewhere a while ago, and still nobody else to ask.
+                let insist = deferred
+                    .get(&r.piece)
+                    .is_some_and(|t| t.elapsed() >= INSIST_AFTER)
+                    && sched.holders(r.piece) <= 1;
                 let me = self.clone();
                 let results = results.clone();
                 let task = tokio::spawn(async move {
-                    let got = me.fetch_chunk(&peer, hash, BODY_PATIENCE, MIN_RATE).await;
+                    let got = me
+                        .fetch_chunk(&peer, hash, insist, BODY_PATIENCE, MIN_RATE)
+                        .await;
                     let _ = results.send((r.piece, peer.id, got));
                 });
                 sent.insert((r.piece, r.peer), task.abort_handle());
@@ -350,6 +362,7 @@ impl Inner {
                 Ok(Fetched::Elsewhere) => {
                     // Someone else is getting it from there right now and will announce it.
                     sched.not_from(piece, from);
+                    deferred.entry(piece).or_insert_with(Instant::now);
                 }
                 Ok(Fetched::Busy) => {
                     // Its queue is full: others first, this one again shortly.

@@ -300,7 +300,7 @@ impl Inner {
                 .map_err(|e| SwarmError::Protocol(e.to_string()))?;
                 wire::write_frame(&mut send, &Response::Have(flags)).await?;
             }
-            Request::Chunk { hash } => {
+            Request::Chunk { hash, insist } => {
                 self.announcer.interest(peer.id);
                 let h = store::ChunkHash::from_bytes(hash);
                 // An original copy just sent to someone else: say so now, not after
@@ -312,9 +312,10 @@ impl Inner {
                 let early = match cached {
                     None => Some(Response::NoChunk),
                     Some(false)
-                        if self
-                            .seeding
-                            .would_defer(h, peer.id, Instant::now(), |n| self.is_alive(n)) =>
+                        if !insist
+                            && self
+                                .seeding
+                                .would_defer(h, peer.id, Instant::now(), |n| self.is_alive(n)) =>
                     {
                         Some(Response::Elsewhere)
                     }
@@ -349,6 +350,7 @@ impl Inner {
                     // readers' trading to one send per chunk.
                     Some(held)
                         if !held.cached
+                            && !insist
                             && self
                                 .seeding
                                 .decide(h, peer.id, Instant::now(), |n| self.is_alive(n))
@@ -467,6 +469,7 @@ impl Inner {
         self: &Arc<Self>,
         peer: &Member,
         hash: store::ChunkHash,
+        insist: bool,
         patience: Duration,
         min_rate: u64,
     ) -> Result<Fetched, SwarmError> {
@@ -476,6 +479,7 @@ impl Inner {
                 peer,
                 &Request::Chunk {
                     hash: *hash.as_bytes(),
+                    insist,
                 },
             )
             .await?;

@@ -29,8 +29,9 @@ pub enum Request {
     Pull { seen: Vec<(NodeId, u64)> },
     /// Which of these chunks does the peer hold?
     Have { chunks: Vec<[u8; 32]> },
-    /// One whole chunk.
-    Chunk { hash: [u8; 32] },
+    /// One whole chunk. `insist`: the asker was pointed elsewhere for it a while ago and
+    /// knows no other holder it can use (the recipient may be one it dropped): send it anyway.
+    Chunk { hash: [u8; 32], insist: bool },
     /// What the peer holds, for `cluster status`.
     Status,
 }

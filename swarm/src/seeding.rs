@@ -42,7 +42,8 @@ const MAX_DEFERRAL: Duration = Duration::from_secs(10);
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
     Send,
-    Elsewhere,
+    /// Get it from this member, which was sent it.
+    Elsewhere(NodeId),
 }
 
 #[derive(Default)]
@@ -62,23 +63,23 @@ pub struct Seeding {
 }
 
 impl Seeding {
-    /// Whether `asker` would be pointed elsewhere for `chunk` now, without recording anything:
-    /// such a request need not wait for an upload slot.
+    /// Whom `asker` would be pointed to for `chunk` now, if anyone, without recording
+    /// anything: such a request need not wait for an upload slot.
     pub fn would_defer(
         &self,
         chunk: ChunkHash,
         asker: NodeId,
         now: Instant,
         alive: impl Fn(&NodeId) -> bool,
-    ) -> bool {
+    ) -> Option<NodeId> {
         let b = lock(&self.book);
-        let passing_on = b.sent.get(&chunk).is_some_and(|(at, to)| {
-            *to != asker && now.duration_since(*at) < PASSING_ON && alive(to)
-        });
-        passing_on
-            && b.deferred
-                .get(&(chunk, asker))
-                .is_none_or(|since| now.duration_since(*since) < MAX_DEFERRAL)
+        let (at, to) = b.sent.get(&chunk)?;
+        let passing_on = *to != asker && now.duration_since(*at) < PASSING_ON && alive(to);
+        let fresh = b
+            .deferred
+            .get(&(chunk, asker))
+            .is_none_or(|since| now.duration_since(*since) < MAX_DEFERRAL);
+        (passing_on && fresh).then_some(*to)
     }
 
     /// `asker` wants `chunk` (which this node holds), at `now`; `alive` says whether a member
@@ -100,13 +101,15 @@ impl Seeding {
                 .retain(|_, since| now.duration_since(*since) < PASSING_ON);
             b.pruned = Some(now);
         }
-        let passing_on = b.sent.get(&chunk).is_some_and(|(at, to)| {
-            *to != asker && now.duration_since(*at) < PASSING_ON && alive(to)
-        });
-        if passing_on {
+        let passing_on = b
+            .sent
+            .get(&chunk)
+            .filter(|(at, to)| *to != asker && now.duration_since(*at) < PASSING_ON && alive(to))
+            .map(|(_, to)| *to);
+        if let Some(to) = passing_on {
             let since = *b.deferred.entry((chunk, asker)).or_insert(now);
             if now.duration_since(since) < MAX_DEFERRAL {
-                return Decision::Elsewhere;
+                return Decision::Elsewhere(to);
             }
         }
         b.deferred.remove(&(chunk, asker));
@@ -129,11 +132,20 @@ mod tests {
         let c = ChunkHash::of(b"chunk");
         let t = Instant::now();
         assert_eq!(s.decide(c, node(1), t, |_| true), Decision::Send);
-        assert_eq!(s.decide(c, node(2), t, |_| true), Decision::Elsewhere);
-        assert_eq!(s.decide(c, node(3), t, |_| true), Decision::Elsewhere);
+        assert_eq!(
+            s.decide(c, node(2), t, |_| true),
+            Decision::Elsewhere(node(1))
+        );
+        assert_eq!(
+            s.decide(c, node(3), t, |_| true),
+            Decision::Elsewhere(node(1))
+        );
         // Asking again soon: still elsewhere.
         let soon = t + Duration::from_millis(500);
-        assert_eq!(s.decide(c, node(2), soon, |_| true), Decision::Elsewhere);
+        assert_eq!(
+            s.decide(c, node(2), soon, |_| true),
+            Decision::Elsewhere(node(1))
+        );
         // Still asking after the longest deferral (the first recipient never passed it on):
         // served.
         let later = t + MAX_DEFERRAL;

@@ -45,9 +45,11 @@ const NO_HOLDER_TIMEOUT: Duration = Duration::from_secs(20);
 /// crawls is given up and asked elsewhere.
 const BODY_PATIENCE: Duration = Duration::from_secs(2);
 const MIN_RATE: u64 = 512 * 1024;
-/// How long after being pointed elsewhere for a chunk a download insists on it, when it knows
-/// no other holder it can use (the one pointed to may be a peer it dropped).
-const INSIST_AFTER: Duration = Duration::from_secs(1);
+/// How long after being pointed elsewhere for a chunk a download insists on it if it still
+/// knows no other holder (the one pointed to may be slow to pass it on, or have lost it).
+/// Longer than a chunk takes to cross a slow link: at 25 Mbit/s, with a 1 s limit, readers
+/// insisted before the first recipient had the chunk, and the original sent 1.5 F.
+const INSIST_AFTER: Duration = Duration::from_secs(4);
 /// How long a peer that said it is busy is left alone.
 const BUSY_BACKOFF: Duration = Duration::from_millis(100);
 /// Fetched chunks that may fail to be stored before the download gives up.
@@ -359,10 +361,22 @@ impl Inner {
                     sched.failed(piece, from);
                     sched.peer_gone(from);
                 }
-                Ok(Fetched::Elsewhere) => {
-                    // Someone else is getting it from there right now and will announce it.
+                Ok(Fetched::Elsewhere(to)) if peers.contains_key(&to) => {
+                    // That member is getting it from there right now and will announce it.
                     sched.not_from(piece, from);
-                    deferred.entry(piece).or_insert_with(Instant::now);
+                    deferred.entry(piece).or_insert(Instant::now());
+                }
+                Ok(Fetched::Elsewhere(to)) => {
+                    // Pointed to a member this node cannot use (one it dropped, or not yet
+                    // knows): insist on the next request.
+                    tracing::debug!(%from, %to, piece, "pointed to an unusable peer; insisting");
+                    sched.failed(piece, from);
+                    deferred.insert(
+                        piece,
+                        Instant::now()
+                            .checked_sub(INSIST_AFTER)
+                            .unwrap_or_else(Instant::now),
+                    );
                 }
                 Ok(Fetched::Busy) => {
                     // Its queue is full: others first, this one again shortly.

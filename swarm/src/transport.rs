@@ -309,20 +309,20 @@ impl Inner {
                 let cached = tokio::task::spawn_blocking(move || st.chunk_cached(&hh))
                     .await
                     .map_err(|e| SwarmError::Protocol(e.to_string()))??;
-                let early = match cached {
-                    None => Some(Response::NoChunk),
-                    Some(false)
-                        if !insist
-                            && self
-                                .seeding
-                                .would_defer(h, peer.id, Instant::now(), |n| self.is_alive(n)) =>
-                    {
-                        Some(Response::Elsewhere)
+                let pointed = match cached {
+                    Some(false) if !insist => {
+                        self.seeding
+                            .would_defer(h, peer.id, Instant::now(), |n| self.is_alive(n))
                     }
-                    Some(_) if self.upload_queue.load(Ordering::Relaxed) >= UPLOAD_QUEUE => {
+                    _ => None,
+                };
+                let early = match (cached, pointed) {
+                    (None, _) => Some(Response::NoChunk),
+                    (_, Some(to)) => Some(Response::Elsewhere(to)),
+                    _ if self.upload_queue.load(Ordering::Relaxed) >= UPLOAD_QUEUE => {
                         Some(Response::Busy)
                     }
-                    Some(_) => None,
+                    _ => None,
                 };
                 if let Some(resp) = early {
                     wire::write_frame(&mut send, &resp).await?;
@@ -348,40 +348,19 @@ impl Inner {
                     // original's, the one upload that bounds the swarm. Copies fetched for
                     // reading are served to every asker; refusing those too throttled the
                     // readers' trading to one send per chunk.
-                    Some(held)
-                        if !held.cached
-                            && !insist
-                            && self
-                                .seeding
-                                .decide(h, peer.id, Instant::now(), |n| self.is_alive(n))
-                                == Decision::Elsewhere =>
-                    {
-                        wire::write_frame(&mut send, &Response::Elsewhere).await?;
+                    Some(held) if !held.cached && !insist => {
+                        match self
+                            .seeding
+                            .decide(h, peer.id, Instant::now(), |n| self.is_alive(n))
+                        {
+                            Decision::Elsewhere(to) => {
+                                wire::write_frame(&mut send, &Response::Elsewhere(to)).await?;
+                            }
+                            Decision::Send => self.send_chunk(peer, &mut send, held.bytes).await?,
+                        }
                     }
                     Some(store::HeldChunk { bytes, .. }) => {
-                        let bytes = if self.cfg.fault_corrupt {
-                            corrupt(bytes)
-                        } else {
-                            bytes
-                        };
-                        wire::write_frame(
-                            &mut send,
-                            &Response::Chunk {
-                                len: bytes.len() as u32,
-                            },
-                        )
-                        .await?;
-                        send.write_all(&bytes).await?;
-                        // The slot is held until the peer has the bytes, not merely until
-                        // they are buffered here: otherwise the slots would limit nothing.
-                        send.finish().ok();
-                        let delivered = tokio::time::timeout(CALL_TIMEOUT, send.stopped()).await;
-                        // Bytes are counted as handed to the transport (a request cancelled
-                        // midway sent some of them); a chunk counts as served once delivered.
-                        self.count_sent(peer, bytes.len() as u64);
-                        if matches!(delivered, Ok(Ok(None))) {
-                            self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
-                        }
+                        self.send_chunk(peer, &mut send, bytes).await?;
                     }
                     None => wire::write_frame(&mut send, &Response::NoChunk).await?,
                 }
@@ -399,6 +378,39 @@ impl Inner {
             }
         }
         send.finish().ok();
+        Ok(())
+    }
+
+    /// Sends a chunk's header and bytes, and waits until the peer has them all.
+    async fn send_chunk(
+        &self,
+        peer: &Member,
+        send: &mut quinn::SendStream,
+        bytes: Bytes,
+    ) -> Result<(), SwarmError> {
+        let bytes = if self.cfg.fault_corrupt {
+            corrupt(bytes)
+        } else {
+            bytes
+        };
+        wire::write_frame(
+            send,
+            &Response::Chunk {
+                len: bytes.len() as u32,
+            },
+        )
+        .await?;
+        send.write_all(&bytes).await?;
+        // The slot is held until the peer has the bytes, not merely until they are buffered
+        // here: otherwise the slots would limit nothing.
+        send.finish().ok();
+        let delivered = tokio::time::timeout(CALL_TIMEOUT, send.stopped()).await;
+        // Bytes are counted as handed to the transport (a request cancelled midway sent some
+        // of them); a chunk counts as served once delivered.
+        self.count_sent(peer, bytes.len() as u64);
+        if matches!(delivered, Ok(Ok(None))) {
+            self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -511,7 +523,7 @@ impl Inner {
                 }
             }
             Response::NoChunk => Ok(Fetched::Missing),
-            Response::Elsewhere => Ok(Fetched::Elsewhere),
+            Response::Elsewhere(to) => Ok(Fetched::Elsewhere(to)),
             Response::Busy => Ok(Fetched::Busy),
             other => Err(SwarmError::Protocol(format!("unexpected answer {other:?}"))),
         }
@@ -524,8 +536,8 @@ pub enum Fetched {
     Chunk(VerifiedChunk),
     /// The peer does not hold it (any more).
     Missing,
-    /// The peer has just sent it to someone else, who will announce it.
-    Elsewhere,
+    /// The peer has just sent it to this member, who will announce it.
+    Elsewhere(NodeId),
     /// The peer's upload queue is full.
     Busy,
 }

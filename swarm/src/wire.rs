@@ -51,8 +51,8 @@ pub enum Response {
         len: u32,
     },
     NoChunk,
-    /// The chunk was just sent to another peer: get it there (see [`crate::seeding`]).
-    Elsewhere,
+    /// The chunk was just sent to this other member: get it there (see [`crate::seeding`]).
+    Elsewhere(NodeId),
     /// The responder's upload queue is full: ask another holder, or this one a little later.
     Busy,
     Status(PeerStatus),

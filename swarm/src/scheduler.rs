@@ -214,7 +214,12 @@ impl Scheduler {
                 asked == 0 || (endgame && asked < ENDGAME_COPIES)
             })
             .collect();
-        wanted.sort_unstable_by_key(|(rarity, piece)| (*rarity, self.tie(*piece)));
+        // The piece the reader needs next goes first whatever its rarity (a streaming read
+        // waits on it); rarest first for the rest of the window.
+        let head = self.missing.first().copied();
+        wanted.sort_unstable_by_key(|(rarity, piece)| {
+            (Some(*piece) != head, *rarity, self.tie(*piece))
+        });
         for (_, piece) in wanted {
             // Of the peers that have it, have a free slot, are not paused and are not already
             // asked for it: the least loaded, fellow downloaders before complete holders on a
@@ -256,8 +261,10 @@ mod tests {
         s.peer_has(node(2), [0, 1]);
         s.peer_has(node(3), [0]);
         let first = s.requests();
-        assert_eq!(first[0].piece, 2, "held by one peer only");
-        assert_eq!(first[0].peer, node(1));
+        // Piece 0 is what a streaming reader needs next: it goes first whatever its rarity.
+        assert_eq!(first[0].piece, 0, "the head of the read");
+        assert_eq!(first[1].piece, 2, "held by one peer only");
+        assert_eq!(first[1].peer, node(1));
     }
 
     #[test]

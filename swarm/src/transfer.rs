@@ -25,6 +25,8 @@ use crate::transport::Fetched;
 /// Requests in flight per peer. Two keep a link busy (the next chunk is queued while one is
 /// sent); more only wait in the holder's upload queue, where they cannot be asked elsewhere.
 const PER_PEER: usize = 2;
+/// The fewest pieces rarest-first picks among.
+const MIN_WINDOW: usize = 32;
 /// How soon holdings are asked again when nothing is in flight and nothing can be requested
 /// from what is known. (Only then: with every request slot busy, asking was pure overhead,
 /// 16 readers polling 16 peers five times a second.)
@@ -142,7 +144,10 @@ impl Inner {
         }
         let peers_now = self.alive_peers().len().max(1);
         let mut sched = Scheduler::new(pieces.len(), PER_PEER)
-            .windowed(PER_PEER * peers_now * 2)
+            // Wide enough that readers of one object hold different pieces to trade (at
+            // two readers, an 8-piece window had them want the same few pieces), narrow
+            // enough to keep a streaming read's next bytes close.
+            .windowed((PER_PEER * peers_now * 4).max(MIN_WINDOW))
             .tie_break(u64::from_le_bytes(self.me.id.0[..8].try_into().unwrap_or([1; 8])) | 1);
         {
             let store = self.store.clone();

@@ -5,7 +5,7 @@
 //! is verified against its BLAKE3 hash before it is stored, and a peer that sends bad bytes
 //! is dropped. Stored chunks are served to other peers at once, while the rest downloads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -75,7 +75,7 @@ enum PollAnswer {
 /// Progress of one download, shared with the readers waiting on it.
 #[derive(Clone, Debug, Default)]
 struct Progress {
-    done: std::collections::HashSet<ChunkHash>,
+    done: HashSet<ChunkHash>,
     failed: Option<String>,
 }
 
@@ -180,11 +180,13 @@ impl Inner {
         let mut polled_to: Option<usize> = None;
         let mut store_failures = 0;
         let mut waiting_since = Instant::now();
-        // Requests out: when sent, and how to cancel them (a request given up on, or won
-        // by another peer in the endgame, stops its stream so the holder stops sending).
+        // Requests out, and how to cancel them (a request given up on, or won by another
+        // peer in the endgame, stops its stream so the holder stops sending).
         let mut sent: HashMap<(usize, NodeId), AbortHandle> = HashMap::new();
-        // Pieces a holder pointed elsewhere for, and since when.
+        // Pieces a holder pointed elsewhere for, and since when; and those it pointed to a
+        // member this node cannot use (insisted on whoever else holds them).
         let mut deferred: HashMap<usize, Instant> = HashMap::new();
+        let mut pointed_unusable: HashSet<usize> = HashSet::new();
         // Peers that said they are busy, and when to ask them again.
         let mut paused: Vec<(Instant, NodeId)> = Vec::new();
         while !sched.done() {
@@ -247,10 +249,11 @@ impl Inner {
                 };
                 let hash = pieces[r.piece];
                 // Pointed elsewhere a while ago, and still nobody else to ask.
-                let insist = deferred
-                    .get(&r.piece)
-                    .is_some_and(|t| t.elapsed() >= INSIST_AFTER)
-                    && sched.holders(r.piece) <= 1;
+                let insist = pointed_unusable.contains(&r.piece)
+                    || (deferred
+                        .get(&r.piece)
+                        .is_some_and(|t| t.elapsed() >= INSIST_AFTER)
+                        && sched.holders(r.piece) <= 1);
                 let me = self.clone();
                 let results = results.clone();
                 let task = tokio::spawn(async move {
@@ -285,9 +288,9 @@ impl Inner {
                             sched.peer_has(peer, has);
                         }
                         // What it said before still holds (chunks rarely go away); a peer
-                        // that died is dropped by its failing requests (stragglers), not
-                        // here: a holder slow to answer behind a full uplink must not be
-                        // forgotten, least of all the original one.
+                        // that died is dropped when membership declares it down or its
+                        // requests fail, not here: a holder slow to answer behind a full
+                        // uplink must not be forgotten, least of all the original one.
                         Some(PollAnswer::Silent(peer)) => {
                             tracing::debug!(%peer, "no answer to a holdings poll in time");
                         }
@@ -376,12 +379,7 @@ impl Inner {
                     // knows): insist on the next request.
                     tracing::debug!(%from, %to, piece, "pointed to an unusable peer; insisting");
                     sched.failed(piece, from);
-                    deferred.insert(
-                        piece,
-                        Instant::now()
-                            .checked_sub(INSIST_AFTER)
-                            .unwrap_or_else(Instant::now),
-                    );
+                    pointed_unusable.insert(piece);
                 }
                 Ok(Fetched::Busy) => {
                     // Its queue is full: others first, this one again shortly.

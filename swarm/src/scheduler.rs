@@ -89,7 +89,12 @@ impl Scheduler {
 
     /// The pieces requests are chosen among now (the window), in order.
     pub fn window_pieces(&self) -> Vec<Piece> {
-        self.missing.iter().take(self.window).copied().collect()
+        self.next_missing(self.window)
+    }
+
+    /// How many pieces the window holds now (without listing them).
+    pub fn window_len(&self) -> usize {
+        self.window.min(self.missing.len())
     }
 
     /// The first `n` missing pieces, in order: what a holdings poll asks about.
@@ -222,7 +227,7 @@ impl Scheduler {
         let mut wanted: Vec<(usize, Piece)> = self
             .missing
             .iter()
-            .map(|p| (self.have.values().filter(|h| h.contains(p)).count(), *p))
+            .map(|p| (self.holders(*p), *p))
             .filter(|(n, _)| *n > 0)
             .take(self.window)
             // In the endgame a piece is asked of one more peer, not of every holder: each

@@ -58,6 +58,21 @@ struct Book {
     deferred: HashMap<(ChunkHash, NodeId), Instant>,
 }
 
+impl Book {
+    /// The live member other than `asker` that `chunk` was sent to recently, if any: it is
+    /// passing the chunk on.
+    fn passing_on(
+        &self,
+        chunk: ChunkHash,
+        asker: NodeId,
+        now: Instant,
+        alive: impl Fn(&NodeId) -> bool,
+    ) -> Option<NodeId> {
+        let (at, to) = self.sent.get(&chunk)?;
+        (*to != asker && now.duration_since(*at) < PASSING_ON && alive(to)).then_some(*to)
+    }
+}
+
 /// The upload policy of one node.
 #[derive(Default)]
 pub struct Seeding {
@@ -75,13 +90,11 @@ impl Seeding {
         alive: impl Fn(&NodeId) -> bool,
     ) -> Option<NodeId> {
         let b = lock(&self.book);
-        let (at, to) = b.sent.get(&chunk)?;
-        let passing_on = *to != asker && now.duration_since(*at) < PASSING_ON && alive(to);
-        let fresh = b
-            .deferred
+        let to = b.passing_on(chunk, asker, now, alive)?;
+        b.deferred
             .get(&(chunk, asker))
-            .is_none_or(|since| now.duration_since(*since) < MAX_DEFERRAL);
-        (passing_on && fresh).then_some(*to)
+            .is_none_or(|since| now.duration_since(*since) < MAX_DEFERRAL)
+            .then_some(to)
     }
 
     /// `asker` wants `chunk` (which this node holds), at `now`; `alive` says whether a member
@@ -103,12 +116,7 @@ impl Seeding {
                 .retain(|_, since| now.duration_since(*since) < PASSING_ON);
             b.pruned = Some(now);
         }
-        let passing_on = b
-            .sent
-            .get(&chunk)
-            .filter(|(at, to)| *to != asker && now.duration_since(*at) < PASSING_ON && alive(to))
-            .map(|(_, to)| *to);
-        if let Some(to) = passing_on {
+        if let Some(to) = b.passing_on(chunk, asker, now, alive) {
             let since = *b.deferred.entry((chunk, asker)).or_insert(now);
             if now.duration_since(since) < MAX_DEFERRAL {
                 return Decision::Elsewhere(to);

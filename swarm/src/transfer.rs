@@ -205,7 +205,7 @@ impl Inner {
             // transfers go on meanwhile.
             let since = last_poll.map(|t| t.elapsed());
             // The window is about to run past what the latest poll asked about.
-            let window = sched.window_pieces().len().max(1);
+            let window = sched.window_len().max(1);
             let beyond = polled_to.is_some_and(|end| sched.missing_through(end) < window * 2);
             let due = match since {
                 None => true,

@@ -127,6 +127,22 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Has the node at --endpoint fetch every chunk of an object it lacks from its peers
+    /// (verified and stored, not served), and prints how long that took.
+    Prefetch {
+        bucket: String,
+        key: String,
+        /// The node's S3 endpoint.
+        #[arg(
+            long,
+            env = "S3SWARM_ENDPOINT",
+            default_value = "http://127.0.0.1:9000"
+        )]
+        endpoint: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -212,6 +228,18 @@ fn main() -> ExitCode {
         Command::Cluster(ClusterArgs {
             command: ClusterCommand::Status { endpoint, json },
         }) => run(false, gateway::admin::print_status(&endpoint, json)),
+        Command::Cluster(ClusterArgs {
+            command:
+                ClusterCommand::Prefetch {
+                    bucket,
+                    key,
+                    endpoint,
+                    json,
+                },
+        }) => run(
+            false,
+            gateway::admin::prefetch_object(&endpoint, &bucket, &key, json),
+        ),
     }
 }
 

@@ -23,6 +23,9 @@ pub const ALPN: &[u8] = b"s3swarm/1";
 const EXPORT_LABEL: &[u8] = b"EXPORTER-s3swarm-peer-auth";
 /// Shortest secret accepted: a guessable secret is no access control.
 pub const MIN_SECRET: usize = 16;
+/// The largest UDP payload a node sends or accepts: a 9000-byte jumbo frame less the IPv4
+/// and UDP headers.
+pub const MAX_UDP_PAYLOAD: u16 = 9000 - 28;
 
 /// The shared cluster secret.
 #[derive(Clone)]
@@ -133,6 +136,14 @@ pub fn quic_configs(
         .max_concurrent_uni_streams(256u32.into())
         // Streams of one priority go out in the order written (see transport's priorities).
         .send_fairness(false)
+        // Up to jumbo frames where the path carries them (datacenter networks often do; so
+        // does loopback): per-packet work (crypto, headers, acks) is most of QUIC's cost.
+        // Discovery probes the path and settles lower on a 1500-byte network.
+        .mtu_discovery_config(Some({
+            let mut mtu = quinn::MtuDiscoveryConfig::default();
+            mtu.upper_bound(MAX_UDP_PAYLOAD);
+            mtu
+        }))
         .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     let transport = Arc::new(transport);
 

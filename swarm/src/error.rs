@@ -27,6 +27,8 @@ pub enum SwarmError {
     Write(#[from] quinn::WriteError),
     #[error("quic stream: {0}")]
     Read(#[from] quinn::ReadExactError),
+    #[error("quic stream: {0}")]
+    ReadStream(#[from] quinn::ReadError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("store: {0}")]

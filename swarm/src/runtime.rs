@@ -295,8 +295,12 @@ impl Swarm {
         let socket = crate::transport::udp_socket(cfg.listen).map_err(|e| {
             SwarmError::Unreachable(format!("cannot listen on {}: {e}", cfg.listen))
         })?;
+        let mut endpoint_cfg = quinn::EndpointConfig::default();
+        endpoint_cfg
+            .max_udp_payload_size(crate::auth::MAX_UDP_PAYLOAD)
+            .map_err(|e| SwarmError::Tls(e.to_string()))?;
         let mut endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_cfg,
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use store::VerifiedChunk;
 use tokio::io::AsyncWriteExt;
 
@@ -400,7 +400,8 @@ impl Inner {
             },
         )
         .await?;
-        send.write_all(&bytes).await?;
+        // Handed over whole: quinn keeps the (mapped) bytes until acknowledged, no copy.
+        send.write_chunk(bytes.clone()).await?;
         // The slot is held until the peer has the bytes, not merely until they are buffered
         // here: otherwise the slots would limit nothing.
         send.finish().ok();
@@ -500,14 +501,30 @@ impl Inner {
                 if len as usize > store::chunker::MAX_CHUNK {
                     return Err(SwarmError::Protocol(format!("chunk of {len} bytes")));
                 }
-                let mut buf = vec![0u8; len as usize];
+                let len = len as usize;
                 let allowed =
-                    patience + Duration::from_secs_f64(f64::from(len) / min_rate.max(1) as f64);
-                tokio::time::timeout(allowed, recv.read_exact(&mut buf))
+                    patience + Duration::from_secs_f64(len as f64 / min_rate.max(1) as f64);
+                // Quinn's own buffers are appended as they come: no zero-filled buffer first.
+                let mut buf = BytesMut::with_capacity(len);
+                let body = async {
+                    while buf.len() < len {
+                        match recv.read_chunk(len - buf.len(), true).await? {
+                            Some(c) => buf.extend_from_slice(&c.bytes),
+                            None => {
+                                return Err(SwarmError::Protocol(format!(
+                                    "chunk {hash} cut short at {} of {len} bytes",
+                                    buf.len()
+                                )));
+                            }
+                        }
+                    }
+                    Ok(())
+                };
+                tokio::time::timeout(allowed, body)
                     .await
                     .map_err(|_| SwarmError::Timeout(format!("chunk {hash} from {}", peer.id)))??;
-                self.count_received(peer, u64::from(len));
-                match VerifiedChunk::new(hash, Bytes::from(buf)) {
+                self.count_received(peer, len as u64);
+                match VerifiedChunk::new(hash, buf.freeze()) {
                     Some(chunk) => {
                         if let Some(observe) = &self.cfg.hooks.chunk_fetched {
                             observe(asked.elapsed());

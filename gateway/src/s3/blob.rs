@@ -1,5 +1,5 @@
 //! `GET /_blob/<blake3>`: an object's bytes by whole-content hash, for any authenticated key;
-//! and `GET /_admin/cluster` (see [`crate::admin`]), on the same signed path.
+//! and the admin routes (see [`crate::admin`]), on the same signed path.
 //!
 //! Served as an s3s custom route so the request is SigV4-checked (headers or presigned URL)
 //! exactly like an S3 call. `_blob` cannot be a bucket name, so it shadows nothing.
@@ -36,6 +36,10 @@ fn hash_of(uri: &Uri) -> Option<&str> {
 #[async_trait::async_trait]
 impl S3Route for BlobRoute {
     fn is_match(&self, method: &Method, uri: &Uri, _: &HeaderMap, ext: &mut Extensions) -> bool {
+        if method == Method::POST && uri.path() == crate::admin::PREFETCH_PATH {
+            OperationName::set(ext, "Prefetch");
+            return true;
+        }
         if method != Method::GET && method != Method::HEAD {
             return false;
         }
@@ -51,6 +55,20 @@ impl S3Route for BlobRoute {
     }
 
     async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
+        if req.uri.path() == crate::admin::PREFETCH_PATH {
+            let owner = req
+                .credentials
+                .as_ref()
+                .map(|c| c.access_key.as_str())
+                .unwrap_or_default();
+            return crate::admin::prefetch(
+                &self.store,
+                self.swarm.as_ref(),
+                owner,
+                req.uri.query(),
+            )
+            .await;
+        }
         if req.uri.path() == crate::admin::CLUSTER_PATH {
             return crate::admin::cluster_status(self.swarm.as_ref()).await;
         }

@@ -7,7 +7,7 @@ mod checksum;
 mod copy;
 pub(crate) mod cors;
 mod delete;
-mod error;
+pub(crate) mod error;
 mod get;
 mod list;
 mod multipart;

@@ -639,3 +639,147 @@ async fn nodes_join_through_a_dns_name_and_dial_the_advertised_address() {
             > 0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefetch_fills_a_node_before_anyone_reads_and_refuses_what_it_should() {
+    let secret = SecretFile::new(SECRET);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("s3swarm.toml");
+    std::fs::write(
+        &cfg,
+        "[[keys]]\naccess_key = \"BOBKEY\"\nsecret_key = \"bob-secret-key-1\"\n",
+    )
+    .expect("config");
+    let mut a = Node::start_swarm(7, 1, &secret, &[], &[]);
+    let cache = Node::start_swarm(
+        7,
+        2,
+        &secret,
+        &[1],
+        &[
+            "--capacity",
+            "100000000",
+            "--config",
+            cfg.to_str().expect("utf-8 path"),
+        ],
+    );
+    all_see(&[&a, &cache], 2.0).await;
+    let ca = a.client();
+    ca.create_bucket()
+        .bucket("bkt")
+        .send()
+        .await
+        .expect("create");
+    let data = pseudo_random(12 << 20, 21);
+    put(&ca, "bkt", "data/part 1.bin", &data).await;
+    let cc = cache.client();
+    until("visible", 5, || async {
+        exists(&cc, "bkt", "data/part 1.bin").await
+    })
+    .await;
+    assert_eq!(
+        held_bytes(&cache).await,
+        0,
+        "the cache node held chunks already"
+    );
+
+    // Through the command, as an operator would (a key with a space and a slash).
+    let prefetch = |json: bool| {
+        let mut cmd = Command::new(binary());
+        cmd.args([
+            "cluster",
+            "prefetch",
+            "bkt",
+            "data/part 1.bin",
+            "--endpoint",
+        ])
+        .arg(&cache.endpoint)
+        .env("S3SWARM_ACCESS_KEY", ACCESS_KEY)
+        .env("S3SWARM_SECRET_KEY", SECRET_KEY);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().expect("run s3swarm cluster prefetch")
+    };
+    let out = prefetch(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["chunks"].as_u64().unwrap_or(0) >= 2, "{v}");
+    assert_eq!(v["fetched_chunks"], v["chunks"], "{v}");
+    assert_eq!(v["fetched_bytes"].as_u64(), Some(data.len() as u64), "{v}");
+    assert!(held_bytes(&cache).await >= data.len() as u64);
+    // Nothing is left to fetch; the table form says so.
+    let out = prefetch(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fetched 0 of"), "{text}");
+
+    // What was fetched is served with its only other holder gone.
+    a.kill9();
+    assert_eq!(get_bytes(&cc, "bkt", "data/part 1.bin").await, data);
+
+    // Refusals: no such key, no key at all, another identity's bucket, unsigned.
+    let r = cache
+        .signed("POST", "/_admin/prefetch?bucket=bkt&key=nope", Vec::new())
+        .await;
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap_or_default().contains("NoSuchKey"));
+    let r = cache
+        .signed("POST", "/_admin/prefetch?bucket=bkt", Vec::new())
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap_or_default()
+            .contains("InvalidArgument")
+    );
+    let r = cache
+        .signed_with(
+            "POST",
+            "/_admin/prefetch?bucket=bkt&key=data%2Fpart%201.bin",
+            &[],
+            Vec::new(),
+            "BOBKEY",
+            "bob-secret-key-1",
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap_or_default().contains("AccessDenied"));
+    let r = cache
+        .http()
+        .post(format!(
+            "{}/_admin/prefetch?bucket=bkt&key=data%2Fpart%201.bin",
+            cache.endpoint
+        ))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 403);
+}
+
+#[test]
+fn prefetch_on_a_node_outside_a_swarm_says_so() {
+    let node = Node::start();
+    let out = Command::new(binary())
+        .args(["cluster", "prefetch", "bkt", "k", "--endpoint"])
+        .arg(&node.endpoint)
+        .env("S3SWARM_ACCESS_KEY", ACCESS_KEY)
+        .env("S3SWARM_SECRET_KEY", SECRET_KEY)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("501") && err.contains("not part of a swarm"),
+        "{err}"
+    );
+}

@@ -298,7 +298,7 @@ impl Swarm {
         let mut endpoint_cfg = quinn::EndpointConfig::default();
         endpoint_cfg
             .max_udp_payload_size(crate::auth::MAX_UDP_PAYLOAD)
-            .map_err(|e| SwarmError::Tls(e.to_string()))?;
+            .map_err(|e| SwarmError::Protocol(format!("quic endpoint: {e}")))?;
         let mut endpoint = quinn::Endpoint::new(
             endpoint_cfg,
             Some(server),

@@ -27,7 +27,8 @@ use crate::transport::Fetched;
 const PER_PEER: usize = 2;
 /// ...unless there are few holders: then the asker's own turnaround (verify, store, ask
 /// again) is what idles the link, and a request waiting in the queue covers it. Measured
-/// between two uncapped nodes, 512 MiB: 2 per peer 3.2 s, 3 per peer 2.6-2.7 s.
+/// between two uncapped nodes, 512 MiB: 2 per peer 3.2 s, 3 per peer 2.6-2.7 s, 4 per peer
+/// 2.5-2.6 s.
 const IN_FLIGHT: usize = PER_PEER_FEW * 2;
 const PER_PEER_FEW: usize = 4;
 
@@ -453,5 +454,20 @@ impl Inner {
             futures::future::join_all(asks).await;
             let _ = answers.send(PollAnswer::Done);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn few_holders_get_more_requests_each_and_many_keep_the_distribution_limit() {
+        assert_eq!(per_peer(0), PER_PEER_FEW);
+        assert_eq!(per_peer(1), PER_PEER_FEW);
+        assert_eq!(per_peer(2), PER_PEER_FEW);
+        for peers in 3..64 {
+            assert_eq!(per_peer(peers), PER_PEER, "{peers} peers");
+        }
     }
 }

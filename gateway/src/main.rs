@@ -112,36 +112,34 @@ struct ClusterArgs {
     command: ClusterCommand,
 }
 
+/// Which node an admin command talks to, and how it prints the answer.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// The node's S3 endpoint.
+    #[arg(
+        long,
+        env = "S3SWARM_ENDPOINT",
+        default_value = "http://127.0.0.1:9000"
+    )]
+    endpoint: String,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum ClusterCommand {
     /// Members, their state and what they hold, as the node at --endpoint sees them.
-    Status {
-        /// The node's S3 endpoint.
-        #[arg(
-            long,
-            env = "S3SWARM_ENDPOINT",
-            default_value = "http://127.0.0.1:9000"
-        )]
-        endpoint: String,
-        /// Print the raw JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(AdminTarget),
     /// Has the node at --endpoint fetch every chunk of an object it lacks from its peers
     /// (verified and stored, not served), and prints how long that took.
     Prefetch {
+        /// The object's bucket.
         bucket: String,
+        /// The object's key.
         key: String,
-        /// The node's S3 endpoint.
-        #[arg(
-            long,
-            env = "S3SWARM_ENDPOINT",
-            default_value = "http://127.0.0.1:9000"
-        )]
-        endpoint: String,
-        /// Print the raw JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        target: AdminTarget,
     },
 }
 
@@ -226,19 +224,18 @@ fn main() -> ExitCode {
             run(true, gateway::serve(config, shutdown_signal()))
         }
         Command::Cluster(ClusterArgs {
-            command: ClusterCommand::Status { endpoint, json },
-        }) => run(false, gateway::admin::print_status(&endpoint, json)),
+            command: ClusterCommand::Status(t),
+        }) => run(false, gateway::admin::print_status(&t.endpoint, t.json)),
         Command::Cluster(ClusterArgs {
             command:
                 ClusterCommand::Prefetch {
                     bucket,
                     key,
-                    endpoint,
-                    json,
+                    target: t,
                 },
         }) => run(
             false,
-            gateway::admin::prefetch_object(&endpoint, &bucket, &key, json),
+            gateway::admin::prefetch_object(&t.endpoint, &bucket, &key, t.json),
         ),
     }
 }

@@ -523,22 +523,6 @@ impl Store {
         })
     }
 
-    /// A whole chunk's bytes, if held here.
-    pub fn chunk(&self, hash: &ChunkHash) -> Result<Option<Bytes>> {
-        Ok(self.held_chunk(hash)?.map(|h| h.bytes))
-    }
-
-    /// Whether the copy held here is a cached one (`None`: not held), without reading it.
-    pub fn chunk_cached(&self, hash: &ChunkHash) -> Result<Option<bool>> {
-        Ok(match self.shared.meta.get(Cf::Chunks, hash.as_bytes())? {
-            Some(v) => {
-                let entry = ChunkEntry::decode(&v)?;
-                (entry.location != ChunkLocation::Absent).then_some(entry.cached)
-            }
-            None => None,
-        })
-    }
-
     /// A whole chunk's bytes and the kind of copy this node holds, if held here.
     pub fn held_chunk(&self, hash: &ChunkHash) -> Result<Option<HeldChunk>> {
         let Some(v) = self.shared.meta.get(Cf::Chunks, hash.as_bytes())? else {

@@ -25,16 +25,20 @@ use crate::transport::Fetched;
 /// Requests in flight per peer. Two keep a link busy (the next chunk is queued while one is
 /// sent); more only wait in the holder's upload queue, where they cannot be asked elsewhere.
 const PER_PEER: usize = 2;
-/// ...unless there are few holders: then the asker's own turnaround (verify, store, ask
-/// again) is what idles the link, and a request waiting in the queue covers it. Measured
-/// between two uncapped nodes, 512 MiB: 2 per peer 3.2 s, 3 per peer 2.6-2.7 s, 4 per peer
-/// 2.5-2.6 s.
-const IN_FLIGHT: usize = PER_PEER_FEW * 2;
+/// ...unless a download has at most `FEW_PEERS` peers: then the asker's own turnaround
+/// (verify, store, ask again) is what idles the link, and a request waiting in the queue
+/// covers it. Measured between two uncapped nodes, 512 MiB: 2 per peer 3.2 s, 3 per peer
+/// 2.6-2.7 s, 4 per peer 2.5-2.6 s.
 const PER_PEER_FEW: usize = 4;
+const FEW_PEERS: usize = 2;
 
 /// Requests in flight per peer for a download with `peers` possible holders.
 fn per_peer(peers: usize) -> usize {
-    (IN_FLIGHT / peers.max(1)).clamp(PER_PEER, PER_PEER_FEW)
+    if peers <= FEW_PEERS {
+        PER_PEER_FEW
+    } else {
+        PER_PEER
+    }
 }
 /// The fewest pieces rarest-first picks among.
 const MIN_WINDOW: usize = 32;

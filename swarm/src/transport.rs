@@ -303,26 +303,37 @@ impl Inner {
             Request::Chunk { hash, insist } => {
                 self.announcer.interest(peer.id);
                 let h = store::ChunkHash::from_bytes(hash);
-                // An original copy just sent to someone else: say so now, not after
-                // waiting for a slot (see below for what counts as an original copy).
-                let (st, hh) = (store.clone(), h);
-                let cached = tokio::task::spawn_blocking(move || st.chunk_cached(&hh))
+                // One lookup: the bytes are a view of the pack (or inline), so holding them
+                // while the request waits for a slot copies nothing, and the mapping stays
+                // valid even if the chunk is evicted meanwhile.
+                let held = tokio::task::spawn_blocking(move || store.held_chunk(&h))
                     .await
                     .map_err(|e| SwarmError::Protocol(e.to_string()))??;
-                let pointed = match cached {
-                    Some(false) if !insist => {
+                let Some(held) = held else {
+                    wire::write_frame(&mut send, &Response::NoChunk).await?;
+                    send.finish().ok();
+                    return Ok(());
+                };
+                // Only a node's own copies (written here, or held for durability) are sent
+                // once while their recipient passes them on: those are the original's, the
+                // one upload that bounds the swarm. Copies fetched for reading are served to
+                // every asker; refusing those too throttled the readers' trading to one send
+                // per chunk.
+                let seeded = !held.cached && !insist;
+                // An original copy just sent to someone else: say so now, not after waiting
+                // for a slot.
+                let pointed = seeded
+                    .then(|| {
                         self.seeding
                             .would_defer(h, peer.id, Instant::now(), |n| self.is_alive(n))
-                    }
-                    _ => None,
-                };
-                let early = match (cached, pointed) {
-                    (None, _) => Some(Response::NoChunk),
-                    (_, Some(to)) => Some(Response::Elsewhere(to)),
-                    _ if self.upload_queue.load(Ordering::Relaxed) >= UPLOAD_QUEUE => {
+                    })
+                    .flatten();
+                let early = match pointed {
+                    Some(to) => Some(Response::Elsewhere(to)),
+                    None if self.upload_queue.load(Ordering::Relaxed) >= UPLOAD_QUEUE => {
                         Some(Response::Busy)
                     }
-                    _ => None,
+                    None => None,
                 };
                 if let Some(resp) = early {
                     wire::write_frame(&mut send, &resp).await?;
@@ -339,30 +350,17 @@ impl Inner {
                 };
                 self.upload_queue.fetch_sub(1, Ordering::Relaxed);
                 let Ok(_slot) = slot else { return Ok(()) };
-                let data = tokio::task::spawn_blocking(move || store.held_chunk(&h))
-                    .await
-                    .map_err(|e| SwarmError::Protocol(e.to_string()))??;
-                match data {
-                    // Only a node's own copies (written here, or held for durability) are
-                    // sent once while their recipient passes them on: those are the
-                    // original's, the one upload that bounds the swarm. Copies fetched for
-                    // reading are served to every asker; refusing those too throttled the
-                    // readers' trading to one send per chunk.
-                    Some(held) if !held.cached && !insist => {
-                        match self
-                            .seeding
-                            .decide(h, peer.id, Instant::now(), |n| self.is_alive(n))
-                        {
-                            Decision::Elsewhere(to) => {
-                                wire::write_frame(&mut send, &Response::Elsewhere(to)).await?;
-                            }
-                            Decision::Send => self.send_chunk(peer, &mut send, held.bytes).await?,
-                        }
+                let decision = if seeded {
+                    self.seeding
+                        .decide(h, peer.id, Instant::now(), |n| self.is_alive(n))
+                } else {
+                    Decision::Send
+                };
+                match decision {
+                    Decision::Elsewhere(to) => {
+                        wire::write_frame(&mut send, &Response::Elsewhere(to)).await?;
                     }
-                    Some(store::HeldChunk { bytes, .. }) => {
-                        self.send_chunk(peer, &mut send, bytes).await?;
-                    }
-                    None => wire::write_frame(&mut send, &Response::NoChunk).await?,
+                    Decision::Send => self.send_chunk(peer, &mut send, held.bytes).await?,
                 }
             }
             Request::Status => {
@@ -400,15 +398,16 @@ impl Inner {
             },
         )
         .await?;
+        let len = bytes.len() as u64;
         // Handed over whole: quinn keeps the (mapped) bytes until acknowledged, no copy.
-        send.write_chunk(bytes.clone()).await?;
+        send.write_chunk(bytes).await?;
         // The slot is held until the peer has the bytes, not merely until they are buffered
         // here: otherwise the slots would limit nothing.
         send.finish().ok();
         let delivered = tokio::time::timeout(CALL_TIMEOUT, send.stopped()).await;
         // Bytes are counted as handed to the transport (a request cancelled midway sent some
         // of them); a chunk counts as served once delivered.
-        self.count_sent(peer, bytes.len() as u64);
+        self.count_sent(peer, len);
         if matches!(delivered, Ok(Ok(None))) {
             self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
         }

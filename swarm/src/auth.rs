@@ -160,6 +160,15 @@ pub fn quic_configs(
     Ok((server, client))
 }
 
+/// The endpoint's configuration: datagrams up to [`MAX_UDP_PAYLOAD`], so MTU discovery can
+/// reach jumbo frames.
+pub fn endpoint_config() -> quinn::EndpointConfig {
+    let mut cfg = quinn::EndpointConfig::default();
+    cfg.max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .unwrap_or_else(|_| unreachable!("{MAX_UDP_PAYLOAD} is within QUIC's datagram limits"));
+    cfg
+}
+
 /// Accepts any server certificate; signatures over the handshake are still verified, so the
 /// session is sound and its exported keying material is shared only with the real peer.
 #[derive(Debug)]

@@ -295,12 +295,8 @@ impl Swarm {
         let socket = crate::transport::udp_socket(cfg.listen).map_err(|e| {
             SwarmError::Unreachable(format!("cannot listen on {}: {e}", cfg.listen))
         })?;
-        let mut endpoint_cfg = quinn::EndpointConfig::default();
-        endpoint_cfg
-            .max_udp_payload_size(crate::auth::MAX_UDP_PAYLOAD)
-            .map_err(|e| SwarmError::Protocol(format!("quic endpoint: {e}")))?;
         let mut endpoint = quinn::Endpoint::new(
-            endpoint_cfg,
+            crate::auth::endpoint_config(),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),

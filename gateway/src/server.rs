@@ -170,6 +170,8 @@ pub async fn serve(
         ))),
         post_max_size: config.post_max_size,
     };
+    // What must be stopped, in order, once the server has stopped.
+    let (closing_swarm, closing_store) = (state.swarm.clone(), state.store.clone());
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
@@ -197,6 +199,14 @@ pub async fn serve(
                 .await?
         }
     }
+    if let Some(swarm) = closing_swarm {
+        swarm.close().await;
+    }
+    // Tasks still holding the store (swarm loops, the census) go when the runtime does; the
+    // database must not be busy then (see `Store::close`).
+    tokio::task::spawn_blocking(move || closing_store.close())
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -336,7 +336,9 @@ type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Reply) + Send>;
 /// Owns the database and the committer thread.
 pub(crate) struct Database {
     pub(crate) meta: std::sync::Arc<Meta>,
-    jobs: mpsc::Sender<Job>,
+    /// `None` once closed.
+    jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    committer: std::sync::Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 /// Called with packs to unlink once a batch that released them is durable.
@@ -347,10 +349,30 @@ impl Database {
         let meta = std::sync::Arc::new(Meta::open(path)?);
         let (jobs, rx) = mpsc::channel::<Job>();
         let m = meta.clone();
-        thread::Builder::new()
+        let committer = thread::Builder::new()
             .name("store-commit".into())
             .spawn(move || committer(&m, &rx, &reap))?;
-        Ok(Self { meta, jobs })
+        Ok(Self {
+            meta,
+            jobs: std::sync::Mutex::new(Some(jobs)),
+            committer: std::sync::Mutex::new(Some(committer)),
+        })
+    }
+
+    /// Lets the commits already queued land, stops the committer and waits for RocksDB's
+    /// flushes and compactions to stop. Reads keep working; later writes fail as closed.
+    /// RocksDB aborts the whole process ("pthread lock: Invalid argument") if it is still
+    /// working, or a database is still being closed on another thread, while the process
+    /// tears down; so a node closes its store before it exits.
+    pub(crate) fn close(&self) {
+        let jobs = self.jobs.lock().map(|mut j| j.take()).unwrap_or(None);
+        drop(jobs);
+        let committer = self.committer.lock().map(|mut c| c.take()).unwrap_or(None);
+        if let Some(committer) = committer {
+            // The committer never panics by design; if it did, there is nothing left to stop.
+            let _ = committer.join();
+        }
+        self.meta.db.cancel_all_background_work(true);
     }
 
     /// Runs `f` in the next group commit and returns its value once the group is durable.
@@ -372,7 +394,13 @@ impl Database {
             });
             (succeeded, reply)
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        self.jobs
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(job)
+            .map_err(|_| StoreError::Closed)?;
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 }

@@ -109,6 +109,8 @@ impl Shared {
 pub struct Store {
     db: Database,
     shared: Arc<Shared>,
+    /// The garbage collector's thread, and the channel whose closing stops it.
+    sweeper: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 /// What a client supplies when it writes an object (the rest is computed).
@@ -202,10 +204,23 @@ fn node_id_in(dir: &Path) -> Result<NodeId> {
     }
 }
 
-fn sweeper(store: &std::sync::Weak<Store>, grace: Duration) {
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn sweeper(
+    store: &std::sync::Weak<Store>,
+    grace: Duration,
+    stopped: &std::sync::mpsc::Receiver<()>,
+) {
     let tick = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
     loop {
-        std::thread::sleep(tick);
+        // Nothing is ever sent: the channel closing (the store closing) ends the wait early.
+        if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) = stopped.recv_timeout(tick) {
+            return;
+        }
         let Some(store) = store.upgrade() else { return };
         if let Err(e) = store.sweep(grace) {
             tracing::warn!(error = %e, "garbage collection sweep failed");
@@ -313,14 +328,38 @@ impl Store {
             clock,
             on_pack_sealed: options.on_pack_sealed,
         });
-        let store = Arc::new(Self { db, shared });
+        let store = Arc::new(Self {
+            db,
+            shared,
+            sweeper: Mutex::new(None),
+        });
         store.recover()?;
         let weak = Arc::downgrade(&store);
         let grace = options.gc_grace;
-        std::thread::Builder::new()
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
             .name("store-sweep".into())
-            .spawn(move || sweeper(&weak, grace))?;
+            .spawn(move || sweeper(&weak, grace, &stopped))?;
+        if let Ok(mut s) = store.sweeper.lock() {
+            *s = Some((stop, handle));
+        }
         Ok(store)
+    }
+
+    /// Stops the store's background work and waits for it: the garbage collector, the
+    /// commits already queued, RocksDB's flushes and compactions. Reads still work; writes
+    /// fail with [`StoreError::Closed`]. A process calls this before it exits (see
+    /// `Database::close` for why); dropping the store does it too.
+    pub fn close(&self) {
+        let sweeper = self.sweeper.lock().map(|mut s| s.take()).unwrap_or(None);
+        if let Some((stop, handle)) = sweeper {
+            drop(stop);
+            // The sweeper itself may hold the last reference and be closing the store.
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+        self.db.close();
     }
 
     /// Collects chunks that have had no reference for longer than `grace` (unless an upload

@@ -285,6 +285,14 @@ pub struct Swarm {
 }
 
 impl Swarm {
+    /// Closes every connection to peers, so they see this node go at once rather than after
+    /// an idle timeout, and waits a moment for the closes to go out. Requests to peers fail
+    /// from then on.
+    pub async fn close(&self) {
+        self.inner.endpoint.close(0u32.into(), b"node stopping");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+    }
+
     /// Binds the QUIC endpoint and starts membership, namespace sync and the keeper.
     pub async fn start(
         cfg: SwarmConfig,

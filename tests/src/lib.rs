@@ -342,6 +342,25 @@ impl Node {
         }
     }
 
+    /// SIGTERM, as a service manager stops a node; waits up to `secs` for it to exit and
+    /// returns how it exited (`None`: it had to be killed).
+    pub fn stop(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     /// Starts the process again on the same data directory and port.
     pub fn restart(&mut self) {
         self.kill9();

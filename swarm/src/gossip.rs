@@ -24,6 +24,8 @@ pub(crate) enum GossipEvent {
     Timer(Timer<Member>),
     /// A member to introduce ourselves to.
     Announce(Member),
+    /// Tell the swarm this node is leaving, then stop; answered once the news is delivered.
+    Leave(tokio::sync::oneshot::Sender<()>),
 }
 
 fn config() -> Config {
@@ -107,6 +109,26 @@ impl Inner {
                     } else {
                         foca.announce(m, &mut rt)
                     }
+                }
+                GossipEvent::Leave(done) => {
+                    // Members learn at once that this node is gone, instead of suspecting it
+                    // for seconds while readers keep asking it for chunks.
+                    if let Err(e) = foca.leave_cluster(&mut rt) {
+                        tracing::debug!(error = %e, "leaving the swarm");
+                    }
+                    let mut told = Vec::new();
+                    while let Some((to, data)) = rt.to_send() {
+                        told.push(self.deliver(to.addr, Notice::Gossip(data.to_vec()), true));
+                    }
+                    // Read by the peers before the endpoint closes: a close discards what
+                    // is still queued.
+                    for result in futures::future::join_all(told).await {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "leave notice not delivered");
+                        }
+                    }
+                    let _ = done.send(());
+                    return;
                 }
             };
             if let Err(e) = result {

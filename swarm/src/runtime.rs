@@ -285,10 +285,14 @@ pub struct Swarm {
 }
 
 impl Swarm {
-    /// Closes every connection to peers, so they see this node go at once rather than after
-    /// an idle timeout, and waits a moment for the closes to go out. Requests to peers fail
-    /// from then on.
+    /// Leaves the swarm: tells members this node is going (they mark it down at once rather
+    /// than after seconds of failed probes, and stop sending readers to it), then closes
+    /// every connection. Requests to peers fail from then on.
     pub async fn close(&self) {
+        let (told, delivered) = tokio::sync::oneshot::channel();
+        if self.inner.gossip.send(GossipEvent::Leave(told)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), delivered).await;
+        }
         self.inner.endpoint.close(0u32.into(), b"node stopping");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
     }

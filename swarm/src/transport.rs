@@ -439,22 +439,34 @@ impl Inner {
     pub fn notify(self: &Arc<Self>, to: SocketAddr, notice: Notice) {
         let me = self.clone();
         tokio::spawn(async move {
-            let sent = async {
-                let (conn, _) = me.connect(to).await?;
-                let mut s = conn.open_uni().await?;
-                let _ = s.set_priority(CONTROL);
-                wire::write_frame(&mut s, &notice).await?;
-                s.finish().ok();
-                s.flush().await?;
-                Ok::<_, SwarmError>(())
-            };
-            if let Err(e) = tokio::time::timeout(DIAL_TIMEOUT * 2, sent)
-                .await
-                .unwrap_or_else(|_| Err(SwarmError::Unreachable(to.to_string())))
-            {
+            if let Err(e) = me.deliver(to, notice, false).await {
                 tracing::debug!(%to, error = %e, "notice not delivered");
             }
         });
+    }
+
+    /// Sends one notice; with `read`, waits until the peer has read it all.
+    pub async fn deliver(
+        self: &Arc<Self>,
+        to: SocketAddr,
+        notice: Notice,
+        read: bool,
+    ) -> Result<(), SwarmError> {
+        let sent = async {
+            let (conn, _) = self.connect(to).await?;
+            let mut s = conn.open_uni().await?;
+            let _ = s.set_priority(CONTROL);
+            wire::write_frame(&mut s, &notice).await?;
+            s.finish().ok();
+            s.flush().await?;
+            if read {
+                let _ = s.stopped().await;
+            }
+            Ok::<_, SwarmError>(())
+        };
+        tokio::time::timeout(DIAL_TIMEOUT * 2, sent)
+            .await
+            .unwrap_or_else(|_| Err(SwarmError::Unreachable(to.to_string())))
     }
 
     /// Which of `chunks` the peer holds.

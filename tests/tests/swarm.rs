@@ -811,13 +811,35 @@ async fn nodes_stopped_with_sigterm_exit_cleanly_and_keep_what_they_hold() {
             get_bytes(&b.client(), "keep", "obj.bin").await == data,
             "round {round}: bytes differ"
         );
-        for (name, n) in [("a", &mut a), ("b", &mut b)] {
-            let status = n.stop(20);
-            assert!(
-                status.is_some_and(|s| s.success()),
-                "round {round}: node {name} did not exit cleanly on SIGTERM: {status:?}"
-            );
-        }
+        // b leaves first: it tells a it is going, so a marks it down at once. Failure
+        // detection alone takes longer than the limit below (a missed probe, then 3 s of
+        // suspicion).
+        let status = b.stop(20);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "round {round}: node b did not exit cleanly on SIGTERM: {status:?}"
+        );
+        let left = Instant::now();
+        until("a marks b down", 10, || async {
+            a.metric_or_zero("s3swarm_swarm_members{state=\"down\"}")
+                .await
+                == 1.0
+        })
+        .await;
+        eprintln!(
+            "round {round}: a learned that b left in {:?}",
+            left.elapsed()
+        );
+        assert!(
+            left.elapsed() < Duration::from_millis(2500),
+            "round {round}: a took {:?} to learn that b left",
+            left.elapsed()
+        );
+        let status = a.stop(20);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "round {round}: node a did not exit cleanly on SIGTERM: {status:?}"
+        );
         a.restart();
         b.restart();
         all_see(&[&a, &b], 2.0).await;

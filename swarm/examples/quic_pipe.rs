@@ -17,29 +17,9 @@ use bytes::Bytes;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-fn socket(listen: SocketAddr) -> Result<std::net::UdpSocket, Error> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(
-        Domain::for_address(listen),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )?;
-    // The same buffers the swarm's endpoint asks for.
-    s.set_recv_buffer_size(4 << 20)?;
-    s.set_send_buffer_size(4 << 20)?;
-    s.set_nonblocking(true)?;
-    s.bind(&listen.into())?;
-    Ok(s.into())
-}
-
 fn endpoint(listen: SocketAddr, serve: bool) -> Result<quinn::Endpoint, Error> {
     let (server, client) = swarm::auth::quic_configs(Duration::from_secs(30))?;
-    let mut ep = quinn::Endpoint::new(
-        swarm::auth::endpoint_config(),
-        serve.then_some(server),
-        socket(listen)?,
-        Arc::new(quinn::TokioRuntime),
-    )?;
+    let mut ep = swarm::socket::endpoint(listen, serve.then_some(server))?;
     ep.set_default_client_config(client);
     Ok(ep)
 }

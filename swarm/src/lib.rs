@@ -15,6 +15,7 @@
 //! - [`bootstrap`]: the addresses a node joins through (names resolved on every attempt).
 //! - [`auth`]: the cluster secret, proven on each QUIC connection and bound to its TLS session.
 //! - [`wire`]: the messages on QUIC streams.
+//! - [`socket`]: the UDP socket under QUIC (LAN-sized buffers, send batches the kernel takes).
 //! - `transport`: the quinn endpoint, connections, requests.
 //! - `gossip`: foca (SWIM) membership and failure detection over those connections.
 //! - `sync`: namespace anti-entropy (pulling journal entries from peers).
@@ -39,6 +40,7 @@ pub mod repair;
 mod runtime;
 pub mod scheduler;
 pub mod seeding;
+pub mod socket;
 mod sync;
 pub mod transfer;
 mod transport;

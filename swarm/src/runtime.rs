@@ -304,16 +304,9 @@ impl Swarm {
         clock: SharedClock,
     ) -> Result<Self, SwarmError> {
         let (server, client) = crate::auth::quic_configs(Duration::from_secs(6))?;
-        let socket = crate::transport::udp_socket(cfg.listen).map_err(|e| {
+        let mut endpoint = crate::socket::endpoint(cfg.listen, Some(server)).map_err(|e| {
             SwarmError::Unreachable(format!("cannot listen on {}: {e}", cfg.listen))
         })?;
-        let mut endpoint = quinn::Endpoint::new(
-            crate::auth::endpoint_config(),
-            Some(server),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(|e| SwarmError::Unreachable(format!("cannot listen on {}: {e}", cfg.listen)))?;
         endpoint.set_default_client_config(client);
         let listen = endpoint.local_addr()?;
         let addr = match cfg.advertise {

@@ -36,58 +36,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dialing may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Socket buffer the endpoint asks for. The kernel default (~200 KiB) overflows when a burst of
-/// coalesced datagrams arrives at LAN speed; each drop reads as congestion to QUIC, which then
-/// halves its rate. Measured on veth between namespaces: one 512 MiB transfer overflowed the
-/// default buffer 1,936 times (`RcvbufErrors`), and not once with this one.
-const SOCKET_BUFFER: usize = 4 << 20;
-
-/// The endpoint's UDP socket, bound to `listen`, with buffers large enough for LAN rates.
-/// The kernel caps them at `net.core.rmem_max` / `wmem_max`; a capped buffer still works,
-/// only slower, so it is a warning naming the setting rather than an error.
-pub fn udp_socket(listen: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(listen),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )?;
-    if listen.is_ipv6() {
-        // Dual-stack when bound to [::], as the standard library's socket would not be.
-        let _ = socket.set_only_v6(false);
-    }
-    for (what, set, get, sysctl) in [
-        (
-            "receive",
-            Socket::set_recv_buffer_size as fn(&Socket, usize) -> std::io::Result<()>,
-            Socket::recv_buffer_size as fn(&Socket) -> std::io::Result<usize>,
-            "net.core.rmem_max",
-        ),
-        (
-            "send",
-            Socket::set_send_buffer_size,
-            Socket::send_buffer_size,
-            "net.core.wmem_max",
-        ),
-    ] {
-        let _ = set(&socket, SOCKET_BUFFER);
-        // Linux reports twice the granted size (it counts its own bookkeeping).
-        let got = get(&socket)?;
-        if got < SOCKET_BUFFER {
-            tracing::warn!(
-                buffer = what,
-                got,
-                wanted = SOCKET_BUFFER,
-                "the kernel capped the swarm's UDP {what} buffer; transfers will lose packets \
-                 and slow down at high rates: raise {sysctl} to at least {SOCKET_BUFFER}"
-            );
-        }
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&listen.into())?;
-    Ok(socket.into())
-}
-
 impl Inner {
     /// Accepts connections until the endpoint closes.
     pub async fn accept_loop(self: Arc<Self>) {
@@ -335,6 +283,7 @@ impl Inner {
                     }
                     None => None,
                 };
+                tracing::trace!(peer = %peer.id, chunk = %h, seeded, ?early, "chunk asked");
                 if let Some(resp) = early {
                     wire::write_frame(&mut send, &resp).await?;
                     send.finish().ok();
@@ -350,6 +299,7 @@ impl Inner {
                 };
                 self.upload_queue.fetch_sub(1, Ordering::Relaxed);
                 let Ok(_slot) = slot else { return Ok(()) };
+                tracing::trace!(peer = %peer.id, chunk = %h, "upload slot");
                 let decision = if seeded {
                     self.seeding
                         .decide(h, peer.id, Instant::now(), |n| self.is_alive(n))
@@ -404,7 +354,9 @@ impl Inner {
         // The slot is held until the peer has the bytes, not merely until they are buffered
         // here: otherwise the slots would limit nothing.
         send.finish().ok();
+        let started = Instant::now();
         let delivered = tokio::time::timeout(CALL_TIMEOUT, send.stopped()).await;
+        tracing::trace!(peer = %peer.id, len, took = ?started.elapsed(), ?delivered, "chunk sent");
         // Bytes are counted as handed to the transport (a request cancelled midway sent some
         // of them); a chunk counts as served once delivered.
         self.count_sent(peer, len);

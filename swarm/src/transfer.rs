@@ -270,6 +270,7 @@ impl Inner {
                         .get(&r.piece)
                         .is_some_and(|t| t.elapsed() >= INSIST_AFTER)
                         && sched.holders(r.piece) <= 1);
+                tracing::trace!(peer = %r.peer, piece = r.piece, insist, "requesting");
                 let me = self.clone();
                 let results = results.clone();
                 let task = tokio::spawn(async move {
@@ -295,6 +296,12 @@ impl Inner {
                 answer = poll_answers.recv() => {
                     match answer {
                         Some(PollAnswer::Holds { peer, window, flags }) => {
+                            tracing::trace!(
+                                %peer,
+                                asked = flags.len(),
+                                held = flags.iter().filter(|f| **f).count(),
+                                "holdings"
+                            );
                             sched.peer_complete(peer, flags.iter().all(|f| *f));
                             let has = window
                                 .iter()
@@ -359,6 +366,19 @@ impl Inner {
                 _ = tokio::time::sleep(TICK) => continue,
             };
             let (piece, from, got) = arrival;
+            tracing::trace!(
+                peer = %from,
+                piece,
+                answer = match &got {
+                    Ok(Fetched::Chunk(_)) => "chunk",
+                    Ok(Fetched::Missing) => "missing",
+                    Ok(Fetched::Elsewhere(_)) => "elsewhere",
+                    Ok(Fetched::Busy) => "busy",
+                    Err(_) => "error",
+                },
+                wanted = sent.contains_key(&(piece, from)),
+                "answer"
+            );
             match sent.remove(&(piece, from)) {
                 Some(_) => waiting_since = Instant::now(),
                 // An answer to a request already given up on: only bytes still wanted count.

@@ -287,7 +287,7 @@ impl Node {
                 std::env::var("S3SWARM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(node_log(&self.host));
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -606,6 +606,25 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Where a node's log goes: the test's own stderr, or with `S3SWARM_TEST_LOG_DIR` set, a
+/// file per node host (`127.0.1.2.log`, appended across restarts) so that one node's story
+/// can be read apart from its peers'.
+fn node_log(host: &str) -> Stdio {
+    let Some(dir) = std::env::var_os("S3SWARM_TEST_LOG_DIR") else {
+        return Stdio::inherit();
+    };
+    let path = std::path::Path::new(&dir).join(format!("{host}.log"));
+    std::fs::create_dir_all(&dir)
+        .and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+        })
+        .map(Stdio::from)
+        .unwrap_or_else(|e| panic!("cannot open node log {}: {e}", path.display()))
 }
 
 /// Polls `cond` for up to ten seconds; panics with `what` if it never holds.

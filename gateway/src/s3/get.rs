@@ -84,6 +84,7 @@ pub(crate) fn stream_range(
                                 .map(|sw| sw.fetch(wanted.collect()))
                                 .unwrap_or_else(|| unreachable!("checked above"))
                         });
+                        tracing::trace!(chunk = %h, "read waits for a fetch");
                         if let Err(e) = handle.block_on(dl.wait(&h)) {
                             break Err(std::io::Error::other(format!(
                                 "chunk {h} could not be fetched from any peer: {e}"

@@ -11,7 +11,6 @@
 //! sending bursts into it) while the same nodes' other connections carried on, which the SDK
 //! reports as a stalled GET. [`WholeBatches`] caps a batch at what fits in one call.
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -58,8 +57,9 @@ pub fn udp_socket(listen: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
         ),
     ] {
         let _ = set(&socket, SOCKET_BUFFER);
-        // Linux reports twice the granted size (it counts its own bookkeeping).
-        let got = get(&socket)?;
+        // Linux reports twice the granted size (it counts its own bookkeeping); a cap of
+        // half the request would otherwise read as granted in full.
+        let got = get(&socket)? / 2;
         if got < SOCKET_BUFFER {
             tracing::warn!(
                 buffer = what,
@@ -76,7 +76,8 @@ pub fn udp_socket(listen: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 }
 
 /// The most payload one `sendmsg` can carry: a UDP datagram's length is 16 bits, less the
-/// UDP header and (IPv4) the IP header. A segmented send is bound by it as a whole.
+/// UDP header and the IPv4 header. A segmented send is bound by it as a whole. IPv6 allows 20
+/// bytes more, but a dual-stack socket sends to IPv4-mapped peers over IPv4.
 pub const MAX_SEND_BYTES: usize = 65_535 - 8 - 20;
 
 /// Datagrams per send batch such that a batch of full-size ones fits in one `sendmsg`.
@@ -85,7 +86,10 @@ pub const fn batch_limit(max_payload: u16) -> usize {
     if n == 0 { 1 } else { n }
 }
 
-/// A socket whose send batches never exceed [`MAX_SEND_BYTES`] (see the module notes).
+/// A socket whose send batches never exceed [`MAX_SEND_BYTES`] (see the module notes). It
+/// relies on the path MTU staying at most `max_payload`: MTU discovery's upper bound (and
+/// quinn's initial MTU, 1200, below it); an endpoint rebound to another socket loses the cap.
+#[derive(Debug)]
 pub struct WholeBatches {
     inner: Arc<dyn AsyncUdpSocket>,
     limit: usize,
@@ -100,21 +104,17 @@ impl WholeBatches {
     }
 }
 
-impl fmt::Debug for WholeBatches {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WholeBatches")
-            .field("inner", &self.inner)
-            .field("limit", &self.limit)
-            .finish()
-    }
-}
-
 impl AsyncUdpSocket for WholeBatches {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
         self.inner.clone().create_io_poller()
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        debug_assert!(
+            transmit.contents.len() <= MAX_SEND_BYTES,
+            "{}",
+            transmit.contents.len()
+        );
         self.inner.try_send(transmit)
     }
 

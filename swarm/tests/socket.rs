@@ -121,16 +121,24 @@ async fn transfer(mib: usize, whole_batches: bool) -> (usize, u16) {
     (largest.load(Ordering::Relaxed), mtu)
 }
 
+// Without the cap (`whole_batches: false`) quinn handed the socket 89,720-byte batches here
+// and MTU discovery fell back to 1,200; that run is not repeated in the suite because its
+// lost bursts can stall the connection for seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_batches_fit_one_sendmsg_at_jumbo_mtu() {
-    // Without the cap, for the record (quinn batches up to 10 datagrams).
-    let (raw, raw_mtu) = transfer(64, false).await;
-    eprintln!("quinn's own batches: largest {raw} bytes at MTU {raw_mtu}");
-    let (largest, mtu) = transfer(64, true).await;
+    let (largest, mtu) = tokio::time::timeout(Duration::from_secs(60), transfer(64, true))
+        .await
+        .expect("64 MiB over loopback within a minute");
     eprintln!("swarm socket: largest batch {largest} bytes at MTU {mtu}");
     assert!(
         mtu > 1500,
-        "MTU discovery stayed at {mtu} on loopback; the check below proves nothing then"
+        "the path MTU ended at {mtu} on loopback, where discovery reaches 8972: jumbo \
+         datagrams were lost, or never tried (then the batch check below proves nothing)"
+    );
+    assert!(
+        largest > MAX_UDP_PAYLOAD as usize,
+        "no send carried more than one datagram ({largest} bytes): segmentation offload is \
+         off, so batching was not exercised"
     );
     assert!(
         largest <= MAX_SEND_BYTES,

@@ -627,7 +627,6 @@ fn node_log(host: &str) -> Stdio {
         .unwrap_or_else(|e| panic!("cannot open node log {}: {e}", path.display()))
 }
 
-/// Polls `cond` for up to ten seconds; panics with `what` if it never holds.
 /// A whole object's bytes (panics on any error).
 pub async fn get_bytes(c: &Client, bucket: &str, key: &str) -> Vec<u8> {
     c.get_object()

@@ -53,22 +53,16 @@ impl AsyncUdpSocket for Recording {
     }
 }
 
-fn endpoint(
-    server: Option<quinn::ServerConfig>,
-    whole_batches: bool,
-    largest: Arc<AtomicUsize>,
-) -> quinn::Endpoint {
+/// An endpoint on the swarm's socket (`WholeBatches` over the tuned UDP socket), with the
+/// recorder between quinn and it.
+fn endpoint(server: Option<quinn::ServerConfig>, largest: Arc<AtomicUsize>) -> quinn::Endpoint {
     let runtime = Arc::new(quinn::TokioRuntime);
     let raw = quinn::Runtime::wrap_udp_socket(
         &*runtime,
         udp_socket("127.0.0.1:0".parse().expect("addr")).expect("bind"),
     )
     .expect("wrap");
-    let inner: Arc<dyn AsyncUdpSocket> = if whole_batches {
-        Arc::new(WholeBatches::new(raw, MAX_UDP_PAYLOAD))
-    } else {
-        raw
-    };
+    let inner: Arc<dyn AsyncUdpSocket> = Arc::new(WholeBatches::new(raw, MAX_UDP_PAYLOAD));
     quinn::Endpoint::new_with_abstract_socket(
         swarm::auth::endpoint_config(),
         server,
@@ -80,12 +74,12 @@ fn endpoint(
 
 /// Sends `mib` MiB from a serving endpoint to a client; returns the largest batch the
 /// server's socket was handed and the MTU the path settled at.
-async fn transfer(mib: usize, whole_batches: bool) -> (usize, u16) {
+async fn transfer(mib: usize) -> (usize, u16) {
     let (server_cfg, client_cfg) =
         swarm::auth::quic_configs(Duration::from_secs(10)).expect("configs");
     let largest = Arc::new(AtomicUsize::new(0));
-    let server = endpoint(Some(server_cfg), whole_batches, largest.clone());
-    let mut client = endpoint(None, whole_batches, Arc::new(AtomicUsize::new(0)));
+    let server = endpoint(Some(server_cfg), largest.clone());
+    let mut client = endpoint(None, Arc::new(AtomicUsize::new(0)));
     client.set_default_client_config(client_cfg);
     let addr = server.local_addr().expect("addr");
     let sending = tokio::spawn(async move {
@@ -121,12 +115,12 @@ async fn transfer(mib: usize, whole_batches: bool) -> (usize, u16) {
     (largest.load(Ordering::Relaxed), mtu)
 }
 
-// Without the cap (`whole_batches: false`) quinn handed the socket 89,720-byte batches here
+// Without the cap (quinn's own socket in place of `WholeBatches`) quinn handed the socket 89,720-byte batches here
 // and MTU discovery fell back to 1,200; that run is not repeated in the suite because its
 // lost bursts can stall the connection for seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_batches_fit_one_sendmsg_at_jumbo_mtu() {
-    let (largest, mtu) = tokio::time::timeout(Duration::from_secs(60), transfer(64, true))
+    let (largest, mtu) = tokio::time::timeout(Duration::from_secs(60), transfer(64))
         .await
         .expect("64 MiB over loopback within a minute");
     eprintln!("swarm socket: largest batch {largest} bytes at MTU {mtu}");

@@ -33,6 +33,10 @@ pub struct Scheduler {
     paused: BTreeSet<NodeId>,
     /// Requests sent and not answered, per piece.
     in_flight: BTreeMap<Piece, BTreeSet<NodeId>>,
+    /// Pieces whose bytes arrived and verified, being stored (and from whom): asked of no
+    /// one, but no longer holding a request slot of their peer (storing ends in an fsync,
+    /// and a slot held through it idled fast links: see [`Scheduler::arrived`]).
+    storing: BTreeMap<Piece, NodeId>,
     per_peer: usize,
     /// Only the first `window` missing pieces are requested (a streaming read needs its
     /// next bytes soon; rarest-first applies inside the window).
@@ -52,6 +56,7 @@ impl Scheduler {
             complete: BTreeSet::new(),
             paused: BTreeSet::new(),
             in_flight: BTreeMap::new(),
+            storing: BTreeMap::new(),
             per_peer: per_peer.max(1),
             window: usize::MAX,
             tie_break: 0,
@@ -85,6 +90,7 @@ impl Scheduler {
     pub fn have(&mut self, piece: Piece) {
         self.missing.remove(&piece);
         self.in_flight.remove(&piece);
+        self.storing.remove(&piece);
     }
 
     /// The pieces requests are chosen among now (the window), in order.
@@ -112,9 +118,14 @@ impl Scheduler {
         self.have.values().filter(|h| h.contains(&piece)).count()
     }
 
-    /// Requests sent and not yet answered.
+    /// Requests sent and not yet answered, and pieces being stored.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.values().map(|p| p.len()).sum()
+        self.in_flight.values().map(|p| p.len()).sum::<usize>() + self.storing.len()
+    }
+
+    /// Whether `piece` is still wanted: missing, and not already arrived and being stored.
+    pub fn wants(&self, piece: Piece) -> bool {
+        self.missing.contains(&piece) && !self.storing.contains_key(&piece)
     }
 
     /// A peer announced that it has `pieces`.
@@ -152,10 +163,30 @@ impl Scheduler {
         self.in_flight.retain(|_, p| !p.is_empty());
     }
 
-    /// A piece arrived and verified: no longer wanted. Returns the other peers it was also
-    /// requested from (endgame), whose requests can be cancelled.
+    /// A piece's bytes arrived from `from` and verified; it is being stored. It is asked of
+    /// no one any more, and its request no longer counts against `from`'s slots: the next
+    /// request goes out while this one is written. (Held until stored, the 4 requests per
+    /// peer between two uncapped nodes spent most of their time waiting for fsyncs.) Returns
+    /// the other peers it was also requested from (endgame), whose requests can be
+    /// cancelled. Then [`Scheduler::received`] once stored, or [`Scheduler::failed`].
+    pub fn arrived(&mut self, piece: Piece, from: NodeId) -> Vec<NodeId> {
+        self.storing.insert(piece, from);
+        let mut others: Vec<NodeId> = self
+            .in_flight
+            .remove(&piece)
+            .into_iter()
+            .flatten()
+            .collect();
+        others.retain(|p| *p != from);
+        others
+    }
+
+    /// A piece arrived and verified (and, if it was [`Scheduler::arrived`], is stored): no
+    /// longer wanted. Returns the other peers it was also requested from (endgame), whose
+    /// requests can be cancelled.
     pub fn received(&mut self, piece: Piece, from: NodeId) -> Vec<NodeId> {
         self.missing.remove(&piece);
+        self.storing.remove(&piece);
         let mut others: Vec<NodeId> = self
             .in_flight
             .remove(&piece)
@@ -176,8 +207,12 @@ impl Scheduler {
         }
     }
 
-    /// A request failed (timeout, bad bytes): the piece is wanted again.
+    /// A request failed (timeout, bad bytes), or the piece it fetched could not be stored:
+    /// the piece is wanted again.
     pub fn failed(&mut self, piece: Piece, peer: NodeId) {
+        if self.storing.get(&piece) == Some(&peer) {
+            self.storing.remove(&piece);
+        }
         if let Some(p) = self.in_flight.get_mut(&piece) {
             p.remove(&peer);
             if p.is_empty() {
@@ -221,7 +256,10 @@ impl Scheduler {
         {
             return out;
         }
-        let endgame = self.missing.iter().all(|p| self.in_flight.contains_key(p));
+        let endgame = self
+            .missing
+            .iter()
+            .all(|p| self.in_flight.contains_key(p) || self.storing.contains_key(p));
         // Rarity of each wanted piece among the peers that have it.
         // The window counts pieces some peer has: one nobody has must not stall the rest.
         let mut wanted: Vec<(usize, Piece)> = self
@@ -235,7 +273,7 @@ impl Scheduler {
             // duplicates from every holder had readers upload four times what they received).
             .filter(|(_, p)| {
                 let asked = self.in_flight.get(p).map_or(0, BTreeSet::len);
-                asked == 0 || (endgame && asked < ENDGAME_COPIES)
+                !self.storing.contains_key(p) && (asked == 0 || (endgame && asked < ENDGAME_COPIES))
             })
             .collect();
         // The piece the reader needs next goes first whatever its rarity (a streaming read
@@ -360,6 +398,36 @@ mod tests {
     }
 
     #[test]
+    fn a_piece_being_stored_frees_its_peer_and_is_asked_of_no_one() {
+        let mut s = Scheduler::new(3, 1);
+        s.peer_has(node(1), [0, 1, 2]);
+        let first = s.requests();
+        assert_eq!(first.len(), 1, "one request per peer");
+        let p = first[0].piece;
+        assert!(s.arrived(p, node(1)).is_empty());
+        assert!(!s.wants(p));
+        // The peer's slot is free while the piece is written, and the piece is not asked
+        // again, not even as an endgame duplicate.
+        let second = s.requests();
+        assert_eq!(second.len(), 1);
+        assert_ne!(second[0].piece, p);
+        s.peer_has(node(2), [0, 1, 2]);
+        let third = s.requests();
+        assert_eq!(third.len(), 1);
+        assert_ne!(third[0].piece, p);
+        assert_eq!(s.in_flight(), 3, "two requests and one piece being stored");
+        s.received(third[0].piece, node(2));
+        // Storing failed: wanted again.
+        s.failed(p, node(1));
+        assert!(s.wants(p));
+        assert!(s.requests().iter().any(|r| r.piece == p));
+        s.arrived(p, node(1));
+        s.received(p, node(1));
+        assert!(!s.wants(p));
+        assert_eq!(s.remaining(), 1);
+    }
+
+    #[test]
     fn a_dropped_peer_s_pieces_are_asked_elsewhere() {
         let mut s = Scheduler::new(2, 4);
         s.peer_has(node(1), [0, 1]);
@@ -391,10 +459,13 @@ mod tests {
                 s.peer_has(node(i as u8), h);
             }
             let mut outstanding: Vec<Request> = Vec::new();
+            let mut storing: Vec<Request> = Vec::new();
+            let mut failed_once = BTreeSet::new();
             let mut order = answer_order.into_iter();
             for _ in 0..10_000 {
-                let endgame_before = s.missing.iter().all(|p| s.in_flight.contains_key(p));
-                let in_flight_before: BTreeSet<Piece> = s.in_flight.keys().copied().collect();
+                let endgame_before = s.missing.iter().all(|p| s.in_flight.contains_key(p) || s.storing.contains_key(p));
+                let in_flight_before: BTreeSet<Piece> =
+                    s.in_flight.keys().chain(s.storing.keys()).copied().collect();
                 let win: BTreeSet<Piece> = s.missing.iter().copied()
                     .filter(|p| s.have.values().any(|h| h.contains(p))).take(window).collect();
                 let sent = s.requests();
@@ -410,16 +481,31 @@ mod tests {
                     prop_assert!(win.contains(&r.piece), "piece {} outside the window", r.piece);
                 }
                 outstanding.extend(sent);
-                if outstanding.is_empty() {
+                if outstanding.is_empty() && storing.is_empty() {
                     break;
+                }
+                if outstanding.is_empty() {
+                    let st = storing.remove(0);
+                    s.received(st.piece, st.peer);
+                    continue;
                 }
                 let i = order.next().map_or(0, |x| x as usize % outstanding.len());
                 let r = outstanding.swap_remove(i);
-                if s.missing.contains(&r.piece) {
-                    let cancelled = s.received(r.piece, r.peer);
+                if s.wants(r.piece) {
+                    // Arrives, and is stored (or its store fails) now or a few answers later.
+                    let cancelled = s.arrived(r.piece, r.peer);
                     outstanding.retain(|o| !(o.piece == r.piece && cancelled.contains(&o.peer)));
+                    storing.push(r);
                 }
-                outstanding.retain(|o| s.missing.contains(&o.piece));
+                outstanding.retain(|o| s.wants(o.piece));
+                if storing.len() > 2 || (outstanding.is_empty() && !storing.is_empty()) {
+                    let st = storing.remove(0);
+                    if st.piece % 7 == 3 && failed_once.insert(st.piece) {
+                        s.failed(st.piece, st.peer);
+                    } else {
+                        s.received(st.piece, st.peer);
+                    }
+                }
             }
             // Everything some peer has is fetched; what nobody has stays missing.
             for p in 0..pieces {

@@ -382,17 +382,24 @@ impl Inner {
             match sent.remove(&(piece, from)) {
                 Some(_) => waiting_since = Instant::now(),
                 // An answer to a request already given up on: only bytes still wanted count.
-                None if !matches!(got, Ok(Fetched::Chunk(_)))
-                    || progress.borrow().done.contains(&pieces[piece]) =>
-                {
+                None if !matches!(got, Ok(Fetched::Chunk(_))) || !sched.wants(piece) => {
                     continue;
                 }
                 None => {}
             }
             match got {
+                // Another copy of a piece already being stored (an endgame duplicate that
+                // was not cancelled in time): nothing to do.
+                Ok(Fetched::Chunk(_)) if !sched.wants(piece) => {}
                 Ok(Fetched::Chunk(chunk)) => {
                     // Stored off the loop (each store ends in an fsync): requests keep going
-                    // out meanwhile. The piece stays in flight until it is stored.
+                    // out meanwhile, the peer's request slot included. The piece is asked of
+                    // no one while it is stored, and again if storing fails.
+                    for loser in sched.arrived(piece, from) {
+                        if let Some(task) = sent.remove(&(piece, loser)) {
+                            task.abort();
+                        }
+                    }
                     self.stats.chunks_fetched.fetch_add(1, Ordering::Relaxed);
                     let (me, stored) = (self.clone(), stored_tx.clone());
                     tokio::spawn(async move {

@@ -30,8 +30,12 @@ pub const UPLOAD_SLOTS: usize = 2;
 /// Requests that may wait for an upload slot; beyond them a holder answers "busy" at once, so
 /// the asker turns to another holder instead of queueing behind a saturated one while other
 /// holders sit idle (measured: at the tail of a 16-reader download most holders idled while
-/// a few had long queues).
-pub const UPLOAD_QUEUE: usize = 6;
+/// a few had long queues). As many as the slots: enough that a slot coming free has its next
+/// request already here (a request crosses the asker's saturated uplink, tens of
+/// milliseconds), few enough that a reader's requests wait where they will be served soon.
+/// Measured at 16 readers of 64 MiB: 2 took 19.9-20.2 s against 21.3-22.2 s for 6 on
+/// 50 Mbit/s links, and 20.0-20.5 s against 23.0-24.8 s on 25 Mbit/s (32 MiB there).
+pub const UPLOAD_QUEUE: usize = 2;
 /// A chunk sent this recently to a member still alive is being passed on by it.
 const PASSING_ON: Duration = Duration::from_secs(30);
 /// An asker is pointed elsewhere for one chunk for at most this long, then served: its

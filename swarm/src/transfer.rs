@@ -26,10 +26,13 @@ use crate::transport::Fetched;
 /// sent); more only wait in the holder's upload queue, where they cannot be asked elsewhere.
 const PER_PEER: usize = 2;
 /// ...unless a download has at most `FEW_PEERS` peers: then the asker's own turnaround
-/// (verify, store, ask again) is what idles the link, and a request waiting in the queue
-/// covers it. Measured between two uncapped nodes, 512 MiB: 2 per peer 3.2 s, 3 per peer
-/// 2.6-2.7 s, 4 per peer 2.5-2.6 s.
-const PER_PEER_FEW: usize = 4;
+/// (verify, ask again) is what idles the link, and a request waiting in the queue covers it.
+/// Measured between two uncapped nodes, 512 MiB, while a piece held its request until
+/// stored: 2 per peer 3.2 s, 3 per peer 2.6-2.7 s, 4 per peer 2.5-2.6 s. Now that a request
+/// ends when its bytes arrive, 4 is one more than a holder's slots and queue take while it
+/// waits for the acknowledgement of the previous one: the extra request was answered "busy"
+/// and the only holder paused (loopback: 2.7-3.2 s, against 2.1-2.2 s with 3).
+const PER_PEER_FEW: usize = 3;
 const FEW_PEERS: usize = 2;
 
 /// Requests in flight per peer for a download with `peers` possible holders.

@@ -20,6 +20,7 @@ use crate::member::Member;
 use crate::node::NodeId;
 use crate::runtime::Inner;
 use crate::scheduler::Scheduler;
+use crate::seeding::{UPLOAD_QUEUE, UPLOAD_SLOTS};
 use crate::transport::Fetched;
 
 /// Requests in flight per peer. Two keep a link busy (the next chunk is queued while one is
@@ -34,6 +35,8 @@ const PER_PEER: usize = 2;
 /// and the only holder paused (loopback: 2.7-3.2 s, against 2.1-2.2 s with 3).
 const PER_PEER_FEW: usize = 3;
 const FEW_PEERS: usize = 2;
+// The coupling above, kept: a holder takes the requests of a few-peer download at once.
+const _: () = assert!(PER_PEER_FEW < UPLOAD_SLOTS + UPLOAD_QUEUE);
 
 /// Requests in flight per peer for a download with `peers` possible holders.
 fn per_peer(peers: usize) -> usize {

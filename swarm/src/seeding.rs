@@ -33,8 +33,8 @@ pub const UPLOAD_SLOTS: usize = 2;
 /// a few had long queues). As many as the slots: enough that a slot coming free has its next
 /// request already here (a request crosses the asker's saturated uplink, tens of
 /// milliseconds), few enough that a reader's requests wait where they will be served soon.
-/// Measured at 16 readers of 64 MiB: 2 took 19.9-20.2 s against 21.3-22.2 s for 6 on
-/// 50 Mbit/s links, and 20.0-20.5 s against 23.0-24.8 s on 25 Mbit/s (32 MiB there).
+/// Measured at 16 readers of 64 MiB on 50 Mbit/s links: 2 took 19.9-20.7 s (5 runs) against
+/// 20.8-22.6 s (9 runs) for 6; of 32 MiB on 25 Mbit/s, 20.0 s against 23.0-24.8 s.
 pub const UPLOAD_QUEUE: usize = 2;
 /// A chunk sent this recently to a member still alive is being passed on by it.
 const PASSING_ON: Duration = Duration::from_secs(30);

@@ -34,8 +34,8 @@ pub struct Scheduler {
     /// Requests sent and not answered, per piece.
     in_flight: BTreeMap<Piece, BTreeSet<NodeId>>,
     /// Pieces whose bytes arrived and verified, being stored (and from whom): asked of no
-    /// one, but no longer holding a request slot of their peer (storing ends in an fsync,
-    /// and a slot held through it idled fast links: see [`Scheduler::arrived`]).
+    /// one, but no longer holding a request slot of their peer (storing ends in an fsync:
+    /// see [`Scheduler::arrived`]).
     storing: BTreeMap<Piece, NodeId>,
     per_peer: usize,
     /// Only the first `window` missing pieces are requested (a streaming read needs its

@@ -115,9 +115,9 @@ async fn transfer(mib: usize) -> (usize, u16) {
     (largest.load(Ordering::Relaxed), mtu)
 }
 
-// Without the cap (quinn's own socket in place of `WholeBatches`) quinn handed the socket 89,720-byte batches here
-// and MTU discovery fell back to 1,200; that run is not repeated in the suite because its
-// lost bursts can stall the connection for seconds.
+// Without the cap (quinn's own socket in place of `WholeBatches`), quinn handed the socket
+// 89,720-byte batches here and MTU discovery fell back to 1,200; that run is not repeated in
+// the suite because its lost bursts can stall the connection for seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_batches_fit_one_sendmsg_at_jumbo_mtu() {
     let (largest, mtu) = tokio::time::timeout(Duration::from_secs(60), transfer(64))

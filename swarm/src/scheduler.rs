@@ -26,6 +26,10 @@ pub struct Scheduler {
     missing: BTreeSet<Piece>,
     /// Who has which piece, as peers announce it.
     have: BTreeMap<NodeId, BTreeSet<Piece>>,
+    /// The same, by piece: a piece's rarity and its candidate peers without walking every
+    /// peer's set (walking them on every request round was 7 % of a 16-reader swarm's CPU,
+    /// 256 MiB at 50 Mbit/s).
+    holders_of: Vec<Vec<NodeId>>,
     /// Peers that held every piece they were last asked about (the original holder, readers
     /// that are done).
     complete: BTreeSet<NodeId>,
@@ -53,6 +57,7 @@ impl Scheduler {
         Self {
             missing: (0..pieces).collect(),
             have: BTreeMap::new(),
+            holders_of: vec![Vec::new(); pieces],
             complete: BTreeSet::new(),
             paused: BTreeSet::new(),
             in_flight: BTreeMap::new(),
@@ -115,7 +120,7 @@ impl Scheduler {
 
     /// How many known peers hold `piece`.
     pub fn holders(&self, piece: Piece) -> usize {
-        self.have.values().filter(|h| h.contains(&piece)).count()
+        self.holders_of.get(piece).map_or(0, Vec::len)
     }
 
     /// Requests sent and not yet answered, and pieces being stored.
@@ -129,8 +134,23 @@ impl Scheduler {
     }
 
     /// A peer announced that it has `pieces`.
+    /// Pieces beyond the download's are ignored.
     pub fn peer_has(&mut self, peer: NodeId, pieces: impl IntoIterator<Item = Piece>) {
-        self.have.entry(peer).or_default().extend(pieces);
+        let known = self.have.entry(peer).or_default();
+        for piece in pieces {
+            if let Some(holders) = self.holders_of.get_mut(piece)
+                && known.insert(piece)
+            {
+                holders.push(peer);
+            }
+        }
+    }
+
+    /// Forgets that `peer` has `piece`.
+    fn forget(&mut self, peer: NodeId, piece: Piece) {
+        if let Some(holders) = self.holders_of.get_mut(piece) {
+            holders.retain(|h| *h != peer);
+        }
     }
 
     /// Whether `peer` held everything it was last asked about.
@@ -155,7 +175,9 @@ impl Scheduler {
     /// A peer left or was dropped (say, for sending a chunk that failed verification): its
     /// requests are forgotten so their pieces can be asked of others.
     pub fn peer_gone(&mut self, peer: NodeId) {
-        self.have.remove(&peer);
+        for piece in self.have.remove(&peer).unwrap_or_default() {
+            self.forget(peer, piece);
+        }
         self.complete.remove(&peer);
         for peers in self.in_flight.values_mut() {
             peers.remove(&peer);
@@ -201,8 +223,8 @@ impl Scheduler {
     /// holds it.
     pub fn not_from(&mut self, piece: Piece, peer: NodeId) {
         self.failed(piece, peer);
-        if let Some(h) = self.have.get_mut(&peer) {
-            h.remove(&piece);
+        if self.have.get_mut(&peer).is_some_and(|h| h.remove(&piece)) {
+            self.forget(peer, piece);
         }
     }
 
@@ -248,11 +270,18 @@ impl Scheduler {
         let has_room = |load: &BTreeMap<NodeId, usize>, p: &NodeId| {
             load.get(p).copied().unwrap_or(0) < self.per_peer
         };
-        if !self
+        // Free request slots among the peers that may be asked: the rounds below stop when
+        // they are taken.
+        let mut room: usize = self
             .have
             .keys()
-            .any(|p| !self.paused.contains(p) && has_room(&load, p))
-        {
+            .filter(|p| !self.paused.contains(p))
+            .map(|p| {
+                self.per_peer
+                    .saturating_sub(load.get(p).copied().unwrap_or(0))
+            })
+            .sum();
+        if room == 0 {
             return out;
         }
         let endgame = self
@@ -286,24 +315,27 @@ impl Scheduler {
             // asked for it: the least loaded, fellow downloaders before complete holders on a
             // tie. (Complete holders used to come last whatever their load; with the original
             // protected by seeding, that only left finished readers idle at the tail.)
-            let peer = self
-                .have
+            let asked = self.in_flight.get(&piece);
+            let peer = self.holders_of[piece]
                 .iter()
-                .filter(|(peer, h)| {
-                    h.contains(&piece)
-                        && !self.paused.contains(peer)
-                        && !self.in_flight.get(&piece).is_some_and(|f| f.contains(peer))
+                .filter(|peer| {
+                    !self.paused.contains(peer)
+                        && !asked.is_some_and(|f| f.contains(peer))
+                        && has_room(&load, peer)
                 })
-                .map(|(peer, _)| {
+                .map(|peer| {
                     let n = load.get(peer).copied().unwrap_or(0);
                     (n, self.complete.contains(peer), *peer)
                 })
-                .filter(|(n, _, _)| *n < self.per_peer)
                 .min();
             if let Some((_, _, peer)) = peer {
                 *load.entry(peer).or_default() += 1;
                 self.in_flight.entry(piece).or_default().insert(peer);
                 out.push(Request { piece, peer });
+                room -= 1;
+                if room == 0 {
+                    break;
+                }
             }
         }
         out
@@ -440,6 +472,39 @@ mod tests {
     }
 
     proptest! {
+        /// The by-piece index agrees with what each peer is known to have, whatever the
+        /// order of announcements, deferrals and departures (pieces out of range ignored).
+        #[test]
+        fn holder_index_matches_the_peers_holdings(
+            ops in proptest::collection::vec((0u8..3, 0u8..5, 0usize..24), 0..200),
+        ) {
+            let mut s = Scheduler::new(20, 2);
+            for (op, peer, piece) in ops {
+                match op {
+                    0 => s.peer_has(node(peer), [piece, (piece * 7) % 23]),
+                    1 => s.not_from(piece, node(peer)),
+                    _ => s.peer_gone(node(peer)),
+                }
+                for p in 0..24 {
+                    let mut expected: Vec<NodeId> = s
+                        .have
+                        .iter()
+                        .filter(|(_, h)| h.contains(&p))
+                        .map(|(n, _)| *n)
+                        .collect();
+                    prop_assert_eq!(s.holders(p), expected.len());
+                    if let Some(index) = s.holders_of.get(p) {
+                        let mut index = index.clone();
+                        index.sort();
+                        expected.sort();
+                        prop_assert_eq!(index, expected);
+                    } else {
+                        prop_assert!(expected.is_empty(), "piece {} is out of range", p);
+                    }
+                }
+            }
+        }
+
         /// Outside the endgame no piece is ever in flight at two peers, no peer carries
         /// more than `per_peer` requests, and the download finishes when peers answer.
         #[test]

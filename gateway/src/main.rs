@@ -185,7 +185,7 @@ async fn shutdown_signal() {
 /// machine does) each of those faults also goes to the host. Keeping up to
 /// `TRIM_THRESHOLD` free per arena stops the churn without raising the peak, which is set
 /// by what is live at once: 16 readers of 256 MiB on 50 Mbit/s links took 71.8-74.4 s
-/// (5 runs) against 74.7-88.1 s (3 runs) with the default.
+/// (5 runs, with 64 MiB or 1 GiB kept) against 74.7-88.1 s (3 runs) with the default.
 fn tune_allocator() {
     const TRIM_THRESHOLD: i32 = 64 << 20;
     // SAFETY: mallopt only adjusts allocator parameters; called before any other thread exists.

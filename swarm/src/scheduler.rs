@@ -133,8 +133,7 @@ impl Scheduler {
         self.missing.contains(&piece) && !self.storing.contains_key(&piece)
     }
 
-    /// A peer announced that it has `pieces`.
-    /// Pieces beyond the download's are ignored.
+    /// A peer announced that it has `pieces` (any beyond the download's are ignored).
     pub fn peer_has(&mut self, peer: NodeId, pieces: impl IntoIterator<Item = Piece>) {
         let known = self.have.entry(peer).or_default();
         for piece in pieces {
@@ -316,8 +315,11 @@ impl Scheduler {
             // tie. (Complete holders used to come last whatever their load; with the original
             // protected by seeding, that only left finished readers idle at the tail.)
             let asked = self.in_flight.get(&piece);
-            let peer = self.holders_of[piece]
-                .iter()
+            let peer = self
+                .holders_of
+                .get(piece)
+                .into_iter()
+                .flatten()
                 .filter(|peer| {
                     !self.paused.contains(peer)
                         && !asked.is_some_and(|f| f.contains(peer))

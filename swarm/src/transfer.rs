@@ -387,15 +387,14 @@ impl Inner {
             );
             match sent.remove(&(piece, from)) {
                 Some(_) => waiting_since = Instant::now(),
-                // An answer to a request already given up on: only bytes still wanted count.
-                None if !matches!(got, Ok(Fetched::Chunk(_))) || !sched.wants(piece) => {
-                    continue;
-                }
+                // An answer to a request already given up on: only bytes count (and only if
+                // still wanted, below).
+                None if !matches!(got, Ok(Fetched::Chunk(_))) => continue,
                 None => {}
             }
             match got {
-                // Another copy of a piece already being stored (an endgame duplicate that
-                // was not cancelled in time): nothing to do.
+                // A copy of a piece no longer wanted: already being stored (an endgame
+                // duplicate not cancelled in time), or stored since it was given up on.
                 Ok(Fetched::Chunk(_)) if !sched.wants(piece) => {}
                 Ok(Fetched::Chunk(chunk)) => {
                     // Stored off the loop (each store ends in an fsync): requests keep going

@@ -10,6 +10,16 @@
 //! Starvation is bounded: an asker is pointed elsewhere for one chunk for at most
 //! `MAX_DEFERRAL`, so if the first recipient never passes it on (it died), the asker's next
 //! request after that is served.
+//!
+//! Only a busy holder points elsewhere. A holder whose uplink is otherwise idle sends a
+//! second copy at once: sending it costs nothing anyone else wanted, while the first
+//! recipient may be the busiest uplink in the swarm. At the end of a distribution every
+//! chunk has been sent once, the original holder idles, and the last pieces were held by one
+//! reader each, which could serve only a few askers at a time (measured at 4 readers of 64 MiB
+//! on 50 Mbit/s links with 2 upload slots: the original was idle for the last 4 s of 17.5 s
+//! while one reader was asked 15 times in 2 s for the same two chunks and answered "busy"
+//! each time). It costs the original a little more upload (1.10-1.15 F instead of 1.03 F in
+//! those runs) and took 14.2-15.1 s against 15.5-16.2 s without it, at 4 slots.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,20 +31,27 @@ use crate::node::NodeId;
 use crate::runtime::lock;
 
 /// Chunks a node sends at once, to all peers together; further requests wait their turn.
-/// Few, so each goes out at the full uplink rate and its recipient can pass it on early;
-/// more than one, so waiting for a recipient's acknowledgement does not idle the uplink.
-/// Measured at 16 readers of 64 MiB on 25 Mbit/s links: 8 slots took 87 s and the original
-/// sent 1.97 F (chunks finished so late that readers insisted on copies); 4 slots 40 s and
-/// 1.15 F; 2 slots 40 s and 1.05 F.
-pub const UPLOAD_SLOTS: usize = 2;
+/// Few, so each goes out at a good share of the uplink and its recipient can pass it on
+/// early; not too few, because a slot lasts as long as its recipient takes, and a recipient
+/// fed by other peers too takes a while: with 2 slots, uplinks ran at half rate while their
+/// two recipients' links were full and other readers' links idled (4 readers of 64 MiB on
+/// 50 Mbit/s links: a reader had at most one chunk coming in for half of its download).
+/// Measured there, with idle holders sending second copies (see the module doc), the
+/// last reader done after: 2 slots 16.2-17.3 s (3 runs), 3 slots 15.0-15.8 s, 4 slots 14.2 and
+/// 15.1 s, 6 and 8 slots 15.5 and 15.2 s; at 16 readers, 2 slots 20.5 s, 4 slots 18.1-18.4 s (3
+/// runs), 6 slots 18.1 and 18.5 s. Far more overshoots: at 16 readers of 64 MiB on 25 Mbit/s
+/// links, 8 slots took 87 s and the original sent 1.97 F (chunks finished so late that readers
+/// insisted on copies).
+pub const UPLOAD_SLOTS: usize = 4;
 /// Requests that may wait for an upload slot; beyond them a holder answers "busy" at once, so
 /// the asker turns to another holder instead of queueing behind a saturated one while other
 /// holders sit idle (measured: at the tail of a 16-reader download most holders idled while
-/// a few had long queues). As many as the slots: enough that a slot coming free has its next
-/// request already here (a request crosses the asker's uplink, itself busy uploading), few
+/// a few had long queues). Two: enough that a slot coming free has its next request already
+/// here (a request crosses the asker's uplink, itself busy uploading), few
 /// enough that a reader's requests wait only where they will be served soon.
-/// Measured at 16 readers of 64 MiB on 50 Mbit/s links: 2 took 19.9-20.7 s (5 runs) against
-/// 20.8-22.6 s (9 runs) for 6; of 32 MiB on 25 Mbit/s, 20.0 s against 23.0-24.8 s.
+/// Measured at 16 readers of 64 MiB on 50 Mbit/s links (with 2 slots): 2 took 19.9-20.7 s
+/// (5 runs) against 20.8-22.6 s (9 runs) for 6; of 32 MiB on 25 Mbit/s, 20.0 s against
+/// 23.0-24.8 s.
 pub const UPLOAD_QUEUE: usize = 2;
 /// A chunk sent this recently to a member still alive is being passed on by it.
 const PASSING_ON: Duration = Duration::from_secs(30);
@@ -85,14 +102,19 @@ pub struct Seeding {
 
 impl Seeding {
     /// Whom `asker` would be pointed to for `chunk` now, if anyone, without recording
-    /// anything: such a request need not wait for an upload slot.
+    /// anything: such a request need not wait for an upload slot. `idle`: nothing else is
+    /// being sent or waiting to be.
     pub fn would_defer(
         &self,
         chunk: ChunkHash,
         asker: NodeId,
         now: Instant,
+        idle: bool,
         alive: impl Fn(&NodeId) -> bool,
     ) -> Option<NodeId> {
+        if idle {
+            return None;
+        }
         let b = lock(&self.book);
         let to = b.passing_on(chunk, asker, now, alive)?;
         b.deferred
@@ -101,13 +123,15 @@ impl Seeding {
             .then_some(to)
     }
 
-    /// `asker` wants `chunk` (which this node holds), at `now`; `alive` says whether a member
-    /// is still alive (a chunk's recipient that died passes nothing on).
+    /// `asker` wants `chunk` (which this node holds), at `now`; `idle`: nothing else is being
+    /// sent or waiting to be; `alive` says whether a member is still alive (a chunk's
+    /// recipient that died passes nothing on).
     pub fn decide(
         &self,
         chunk: ChunkHash,
         asker: NodeId,
         now: Instant,
+        idle: bool,
         alive: impl Fn(&NodeId) -> bool,
     ) -> Decision {
         let mut b = lock(&self.book);
@@ -120,7 +144,7 @@ impl Seeding {
                 .retain(|_, since| now.duration_since(*since) < PASSING_ON);
             b.pruned = Some(now);
         }
-        if let Some(to) = b.passing_on(chunk, asker, now, alive) {
+        if !idle && let Some(to) = b.passing_on(chunk, asker, now, alive) {
             let since = *b.deferred.entry((chunk, asker)).or_insert(now);
             if now.duration_since(since) < MAX_DEFERRAL {
                 return Decision::Elsewhere(to);
@@ -145,27 +169,43 @@ mod tests {
         let s = Seeding::default();
         let c = ChunkHash::of(b"chunk");
         let t = Instant::now();
-        assert_eq!(s.decide(c, node(1), t, |_| true), Decision::Send);
+        assert_eq!(s.decide(c, node(1), t, false, |_| true), Decision::Send);
         assert_eq!(
-            s.decide(c, node(2), t, |_| true),
+            s.decide(c, node(2), t, false, |_| true),
             Decision::Elsewhere(node(1))
         );
         assert_eq!(
-            s.decide(c, node(3), t, |_| true),
+            s.decide(c, node(3), t, false, |_| true),
             Decision::Elsewhere(node(1))
         );
         // Asking again soon: still elsewhere.
         let soon = t + Duration::from_millis(500);
         assert_eq!(
-            s.decide(c, node(2), soon, |_| true),
+            s.decide(c, node(2), soon, false, |_| true),
             Decision::Elsewhere(node(1))
         );
         // Still asking after the longest deferral (the first recipient never passed it on):
         // served.
         let later = t + MAX_DEFERRAL;
-        assert_eq!(s.decide(c, node(2), later, |_| true), Decision::Send);
+        assert_eq!(s.decide(c, node(2), later, false, |_| true), Decision::Send);
         // Asking again for a chunk it was sent itself (it lost it): served.
-        assert_eq!(s.decide(c, node(2), later, |_| true), Decision::Send);
+        assert_eq!(s.decide(c, node(2), later, false, |_| true), Decision::Send);
+    }
+
+    #[test]
+    fn an_idle_holder_sends_a_second_copy_at_once() {
+        let s = Seeding::default();
+        let c = ChunkHash::of(b"chunk");
+        let t = Instant::now();
+        assert_eq!(s.decide(c, node(1), t, false, |_| true), Decision::Send);
+        assert_eq!(s.would_defer(c, node(2), t, true, |_| true), None);
+        assert_eq!(s.decide(c, node(2), t, true, |_| true), Decision::Send);
+        // Busy again: the chunk is being passed on by its latest recipient.
+        assert_eq!(s.would_defer(c, node(3), t, false, |_| true), Some(node(2)));
+        assert_eq!(
+            s.decide(c, node(3), t, false, |_| true),
+            Decision::Elsewhere(node(2))
+        );
     }
 
     #[test]
@@ -173,8 +213,11 @@ mod tests {
         let s = Seeding::default();
         let c = ChunkHash::of(b"chunk");
         let t = Instant::now();
-        assert_eq!(s.decide(c, node(1), t, |_| true), Decision::Send);
-        assert_eq!(s.decide(c, node(2), t, |n| *n != node(1)), Decision::Send);
+        assert_eq!(s.decide(c, node(1), t, false, |_| true), Decision::Send);
+        assert_eq!(
+            s.decide(c, node(2), t, false, |n| *n != node(1)),
+            Decision::Send
+        );
     }
 
     #[test]
@@ -182,9 +225,9 @@ mod tests {
         let s = Seeding::default();
         let c = ChunkHash::of(b"chunk");
         let t = Instant::now();
-        assert_eq!(s.decide(c, node(1), t, |_| true), Decision::Send);
+        assert_eq!(s.decide(c, node(1), t, false, |_| true), Decision::Send);
         assert_eq!(
-            s.decide(c, node(2), t + PASSING_ON, |_| true),
+            s.decide(c, node(2), t + PASSING_ON, false, |_| true),
             Decision::Send
         );
     }
@@ -196,7 +239,7 @@ mod tests {
         for i in 0..100u32 {
             let c = ChunkHash::of(&i.to_le_bytes());
             assert_eq!(
-                s.decide(c, node((i % 7) as u8), t, |_| true),
+                s.decide(c, node((i % 7) as u8), t, false, |_| true),
                 Decision::Send
             );
         }

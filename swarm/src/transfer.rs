@@ -29,10 +29,10 @@ const PER_PEER: usize = 2;
 /// ...unless a download has at most `FEW_PEERS` peers: then the asker's own turnaround
 /// (verify, ask again) is what idles the link, and a request waiting in the queue covers it.
 /// Measured between two uncapped nodes, 512 MiB, while a piece held its request until
-/// stored: 2 per peer 3.2 s, 3 per peer 2.6-2.7 s, 4 per peer 2.5-2.6 s. Now that a request
-/// ends when its bytes arrive, 4 is one more than a holder's slots and queue take while it
-/// waits for the acknowledgement of the previous one: the extra request was answered "busy"
-/// and the only holder paused (loopback: 2.7-3.2 s, against 2.1-2.2 s with 3).
+/// stored: 2 per peer 3.2 s, 3 per peer 2.6-2.7 s, 4 per peer 2.5-2.6 s. Once a request ended
+/// when its bytes arrived, 4 was one more than a holder with 2 slots and a queue of 2 took
+/// while it waited for the acknowledgement of the previous one: the extra request was
+/// answered "busy" and the only holder paused (loopback: 2.7-3.2 s, against 2.1-2.2 s with 3).
 const PER_PEER_FEW: usize = 3;
 const FEW_PEERS: usize = 2;
 // The coupling above, kept: a holder takes the requests of a few-peer download at once.

@@ -17,7 +17,7 @@ use crate::gossip::GossipEvent;
 use crate::member::Member;
 use crate::node::NodeId;
 use crate::runtime::{Inner, lock};
-use crate::seeding::{Decision, UPLOAD_QUEUE};
+use crate::seeding::{Decision, UPLOAD_QUEUE, UPLOAD_SLOTS};
 use crate::wire::{self, Hello, Notice, PROTOCOL, Request, Response};
 
 /// Stream priorities. Control traffic (membership probes, holdings polls, journal pulls,
@@ -270,10 +270,12 @@ impl Inner {
                 let seeded = !held.cached && !insist;
                 // An original copy just sent to someone else: say so now, not after waiting
                 // for a slot.
+                let idle = self.upload_queue.load(Ordering::Relaxed) == 0
+                    && self.uploads.available_permits() == UPLOAD_SLOTS;
                 let pointed = seeded
                     .then(|| {
                         self.seeding
-                            .would_defer(h, peer.id, Instant::now(), |n| self.is_alive(n))
+                            .would_defer(h, peer.id, Instant::now(), idle, |n| self.is_alive(n))
                     })
                     .flatten();
                 let early = match pointed {
@@ -301,8 +303,11 @@ impl Inner {
                 let Ok(_slot) = slot else { return Ok(()) };
                 tracing::trace!(peer = %peer.id, chunk = %h, "upload slot");
                 let decision = if seeded {
+                    // Idle: no other upload under way (this one holds a slot) or waiting.
+                    let idle = self.upload_queue.load(Ordering::Relaxed) == 0
+                        && self.uploads.available_permits() + 1 == UPLOAD_SLOTS;
                     self.seeding
-                        .decide(h, peer.id, Instant::now(), |n| self.is_alive(n))
+                        .decide(h, peer.id, Instant::now(), idle, |n| self.is_alive(n))
                 } else {
                     Decision::Send
                 };

@@ -47,8 +47,8 @@ pub const UPLOAD_SLOTS: usize = 4;
 /// the asker turns to another holder instead of queueing behind a saturated one while other
 /// holders sit idle (measured: at the tail of a 16-reader download most holders idled while
 /// a few had long queues). Two: enough that a slot coming free has its next request already
-/// here (a request crosses the asker's uplink, itself busy uploading), few
-/// enough that a reader's requests wait only where they will be served soon.
+/// here (a request crosses the asker's uplink, itself busy uploading), few enough that a
+/// reader's requests wait only where they will be served soon.
 /// Measured at 16 readers of 64 MiB on 50 Mbit/s links (with 2 slots): 2 took 19.9-20.7 s
 /// (5 runs) against 20.8-22.6 s (9 runs) for 6; of 32 MiB on 25 Mbit/s, 20.0 s against
 /// 23.0-24.8 s.

@@ -270,12 +270,15 @@ impl Inner {
                 let seeded = !held.cached && !insist;
                 // An original copy just sent to someone else: say so now, not after waiting
                 // for a slot.
-                let idle = self.upload_queue.load(Ordering::Relaxed) == 0
-                    && self.uploads.available_permits() == UPLOAD_SLOTS;
                 let pointed = seeded
                     .then(|| {
-                        self.seeding
-                            .would_defer(h, peer.id, Instant::now(), idle, |n| self.is_alive(n))
+                        self.seeding.would_defer(
+                            h,
+                            peer.id,
+                            Instant::now(),
+                            self.uploads_idle(0),
+                            |n| self.is_alive(n),
+                        )
                     })
                     .flatten();
                 let early = match pointed {
@@ -303,11 +306,10 @@ impl Inner {
                 let Ok(_slot) = slot else { return Ok(()) };
                 tracing::trace!(peer = %peer.id, chunk = %h, "upload slot");
                 let decision = if seeded {
-                    // Idle: no other upload under way (this one holds a slot) or waiting.
-                    let idle = self.upload_queue.load(Ordering::Relaxed) == 0
-                        && self.uploads.available_permits() + 1 == UPLOAD_SLOTS;
                     self.seeding
-                        .decide(h, peer.id, Instant::now(), idle, |n| self.is_alive(n))
+                        .decide(h, peer.id, Instant::now(), self.uploads_idle(1), |n| {
+                            self.is_alive(n)
+                        })
                 } else {
                     Decision::Send
                 };
@@ -332,6 +334,13 @@ impl Inner {
         }
         send.finish().ok();
         Ok(())
+    }
+
+    /// Whether no chunk upload is under way or waiting for a slot, besides the `own` slots
+    /// the caller holds.
+    fn uploads_idle(&self, own: usize) -> bool {
+        self.upload_queue.load(Ordering::Relaxed) == 0
+            && self.uploads.available_permits() + own == UPLOAD_SLOTS
     }
 
     /// Sends a chunk's header and bytes, and waits until the peer has them all.

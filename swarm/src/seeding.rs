@@ -36,12 +36,12 @@ use crate::runtime::lock;
 /// fed by other peers too takes a while: with 2 slots, uplinks ran at half rate while their
 /// two recipients' links were full and other readers' links idled (4 readers of 64 MiB on
 /// 50 Mbit/s links: a reader had at most one chunk coming in for half of its download).
-/// Measured there, with idle holders sending second copies (see the module doc), the
-/// last reader done after: 2 slots 16.2-17.3 s (3 runs), 3 slots 15.0-15.8 s, 4 slots 14.2 and
-/// 15.1 s, 6 and 8 slots 15.5 and 15.2 s; at 16 readers, 2 slots 20.5 s, 4 slots 18.1-18.4 s (3
-/// runs), 6 slots 18.1 and 18.5 s. Far more overshoots: at 16 readers of 64 MiB on 25 Mbit/s
-/// links, 8 slots took 87 s and the original sent 1.97 F (chunks finished so late that readers
-/// insisted on copies).
+/// Time until the last reader was done there, with idle holders sending second copies (see
+/// the module doc): 2 slots 16.2-17.3 s (3 runs), 3 slots 15.0-15.8 s, 4 slots 14.2-15.1 s (3
+/// runs), 6 and 8 slots 15.5 and 15.2 s; at 16 readers, 2 slots 20.5 s, 4 slots 18.1-18.4 s
+/// (3 runs), 6 slots 18.1 and 18.5 s. Far more overshoots: at 16 readers of 64 MiB on
+/// 25 Mbit/s links, 8 slots took 87 s and the original sent 1.97 F (chunks finished so late
+/// that readers insisted on copies).
 pub const UPLOAD_SLOTS: usize = 4;
 /// Requests that may wait for an upload slot; beyond them a holder answers "busy" at once, so
 /// the asker turns to another holder instead of queueing behind a saturated one while other

@@ -62,12 +62,21 @@ const TICK: Duration = Duration::from_millis(100);
 const POLL_AHEAD: usize = 1024;
 /// How long a download waits for anyone to hold a chunk before it gives up.
 const NO_HOLDER_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a chunk's bytes may take once its holder started sending them, at least, and
-/// the slowest rate accepted beyond that: a request waits in the holder's upload queue for
-/// as long as its turn takes (the holder is alive: it answers polls), but a transfer that
-/// crawls is given up and asked elsewhere.
-const BODY_PATIENCE: Duration = Duration::from_secs(2);
-const MIN_RATE: u64 = 512 * 1024;
+/// How long a chunk's bytes may pause once its holder started sending them, and the slowest
+/// rate accepted for a whole chunk. A request waits in the holder's upload queue for as
+/// long as its turn takes (the holder is alive: it answers polls); then a transfer that stops
+/// or crawls is given up and asked elsewhere.
+///
+/// The rate floor is low on purpose: a chunk shares this node's downlink with the others
+/// coming in, so a slow one is mostly this node's own link being full, which asking
+/// elsewhere does not cure. With a floor of 512 KiB/s, 16 readers on 25 Mbit/s links (about
+/// 3 MB/s each, shared by 3 to 6 chunks at once) gave up 4 to 34 transfers each, part-sent,
+/// and the most unlucky one, asking again and again, finished 4 s after the others.
+const BODY_STALL: Duration = Duration::from_secs(3);
+const MIN_RATE: u64 = 64 * 1024;
+/// How long a peer whose transfer stalled is left alone (it keeps what it holds: it may be
+/// busy, not gone).
+const STALL_BACKOFF: Duration = Duration::from_secs(1);
 /// How long after being pointed elsewhere for a chunk a download insists on it if it still
 /// knows no other holder (the one pointed to may be slow to pass it on, or have lost it).
 /// Longer than a chunk takes to cross a slow link: at 25 Mbit/s, with a 1 s limit, readers
@@ -281,7 +290,7 @@ impl Inner {
                 let results = results.clone();
                 let task = tokio::spawn(async move {
                     let got = me
-                        .fetch_chunk(&peer, hash, insist, BODY_PATIENCE, MIN_RATE)
+                        .fetch_chunk(&peer, hash, insist, BODY_STALL, MIN_RATE)
                         .await;
                     let _ = results.send((r.piece, peer.id, got));
                 });
@@ -439,6 +448,13 @@ impl Inner {
                     self.ban(from, &format!("chunk {h} failed verification"));
                     sched.peer_gone(from);
                     peers.remove(&from);
+                }
+                Err(e @ SwarmError::Timeout(_)) => {
+                    // Slow or stalled, not gone: what it holds stays known, others go first.
+                    tracing::debug!(peer = %from, error = %e, "chunk request given up");
+                    sched.failed(piece, from);
+                    sched.pause(from);
+                    paused.push((Instant::now() + STALL_BACKOFF, from));
                 }
                 Err(e) => {
                     tracing::debug!(peer = %from, error = %e, "chunk request failed");

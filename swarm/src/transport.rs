@@ -453,14 +453,15 @@ impl Inner {
     /// Fetches one chunk from `peer` and verifies it; bad bytes are an error naming the
     /// peer (the caller drops it).
     /// The holder answers when one of its upload slots is free (the header may take a
-    /// while); the bytes must then arrive within `patience` plus one second per `min_rate`
-    /// bytes.
+    /// while). Then the bytes must keep coming: a pause of `stall` without any is given up
+    /// (a timeout), as is a body slower than `min_rate` on the whole, after a first `stall`
+    /// of grace.
     pub async fn fetch_chunk(
         self: &Arc<Self>,
         peer: &Member,
         hash: store::ChunkHash,
         insist: bool,
-        patience: Duration,
+        stall: Duration,
         min_rate: u64,
     ) -> Result<Fetched, SwarmError> {
         let asked = Instant::now();
@@ -479,13 +480,24 @@ impl Inner {
                     return Err(SwarmError::Protocol(format!("chunk of {len} bytes")));
                 }
                 let len = len as usize;
-                let allowed =
-                    patience + Duration::from_secs_f64(len as f64 / min_rate.max(1) as f64);
+                let allowed = stall + Duration::from_secs_f64(len as f64 / min_rate.max(1) as f64);
                 // Quinn's own buffers are appended as they come: no zero-filled buffer first.
                 let mut buf = BytesMut::with_capacity(len);
                 let body = async {
                     while buf.len() < len {
-                        match recv.read_chunk(len - buf.len(), true).await? {
+                        let piece = tokio::time::timeout(
+                            stall,
+                            recv.read_chunk(len - buf.len(), true),
+                        )
+                        .await
+                        .map_err(|_| {
+                            SwarmError::Timeout(format!(
+                                "chunk {hash} from {}: nothing for {stall:?} at {} of {len} bytes",
+                                peer.id,
+                                buf.len()
+                            ))
+                        })??;
+                        match piece {
                             Some(c) => buf.extend_from_slice(&c.bytes),
                             None => {
                                 return Err(SwarmError::Protocol(format!(
@@ -497,9 +509,12 @@ impl Inner {
                     }
                     Ok(())
                 };
-                tokio::time::timeout(allowed, body)
-                    .await
-                    .map_err(|_| SwarmError::Timeout(format!("chunk {hash} from {}", peer.id)))??;
+                tokio::time::timeout(allowed, body).await.map_err(|_| {
+                    SwarmError::Timeout(format!(
+                        "chunk {hash} from {}: slower than {min_rate} bytes/s",
+                        peer.id
+                    ))
+                })??;
                 self.count_received(peer, len as u64);
                 match VerifiedChunk::new(hash, buf.freeze()) {
                     Some(chunk) => {

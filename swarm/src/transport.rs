@@ -507,26 +507,37 @@ impl Inner {
                 // Quinn's own buffers are appended as they come: no zero-filled buffer first.
                 let mut buf = BytesMut::with_capacity(len);
                 let body = async {
+                    // One timer for the whole body, pushed back as bytes come, rather than
+                    // one per read (a read is often a single datagram).
+                    let mut last = Instant::now();
+                    let watchdog = tokio::time::sleep(stall);
+                    tokio::pin!(watchdog);
                     while buf.len() < len {
-                        let piece = tokio::time::timeout(
-                            stall,
-                            recv.read_chunk(len - buf.len(), true),
-                        )
-                        .await
-                        .map_err(|_| {
-                            SwarmError::Timeout(format!(
-                                "chunk {hash} from {}: nothing for {stall:?} at {} of {len} bytes",
-                                peer.id,
-                                buf.len()
-                            ))
-                        })??;
-                        match piece {
-                            Some(c) => buf.extend_from_slice(&c.bytes),
-                            None => {
-                                return Err(SwarmError::Protocol(format!(
-                                    "chunk {hash} cut short at {} of {len} bytes",
-                                    buf.len()
-                                )));
+                        tokio::select! {
+                            biased;
+                            // Cancel-safe: a read not taken leaves its bytes in the stream.
+                            piece = recv.read_chunk(len - buf.len(), true) => match piece? {
+                                Some(c) => {
+                                    buf.extend_from_slice(&c.bytes);
+                                    last = Instant::now();
+                                }
+                                None => {
+                                    return Err(SwarmError::Protocol(format!(
+                                        "chunk {hash} cut short at {} of {len} bytes",
+                                        buf.len()
+                                    )));
+                                }
+                            },
+                            () = &mut watchdog => {
+                                if last.elapsed() >= stall {
+                                    return Err(SwarmError::Timeout(format!(
+                                        "chunk {hash} from {}: nothing for {stall:?} at {} of \
+                                         {len} bytes",
+                                        peer.id,
+                                        buf.len()
+                                    )));
+                                }
+                                watchdog.as_mut().reset((last + stall).into());
                             }
                         }
                     }

@@ -14,8 +14,8 @@
 //! It splits rather than asking quinn for smaller batches because quinn asks for the batch
 //! size before it knows the datagram size: a cap that fits jumbo datagrams (7) also cut every
 //! batch of ordinary 1,452-byte datagrams from 10 to 7, and with it the packets each wake-up
-//! of a receiver carries. Measured at MTU 1500 on 25 Mbit/s links, the senders' data sends
-//! averaged 4.5 datagrams, the largest 7.
+//! of a receiver carries. Measured with that cap at MTU 1500 on 25 Mbit/s links, the
+//! senders' data sends averaged 4.5 datagrams, the largest 7.
 
 use std::io;
 use std::net::SocketAddr;
@@ -137,7 +137,7 @@ impl AsyncUdpSocket for WholeBatches {
                 // socket buffers of SOCKET_BUFFER this is rare: the socket was writable a
                 // moment ago.
                 Err(e) => {
-                    tracing::debug!(error = %e, "second half of a split send batch dropped");
+                    tracing::debug!(error = %e, "rest of a split send batch dropped");
                     return Ok(());
                 }
             }

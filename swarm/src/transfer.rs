@@ -450,7 +450,9 @@ impl Inner {
                     peers.remove(&from);
                 }
                 Err(e @ SwarmError::Timeout(_)) => {
-                    // Slow or stalled, not gone: what it holds stays known, others go first.
+                    // Slow or stalled (or no answer to the request in time), not gone: what
+                    // it holds stays known, others go first. A dead peer is dropped when its
+                    // connection fails or membership declares it down.
                     tracing::debug!(peer = %from, error = %e, "chunk request given up");
                     sched.failed(piece, from);
                     sched.pause(from);

@@ -259,13 +259,11 @@ impl Inner {
                 if self.upload_queue.load(Ordering::Relaxed) >= UPLOAD_QUEUE {
                     let to = (!insist)
                         .then(|| {
-                            self.seeding.would_defer(
-                                h,
-                                peer.id,
-                                Instant::now(),
-                                self.uploads_idle(0),
-                                |n| self.is_alive(n),
-                            )
+                            // Not idle: requests are waiting.
+                            self.seeding
+                                .would_defer(h, peer.id, Instant::now(), false, |n| {
+                                    self.is_alive(n)
+                                })
                         })
                         .flatten();
                     tracing::trace!(peer = %peer.id, chunk = %h, elsewhere = ?to, "chunk asked, queue full");

@@ -96,7 +96,7 @@ pub const fn batch_limit(segment: usize) -> usize {
 pub fn send_batches(len: usize, segment: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let step = batch_limit(segment) * segment.max(1);
     (0..len)
-        .step_by(step.max(1))
+        .step_by(step)
         .map(move |start| start..(start + step).min(len))
 }
 

@@ -254,20 +254,13 @@ impl Inner {
                 // A full queue is answered before the store is asked: most requests to a busy
                 // holder end here (16 readers on 25 Mbit/s links got 12 "busy" answers per
                 // chunk they received), and the lookup's hop to the blocking pool and back
-                // cost more than the answer. Only an original copy recorded as sent (which
-                // `would_defer` knows without the store) is pointed elsewhere instead.
-                if self.upload_queue.load(Ordering::Relaxed) >= UPLOAD_QUEUE {
-                    let to = (!insist)
-                        .then(|| {
-                            // Not idle: requests are waiting.
-                            self.seeding
-                                .would_defer(h, peer.id, Instant::now(), false, |n| {
-                                    self.is_alive(n)
-                                })
-                        })
-                        .flatten();
-                    tracing::trace!(peer = %peer.id, chunk = %h, elsewhere = ?to, "chunk asked, queue full");
-                    let resp = to.map_or(Response::Busy, Response::Elsewhere);
+                // cost more than the answer. Whether the copy is an original is not known yet,
+                // but only originals recorded as sent are ever pointed elsewhere, and the
+                // seeding book knows those without the store.
+                if self.upload_queue.load(Ordering::Relaxed) >= UPLOAD_QUEUE
+                    && let Some(resp) = self.early_answer(h, peer.id, !insist)
+                {
+                    tracing::trace!(peer = %peer.id, chunk = %h, early = ?resp, "chunk asked, queue full");
                     wire::write_frame(&mut send, &resp).await?;
                     send.finish().ok();
                     return Ok(());
@@ -289,26 +282,7 @@ impl Inner {
                 // every asker; refusing those too throttled the readers' trading to one send
                 // per chunk.
                 let seeded = !held.cached && !insist;
-                // An original copy just sent to someone else: say so now, not after waiting
-                // for a slot.
-                let pointed = seeded
-                    .then(|| {
-                        self.seeding.would_defer(
-                            h,
-                            peer.id,
-                            Instant::now(),
-                            self.uploads_idle(0),
-                            |n| self.is_alive(n),
-                        )
-                    })
-                    .flatten();
-                let early = match pointed {
-                    Some(to) => Some(Response::Elsewhere(to)),
-                    None if self.upload_queue.load(Ordering::Relaxed) >= UPLOAD_QUEUE => {
-                        Some(Response::Busy)
-                    }
-                    None => None,
-                };
+                let early = self.early_answer(h, peer.id, seeded);
                 tracing::trace!(peer = %peer.id, chunk = %h, seeded, ?early, "chunk asked");
                 if let Some(resp) = early {
                     wire::write_frame(&mut send, &resp).await?;
@@ -355,6 +329,32 @@ impl Inner {
         }
         send.finish().ok();
         Ok(())
+    }
+
+    /// What a request for `chunk` is answered at once, without waiting for an upload slot, if
+    /// anything: an original copy (`seeded`) just sent to another member is to be fetched
+    /// there, and beyond a full queue the holder is busy.
+    fn early_answer(
+        &self,
+        chunk: store::ChunkHash,
+        asker: NodeId,
+        seeded: bool,
+    ) -> Option<Response> {
+        let pointed = seeded
+            .then(|| {
+                self.seeding
+                    .would_defer(chunk, asker, Instant::now(), self.uploads_idle(0), |n| {
+                        self.is_alive(n)
+                    })
+            })
+            .flatten();
+        match pointed {
+            Some(to) => Some(Response::Elsewhere(to)),
+            None if self.upload_queue.load(Ordering::Relaxed) >= UPLOAD_QUEUE => {
+                Some(Response::Busy)
+            }
+            None => None,
+        }
     }
 
     /// Whether no chunk upload is under way or waiting for a slot, besides the `own` slots
@@ -501,52 +501,52 @@ impl Inner {
                     return Err(SwarmError::Protocol(format!("chunk of {len} bytes")));
                 }
                 let len = len as usize;
-                let allowed = stall + Duration::from_secs_f64(len as f64 / min_rate.max(1) as f64);
                 // Quinn's own buffers are appended as they come: no zero-filled buffer first.
                 let mut buf = BytesMut::with_capacity(len);
-                let body = async {
-                    // One timer for the whole body, pushed back as bytes come, rather than
-                    // one per read (a read is often a single datagram).
-                    let mut last = Instant::now();
-                    let watchdog = tokio::time::sleep(stall);
-                    tokio::pin!(watchdog);
-                    while buf.len() < len {
-                        tokio::select! {
-                            biased;
-                            // Cancel-safe: a read not taken leaves its bytes in the stream.
-                            piece = recv.read_chunk(len - buf.len(), true) => match piece? {
-                                Some(c) => {
-                                    buf.extend_from_slice(&c.bytes);
-                                    last = Instant::now();
-                                }
-                                None => {
-                                    return Err(SwarmError::Protocol(format!(
-                                        "chunk {hash} cut short at {} of {len} bytes",
-                                        buf.len()
-                                    )));
-                                }
-                            },
-                            () = &mut watchdog => {
-                                if last.elapsed() >= stall {
-                                    return Err(SwarmError::Timeout(format!(
-                                        "chunk {hash} from {}: nothing for {stall:?} at {} of \
-                                         {len} bytes",
-                                        peer.id,
-                                        buf.len()
-                                    )));
-                                }
-                                watchdog.as_mut().reset((last + stall).into());
+                // One timer for the whole body, for both limits, moved as bytes come rather
+                // than one per read (a read is often a single datagram).
+                let began = Instant::now();
+                let deadline =
+                    began + stall + Duration::from_secs_f64(len as f64 / min_rate.max(1) as f64);
+                let mut last = began;
+                let watchdog = tokio::time::sleep(stall);
+                tokio::pin!(watchdog);
+                while buf.len() < len {
+                    tokio::select! {
+                        biased;
+                        // Cancel-safe: a read not taken leaves its bytes in the stream.
+                        piece = recv.read_chunk(len - buf.len(), true) => match piece? {
+                            Some(c) => {
+                                buf.extend_from_slice(&c.bytes);
+                                last = Instant::now();
                             }
+                            None => {
+                                return Err(SwarmError::Protocol(format!(
+                                    "chunk {hash} cut short at {} of {len} bytes",
+                                    buf.len()
+                                )));
+                            }
+                        },
+                        () = &mut watchdog => {
+                            let now = Instant::now();
+                            if now >= deadline {
+                                return Err(SwarmError::Timeout(format!(
+                                    "chunk {hash} from {}: slower than {min_rate} bytes/s",
+                                    peer.id
+                                )));
+                            }
+                            if now >= last + stall {
+                                return Err(SwarmError::Timeout(format!(
+                                    "chunk {hash} from {}: nothing for {stall:?} at {} of \
+                                     {len} bytes",
+                                    peer.id,
+                                    buf.len()
+                                )));
+                            }
+                            watchdog.as_mut().reset((last + stall).min(deadline).into());
                         }
                     }
-                    Ok(())
-                };
-                tokio::time::timeout(allowed, body).await.map_err(|_| {
-                    SwarmError::Timeout(format!(
-                        "chunk {hash} from {}: slower than {min_rate} bytes/s",
-                        peer.id
-                    ))
-                })??;
+                }
                 self.count_received(peer, len as u64);
                 match VerifiedChunk::new(hash, buf.freeze()) {
                     Some(chunk) => {

@@ -433,9 +433,11 @@ impl Inner {
                 }
                 Ok(Fetched::Elsewhere(to)) => {
                     // Pointed to a member this node cannot use (one it dropped, or not yet
-                    // knows): insist on the next request.
+                    // knows): insist on the next request, after the next poll (an insisting
+                    // request is pointed there again while that member's copy is on its way,
+                    // and asking at once would repeat this as fast as answers come).
                     tracing::debug!(%from, %to, piece, "pointed to an unusable peer; insisting");
-                    sched.failed(piece, from);
+                    sched.not_from(piece, from);
                     pointed_unusable.insert(piece);
                 }
                 Ok(Fetched::Busy) => {

@@ -258,7 +258,7 @@ impl Inner {
                 // but only originals recorded as sent are ever pointed elsewhere, and the
                 // seeding book knows those without the store.
                 if self.upload_queue.load(Ordering::Relaxed) >= UPLOAD_QUEUE
-                    && let Some(resp) = self.early_answer(h, peer.id, !insist)
+                    && let Some(resp) = self.early_answer(h, peer.id, true, insist)
                 {
                     tracing::trace!(peer = %peer.id, chunk = %h, early = ?resp, "chunk asked, queue full");
                     wire::write_frame(&mut send, &resp).await?;
@@ -281,9 +281,9 @@ impl Inner {
                 // one upload that bounds the swarm. Copies fetched for reading are served to
                 // every asker; refusing those too throttled the readers' trading to one send
                 // per chunk.
-                let seeded = !held.cached && !insist;
-                let early = self.early_answer(h, peer.id, seeded);
-                tracing::trace!(peer = %peer.id, chunk = %h, seeded, ?early, "chunk asked");
+                let original = !held.cached;
+                let early = self.early_answer(h, peer.id, original, insist);
+                tracing::trace!(peer = %peer.id, chunk = %h, original, insist, ?early, "chunk asked");
                 if let Some(resp) = early {
                     wire::write_frame(&mut send, &resp).await?;
                     send.finish().ok();
@@ -300,19 +300,25 @@ impl Inner {
                 self.upload_queue.fetch_sub(1, Ordering::Relaxed);
                 let Ok(_slot) = slot else { return Ok(()) };
                 tracing::trace!(peer = %peer.id, chunk = %h, "upload slot");
-                let decision = if seeded {
-                    self.seeding
-                        .decide(h, peer.id, Instant::now(), self.uploads_idle(1), |n| {
-                            self.is_alive(n)
-                        })
-                } else {
-                    Decision::Send
-                };
+                let decision = original.then(|| {
+                    self.seeding.decide(
+                        h,
+                        peer.id,
+                        Instant::now(),
+                        self.uploads_idle(1),
+                        insist,
+                        |n| self.is_alive(n),
+                    )
+                });
                 match decision {
-                    Decision::Elsewhere(to) => {
+                    Some(Decision::Elsewhere(to)) => {
                         wire::write_frame(&mut send, &Response::Elsewhere(to)).await?;
                     }
-                    Decision::Send => self.send_chunk(peer, &mut send, held.bytes).await?,
+                    // `_under_way` lasts until the send ends, however it ends.
+                    Some(Decision::Send(_under_way)) => {
+                        self.send_chunk(peer, &mut send, held.bytes).await?
+                    }
+                    None => self.send_chunk(peer, &mut send, held.bytes).await?,
                 }
             }
             Request::Status => {
@@ -332,20 +338,25 @@ impl Inner {
     }
 
     /// What a request for `chunk` is answered at once, without waiting for an upload slot, if
-    /// anything: an original copy (`seeded`) just sent to another member is to be fetched
-    /// there, and beyond a full queue the holder is busy.
+    /// anything: an `original` copy on its way to, or just sent to, another member is to be
+    /// fetched there (see [`crate::seeding`]), and beyond a full queue the holder is busy.
     fn early_answer(
         &self,
         chunk: store::ChunkHash,
         asker: NodeId,
-        seeded: bool,
+        original: bool,
+        insist: bool,
     ) -> Option<Response> {
-        let pointed = seeded
+        let pointed = original
             .then(|| {
-                self.seeding
-                    .would_defer(chunk, asker, Instant::now(), self.uploads_idle(0), |n| {
-                        self.is_alive(n)
-                    })
+                self.seeding.would_defer(
+                    chunk,
+                    asker,
+                    Instant::now(),
+                    self.uploads_idle(0),
+                    insist,
+                    |n| self.is_alive(n),
+                )
             })
             .flatten();
         match pointed {

@@ -76,7 +76,7 @@ const MAX_DEFERRAL: Duration = Duration::from_secs(10);
 pub enum Decision<'a> {
     /// Send it; the send counts as under way while this lives.
     Send(Sending<'a>),
-    /// Get it from this member, which was sent it.
+    /// Get it from this member, which was sent it or is being sent it.
     Elsewhere(NodeId),
 }
 

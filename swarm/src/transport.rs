@@ -314,11 +314,9 @@ impl Inner {
                     Some(Decision::Elsewhere(to)) => {
                         wire::write_frame(&mut send, &Response::Elsewhere(to)).await?;
                     }
-                    // `_under_way` lasts until the send ends, however it ends.
-                    Some(Decision::Send(_under_way)) => {
-                        self.send_chunk(peer, &mut send, held.bytes).await?
-                    }
-                    None => self.send_chunk(peer, &mut send, held.bytes).await?,
+                    // A copy that is not an original, or one the seeding book counts as under
+                    // way until `_under_way` drops: when the send ends, however it ends.
+                    _under_way => self.send_chunk(peer, &mut send, held.bytes).await?,
                 }
             }
             Request::Status => {

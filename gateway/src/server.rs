@@ -174,6 +174,7 @@ pub async fn serve(
     let (closing_swarm, closing_store) = (state.swarm.clone(), state.store.clone());
     let app = Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .fallback(s3_handler)
         .layer(middleware::from_fn_with_state(state.clone(), cors_layer))
@@ -260,8 +261,12 @@ async fn healthz(State(st): State<AppState>, req: Request) -> Response {
         return s3_handler(State(st), req).await;
     }
     OperationName::set(req.extensions(), "Healthz");
+    probe_store(&st).await
+}
+
+/// 200 once a metadata read proves the database answers.
+async fn probe_store(st: &AppState) -> Response {
     let store = st.store.clone();
-    // A metadata read proves the database answers.
     match tokio::task::spawn_blocking(move || store.bucket("healthz-probe")).await {
         Ok(Ok(_)) | Ok(Err(store::StoreError::NoSuchBucket(_))) => {
             (StatusCode::OK, "ok\n").into_response()
@@ -269,6 +274,24 @@ async fn healthz(State(st): State<AppState>, req: Request) -> Response {
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
+}
+
+/// Ready to take every request: the store answers (as `/healthz`) and, in a swarm, the node
+/// has caught up with the members since it started. Until then it refuses CreateBucket and
+/// conditional writes (503); a load balancer should send it nothing.
+async fn readyz(State(st): State<AppState>, req: Request) -> Response {
+    if is_s3_request(&req) {
+        return s3_handler(State(st), req).await;
+    }
+    OperationName::set(req.extensions(), "Readyz");
+    if let Some(Err(why)) = st.swarm.as_ref().map(swarm::Swarm::readiness) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", why.reason()),
+        )
+            .into_response();
+    }
+    probe_store(&st).await
 }
 
 async fn metrics_handler(State(st): State<AppState>, req: Request) -> Response {

@@ -62,6 +62,9 @@ pub enum StoreError {
     Commit(String),
     #[error("store is shutting down")]
     Closed,
+    /// The node's clock runs too far ahead of its peers' to stamp a write (the reason).
+    #[error("{0}")]
+    ClockAhead(String),
 }
 
 /// Result alias for the store.

@@ -15,8 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
+pub use crate::merge::Refusal;
+use crate::names::BucketId;
 use crate::records::BucketRecord;
-use crate::version::Version;
+use crate::version::{Version, VersionId};
 
 /// A node's identity in the swarm: 16 random bytes, drawn once when its data directory is
 /// created (kept in `<data-dir>/node-id`).
@@ -84,7 +86,9 @@ impl Hlc {
 
 /// Where a store gets the stamps of its own writes (the swarm's clock, which also takes in
 /// the stamps it sees from peers).
-pub type StampSource = std::sync::Arc<dyn Fn() -> Hlc + Send + Sync>;
+/// It may refuse (why, in words a client is shown): a node whose clock runs too far ahead of
+/// its peers' takes no writes, since peers would hold back entries stamped that far ahead.
+pub type StampSource = std::sync::Arc<dyn Fn() -> std::result::Result<Hlc, String> + Send + Sync>;
 
 /// A stand-alone stamp source for a store outside any swarm: wall time, never backwards.
 pub fn local_clock(node: NodeId) -> StampSource {
@@ -96,11 +100,11 @@ pub fn local_clock(node: NodeId) -> StampSource {
             .unwrap_or(0);
         let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
         *l = if now > l.0 { (now, 0) } else { (l.0, l.1 + 1) };
-        Hlc {
+        Ok(Hlc {
             wall_ms: l.0,
             logical: l.1,
             node,
-        }
+        })
     })
 }
 
@@ -111,25 +115,33 @@ pub struct Entry {
     pub change: Change,
 }
 
-/// The state of one name after a write.
+/// The state of one replicated name after a write. Names are fine-grained so that every
+/// change is a write of one register: a bucket incarnation, or one version of a key in one
+/// bucket incarnation. What a key resolves to (its current version: the newest by seq) is
+/// derived from its versions, the same way on every node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[allow(clippy::large_enum_variant)] // short-lived, one per entry being applied
 pub enum Change {
-    /// A bucket's record (`None`: deleted).
+    /// One incarnation of a bucket name: its record, or `None` once it is deleted (for good:
+    /// a later create of the name is another incarnation).
     Bucket {
         name: String,
+        id: BucketId,
         record: Option<BucketRecord>,
     },
-    /// A key's current version (`None`: no version left).
-    Object {
+    /// One version of a key: its state, or `None` once it is removed for good (a delete by
+    /// version id, or an overwrite in a bucket that keeps no history).
+    Version {
         bucket: String,
+        bucket_id: BucketId,
         key: String,
+        version_id: VersionId,
         state: Option<ObjectState>,
     },
 }
 
-/// A key's current version as replicated: the record, and for an object its chunk list
-/// (so a peer can resolve and fetch it) and part sizes (for reads by part number).
+/// A version as replicated: the record, and for an object its chunk list (so a peer can
+/// resolve and fetch it) and part sizes (for reads by part number).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ObjectState {
     pub version: Version,
@@ -141,23 +153,44 @@ pub struct ObjectState {
 }
 
 impl Change {
-    /// The key of the name's stamp: buckets and objects in one space.
+    /// The key of the name's stamp. A bucket incarnation is `b id`; a version is
+    /// `v bucket-id key 0x00 version-id`, so one incarnation's stamps are one range.
     pub(crate) fn name_key(&self) -> Vec<u8> {
         match self {
-            Change::Bucket { name, .. } => {
+            Change::Bucket { id, .. } => {
                 let mut k = b"b".to_vec();
-                k.extend_from_slice(name.as_bytes());
+                k.extend_from_slice(&id.0);
                 k
             }
-            Change::Object { bucket, key, .. } => {
-                let mut k = b"o".to_vec();
-                k.extend_from_slice(bucket.as_bytes());
-                k.push(0);
+            Change::Version {
+                bucket_id,
+                key,
+                version_id,
+                ..
+            } => {
+                let mut k = version_stamps_prefix(bucket_id);
                 k.extend_from_slice(key.as_bytes());
+                k.push(0);
+                k.extend_from_slice(version_id.to_string().as_bytes());
                 k
             }
         }
     }
+
+    /// The bucket incarnation the change is about or belongs to.
+    pub fn bucket_id(&self) -> BucketId {
+        match self {
+            Change::Bucket { id, .. } => *id,
+            Change::Version { bucket_id, .. } => *bucket_id,
+        }
+    }
+}
+
+/// Where the stamps of one bucket incarnation's versions live in `stamps`.
+pub(crate) fn version_stamps_prefix(bucket: &BucketId) -> Vec<u8> {
+    let mut k = b"v".to_vec();
+    k.extend_from_slice(&bucket.0);
+    k
 }
 
 impl Entry {
@@ -170,31 +203,33 @@ impl Entry {
     }
 }
 
-/// An entry pulled from a peer: decoded once, kept with the exact bytes that are recorded
-/// and passed on.
+/// An entry pulled from a peer: decoded once (or found undecodable: it is still recorded,
+/// so its origin's later entries are not held up behind it), kept with the exact bytes that
+/// are recorded and passed on.
 #[derive(Clone, Debug)]
 pub struct Pulled {
     pub origin: NodeId,
     pub seq: u64,
-    entry: Entry,
+    entry: std::result::Result<Entry, String>,
     bytes: Vec<u8>,
 }
 
 impl Pulled {
-    pub fn decode(origin: NodeId, seq: u64, bytes: Vec<u8>) -> Result<Self> {
-        Ok(Self {
+    pub fn new(origin: NodeId, seq: u64, bytes: Vec<u8>) -> Self {
+        Self {
             origin,
             seq,
-            entry: Entry::decode(&bytes)?,
+            entry: Entry::decode(&bytes).map_err(|e| e.to_string()),
             bytes,
-        })
+        }
     }
 
-    pub fn entry(&self) -> &Entry {
-        &self.entry
+    /// The decoded entry, or why it could not be decoded.
+    pub fn entry(&self) -> std::result::Result<&Entry, &str> {
+        self.entry.as_ref().map_err(String::as_str)
     }
 
-    pub(crate) fn into_parts(self) -> (NodeId, u64, Entry, Vec<u8>) {
+    pub(crate) fn into_parts(self) -> (NodeId, u64, std::result::Result<Entry, String>, Vec<u8>) {
         (self.origin, self.seq, self.entry, self.bytes)
     }
 }
@@ -206,17 +241,24 @@ pub(crate) fn entry_key(origin: &NodeId, seq: u64) -> Vec<u8> {
     k
 }
 
-/// What applying a pulled entry did.
+/// What recording a pulled entry did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// Already had it (a retransmission or an overlap).
+    /// Already had it (a retransmission or an overlap): not recorded again.
     Duplicate,
     /// It does not follow the last entry seen from its origin: pull the gap first.
     Gap,
     /// Recorded; it lost to a newer write of the same name.
     Older,
-    /// Recorded and now what the name resolves to.
+    /// Recorded and applied (entries it released from waiting included).
     Newer,
+    /// Recorded and kept until the bucket incarnation it depends on is decided here.
+    Parked,
+    /// Recorded; its bucket incarnation is deleted (or lost a concurrent create), so there is
+    /// nothing to apply it to.
+    Superseded,
+    /// Recorded but refused: it is not something a client could have written.
+    Refused(Refusal),
 }
 
 #[cfg(test)]
@@ -244,9 +286,9 @@ mod tests {
     #[test]
     fn the_local_clock_never_repeats() {
         let c = local_clock(NodeId([9; 16]));
-        let mut last = c();
+        let mut last = c().unwrap();
         for _ in 0..1000 {
-            let n = c();
+            let n = c().unwrap();
             assert!(n > last);
             last = n;
         }

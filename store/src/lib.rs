@@ -12,6 +12,7 @@ pub mod error;
 pub mod hash;
 pub mod journal;
 pub mod manifest;
+pub mod merge;
 mod meta;
 pub mod names;
 pub mod pack;
@@ -25,13 +26,13 @@ pub use error::{Result, StoreError};
 pub use hash::{ChunkHash, ContentHash, VerifiedChunk};
 pub use journal::{Applied, Hlc, NodeId, StampSource};
 pub use manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
-pub use names::{BucketName, MAX_KEY_LEN, ObjectKey};
+pub use names::{BucketId, BucketName, MAX_KEY_LEN, ObjectKey};
 pub use records::{
     BucketRecord, CorsRule, ObjectMeta, ObjectRecord, PartRecord, StoredChecksum, UploadRecord,
 };
 pub use store::{
-    ChunkState, Deleted, HeldChunk, INLINE_MAX, ListCursor, ListPage, MAX_PART_NUMBER,
-    MIN_PART_SIZE, NewObject, ObjectWriter, Replacement, StagedObject, Store, StoreOptions,
-    StoreStats, UploadRef, VersionsPage, WritePrecondition,
+    BatchOutcome, ChunkState, Deleted, HeldChunk, INLINE_MAX, ListCursor, ListPage,
+    MAX_PART_NUMBER, MIN_PART_SIZE, NewObject, ObjectWriter, Replacement, StagedObject, Store,
+    StoreOptions, StoreStats, UploadRef, VersionsPage, WritePrecondition,
 };
 pub use version::{DeleteMarker, Version, VersionId, Versioning};

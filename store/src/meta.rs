@@ -47,10 +47,15 @@ pub(crate) enum Cf {
     Seen,
     /// The stamp of the write each bucket or object name currently resolves to.
     Stamps,
+    /// Bucket incarnations known to be deleted: name 0x00 id -> stamp of the delete.
+    Graves,
+    /// Replicated entries waiting for a bucket incarnation to be decided (see
+    /// [`crate::merge`]): awaited id, origin, number -> entry bytes.
+    Parked,
 }
 
 impl Cf {
-    const ALL: [Cf; 16] = [
+    const ALL: [Cf; 18] = [
         Cf::Buckets,
         Cf::Objects,
         Cf::Manifests,
@@ -67,6 +72,8 @@ impl Cf {
         Cf::Journal,
         Cf::Seen,
         Cf::Stamps,
+        Cf::Graves,
+        Cf::Parked,
     ];
 
     fn name(self) -> &'static str {
@@ -87,6 +94,8 @@ impl Cf {
             Cf::Journal => "journal",
             Cf::Seen => "seen",
             Cf::Stamps => "stamps",
+            Cf::Graves => "graves",
+            Cf::Parked => "parked",
         }
     }
 }

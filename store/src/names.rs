@@ -61,6 +61,45 @@ impl fmt::Display for BucketName {
     }
 }
 
+/// Names one incarnation of a bucket: 16 random bytes drawn when the bucket is created. A name
+/// deleted and created again (perhaps by another identity) is another bucket, so nothing
+/// written into the old one, however late it arrives from a peer, lands in the new one.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BucketId(pub [u8; 16]);
+
+impl BucketId {
+    pub(crate) fn random() -> Self {
+        Self(rand::random())
+    }
+}
+
+impl fmt::Display for BucketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for BucketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BucketId({self})")
+    }
+}
+
+impl serde::Serialize for BucketId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BucketId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(Self(out))
+    }
+}
+
 /// Longest object key S3 accepts, in UTF-8 bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
 use crate::hash::ContentHash;
+use crate::names::BucketId;
 use crate::pack::PackId;
 use crate::version::{VersionId, Versioning};
 
@@ -38,6 +39,14 @@ impl ManifestId {
 /// A bucket's record.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BucketRecord {
+    /// This incarnation of the name (records written before ids existed read as all zeros).
+    #[serde(default)]
+    pub id: BucketId,
+    /// The incarnation of this name whose deletion the creating node had seen: this one is
+    /// applied on a peer only once that one is gone there too (causal order across a
+    /// delete and re-create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<BucketId>,
     /// Access key of the identity that created the bucket and owns it.
     pub owner: String,
     /// Creation time, milliseconds since the Unix epoch.

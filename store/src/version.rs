@@ -24,7 +24,7 @@ pub enum Versioning {
 /// Names one version of an object: `null` (written while versioning was off or suspended) or
 /// a stamped id minted when the version was written. The stamp orders versions; the salt
 /// keeps ids unguessable and distinct across nodes that mint the same stamp.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum VersionId {
     #[default]
     Null,

@@ -15,6 +15,31 @@ pub struct Clock {
     /// Remote timestamps further ahead of our wall clock than this are refused: one node
     /// with a wild clock must not drag every other node's timestamps into the future.
     max_drift_ms: u64,
+    /// Each peer's wall clock as last measured: (its clock minus ours in ms, when measured).
+    peers: std::collections::BTreeMap<NodeId, (i64, u64)>,
+}
+
+/// Peer clock measurements older than this are not trusted (the peer may be gone).
+const PEER_CLOCK_TTL_MS: u64 = 30_000;
+
+/// This node's clock runs ahead of its peers' by more than the allowed drift: its writes
+/// would be stamped so far ahead that peers hold them back, so it takes none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockAhead {
+    pub ahead_ms: u64,
+    pub allowed_ms: u64,
+}
+
+impl std::fmt::Display for ClockAhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this node's clock is {:.1} s ahead of its swarm peers' (more than the {} s allowed): \
+             writes are refused until its time is fixed (NTP)",
+            self.ahead_ms as f64 / 1000.0,
+            self.allowed_ms / 1000
+        )
+    }
 }
 
 /// A remote timestamp too far ahead of local time.
@@ -30,6 +55,39 @@ impl Clock {
             node,
             last: (0, 0),
             max_drift_ms,
+            peers: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Records a measurement of a peer's wall clock: `offset_ms` is its clock minus ours.
+    pub fn peer_clock(&mut self, peer: NodeId, offset_ms: i64, now_ms: u64) {
+        self.peers.insert(peer, (offset_ms, now_ms));
+    }
+
+    /// How far this node's clock runs ahead of the median of its peers' recent measurements,
+    /// if that is more than the allowed drift. With no recent measurement, nothing is known
+    /// and nothing is refused.
+    pub fn ahead_of_peers(&mut self, now_ms: u64) -> Option<ClockAhead> {
+        self.peers
+            .retain(|_, (_, at)| now_ms.saturating_sub(*at) <= PEER_CLOCK_TTL_MS);
+        let mut offsets: Vec<i64> = self.peers.values().map(|(o, _)| *o).collect();
+        if offsets.is_empty() {
+            return None;
+        }
+        offsets.sort_unstable();
+        let median = offsets[offsets.len() / 2];
+        let ahead = u64::try_from(-median).unwrap_or(0);
+        (ahead > self.max_drift_ms).then_some(ClockAhead {
+            ahead_ms: ahead,
+            allowed_ms: self.max_drift_ms,
+        })
+    }
+
+    /// A stamp for a local write, unless this node's clock runs too far ahead of its peers'.
+    pub fn stamp_write(&mut self, now_ms: u64) -> Result<Hlc, ClockAhead> {
+        match self.ahead_of_peers(now_ms) {
+            Some(a) => Err(a),
+            None => Ok(self.now(now_ms)),
         }
     }
 
@@ -90,7 +148,7 @@ impl SharedClock {
             let _ =
                 me.0.set(std::sync::Mutex::new(Clock::new(node, MAX_DRIFT_MS)));
             let me = me.clone();
-            std::sync::Arc::new(move || me.now())
+            std::sync::Arc::new(move || me.stamp_write().map_err(|a| a.to_string()))
         })
     }
 
@@ -115,6 +173,33 @@ impl SharedClock {
             logical: 0,
             node: NodeId([0; 16]),
         })
+    }
+
+    /// A stamp for a local write (see [`Clock::stamp_write`]).
+    pub fn stamp_write(&self) -> Result<Hlc, ClockAhead> {
+        let now = Self::wall_ms();
+        self.with(|c| c.stamp_write(now))
+            .unwrap_or_else(|| Ok(self.now()))
+    }
+
+    /// Records a measurement of a peer's clock: it answered at `their_ms`, between our
+    /// `sent_ms` and `received_ms`.
+    pub fn peer_clock(&self, peer: NodeId, their_ms: u64, sent_ms: u64, received_ms: u64) {
+        let ours = sent_ms / 2 + received_ms / 2;
+        let offset =
+            i64::try_from(their_ms).unwrap_or(i64::MAX) - i64::try_from(ours).unwrap_or(i64::MAX);
+        let now = Self::wall_ms();
+        self.with(|c| c.peer_clock(peer, offset, now));
+    }
+
+    /// How far ahead of its peers this node's clock runs, beyond the allowed drift.
+    pub fn ahead_of_peers(&self) -> Option<ClockAhead> {
+        let now = Self::wall_ms();
+        self.with(|c| c.ahead_of_peers(now)).flatten()
+    }
+
+    pub fn wall_now_ms() -> u64 {
+        Self::wall_ms()
     }
 
     /// Takes in a stamp seen from a peer.
@@ -157,6 +242,32 @@ mod tests {
             1_000,
             "the refused stamp left no trace"
         );
+    }
+
+    #[test]
+    fn a_node_whose_clock_runs_ahead_of_most_peers_refuses_to_stamp_writes() {
+        let mut c = Clock::new(node(1), 60_000);
+        assert!(
+            c.stamp_write(1_000_000).is_ok(),
+            "no peer measured: nothing known"
+        );
+        // Two of three peers run 2 hours behind us, one agrees with us: we are ahead.
+        c.peer_clock(node(2), -7_200_000, 1_000_000);
+        c.peer_clock(node(3), -7_200_000, 1_000_000);
+        c.peer_clock(node(4), 0, 1_000_000);
+        let e = c.stamp_write(1_000_100).unwrap_err();
+        assert_eq!(e.ahead_ms, 7_200_000);
+        assert!(e.to_string().contains("7200.0 s ahead"), "{e}");
+        // One peer ahead or behind by a lot is its problem, not ours.
+        let mut d = Clock::new(node(1), 60_000);
+        d.peer_clock(node(2), -7_200_000, 0);
+        d.peer_clock(node(3), 10, 0);
+        d.peer_clock(node(4), -20, 0);
+        assert!(d.stamp_write(10).is_ok());
+        // Measurements age out: the clock was fixed and the peers are measured again.
+        assert!(c.stamp_write(1_000_000 + PEER_CLOCK_TTL_MS + 1).is_ok());
+        c.peer_clock(node(2), 30, 2_000_000);
+        assert!(c.stamp_write(2_000_000).is_ok());
     }
 
     proptest! {

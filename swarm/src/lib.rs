@@ -4,9 +4,9 @@
 //! and messages as inputs and returning decisions, so it can be tested exhaustively:
 //!
 //! - [`hlc`]: hybrid logical clocks, the order of namespace writes across nodes.
-//! - [`namespace`]: the last-writer-wins merge and per-node write logs, as a model.
 //! - [`membership`]: which nodes are in the swarm and in what state.
 //! - [`placement`]: which k nodes hold a chunk (rendezvous hashing over the members).
+//! - [`readiness`]: whether a node has caught up with the swarm since it started.
 //! - [`repair`]: which copies re-make chunks whose holders left.
 //! - [`scheduler`]: which chunk to ask which peer for next (rarest first, window, endgame).
 //!
@@ -18,7 +18,8 @@
 //! - [`socket`]: the UDP socket under QUIC (LAN-sized buffers, send batches the kernel takes).
 //! - `transport`: the quinn endpoint, connections, requests.
 //! - `gossip`: foca (SWIM) membership and failure detection over those connections.
-//! - `sync`: namespace anti-entropy (pulling journal entries from peers).
+//! - `sync`: namespace anti-entropy (pulling journal entries from peers; the merge rule they
+//!   are applied by is `store::merge`, the one production and its tests use).
 //! - [`transfer`]: multi-source, verified chunk downloads.
 //! - [`announce`]: telling downloading peers which chunks this node has just stored.
 //! - [`seeding`]: sending each chunk once while its recipients pass it on.
@@ -33,9 +34,9 @@ pub mod hlc;
 mod keeper;
 pub mod member;
 pub mod membership;
-pub mod namespace;
 pub mod node;
 pub mod placement;
+pub mod readiness;
 pub mod repair;
 mod runtime;
 pub mod scheduler;
@@ -51,9 +52,9 @@ pub use bootstrap::PeerAddr;
 pub use error::SwarmError;
 pub use hlc::{Clock, Hlc, SharedClock};
 pub use membership::{Membership, Report, State};
-pub use namespace::{Namespace, Write, WriteLog};
 pub use node::NodeId;
 pub use placement::holders;
+pub use readiness::NotReady;
 pub use runtime::{
     ClusterStatus, Hooks, MemberStatus, Observer, PeerClass, Swarm, SwarmConfig, SwarmStats,
 };

@@ -20,6 +20,7 @@ use crate::hlc::SharedClock;
 use crate::member::Member;
 use crate::membership::{Membership, Report, State};
 use crate::node::NodeId;
+use crate::readiness::{NotReady, Readiness};
 use crate::seeding::Seeding;
 use crate::wire::PeerStatus;
 
@@ -71,6 +72,17 @@ pub struct SwarmStats {
     pub auth_failures: AtomicU64,
     pub peers_dropped: AtomicU64,
     pub journal_applied: AtomicU64,
+    /// Entries recorded whose bucket incarnation was already deleted (nothing to apply).
+    pub journal_superseded: AtomicU64,
+    /// Entries recorded here that wait for their bucket incarnation (last measured).
+    pub journal_parked: AtomicU64,
+    /// Entries not applied, by origin and reason: refused as invalid (see
+    /// [`store::merge::Refusal`]), or held back (`clock_ahead`: stamped too far ahead of this
+    /// node's clock; counted at each pull that meets it).
+    pub journal_unapplied: Mutex<BTreeMap<(NodeId, &'static str), u64>>,
+    /// How far this node's clock runs ahead of its peers' beyond the allowed drift (ms; 0:
+    /// within it). While non-zero, writes are refused.
+    pub clock_ahead_ms: AtomicU64,
     /// Journal entries peers have that this node has not recorded yet (last measured).
     pub journal_backlog: AtomicU64,
     /// Delay between a write's stamp and its application here, last applied (ms); 0 once
@@ -179,6 +191,8 @@ pub(crate) struct Inner {
     pub uploads: tokio::sync::Semaphore,
     /// Chunk requests waiting for an upload slot.
     pub upload_queue: std::sync::atomic::AtomicUsize,
+    /// Whether this node has caught up with the swarm since it started.
+    pub readiness: Mutex<Readiness>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -335,6 +349,11 @@ impl Swarm {
             storage: cfg.capacity.is_none(),
             incarnation,
         };
+        // A node that has been part of a swarm (its journal holds other nodes' writes) must
+        // meet one of them again before it is ready, like one told whom to join through.
+        let me_id = store.node_id();
+        let known_others = store.journal_seen()?.keys().any(|o| *o != me_id);
+        let readiness = Readiness::new(!cfg.peers.is_empty() || known_others);
         let (gossip, events) = mpsc::unbounded_channel();
         let mut members = Members::default();
         members.up(me.clone());
@@ -359,6 +378,7 @@ impl Swarm {
             seeding: Seeding::default(),
             uploads: tokio::sync::Semaphore::new(crate::seeding::UPLOAD_SLOTS),
             upload_queue: std::sync::atomic::AtomicUsize::new(0),
+            readiness: Mutex::new(readiness),
         });
         let peers: Vec<String> = cfg.peers.iter().map(ToString::to_string).collect();
         tracing::info!(node = %inner.me.id, %listen, advertise = %addr, ?peers, "swarm listening");
@@ -383,6 +403,14 @@ impl Swarm {
 
     pub fn stats(&self) -> &Arc<SwarmStats> {
         &self.inner.stats
+    }
+
+    /// Whether this node has caught up with the swarm since it started (see
+    /// [`crate::readiness`]): until it has, it must not decide that a bucket name is free or
+    /// that a key has no object.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        let alive = self.inner.alive_peers().len();
+        lock(&self.inner.readiness).check(alive)
     }
 
     /// Members by state (this node included).

@@ -10,7 +10,7 @@ use crate::member::Member;
 use crate::node::NodeId;
 
 /// Bumped when a message changes incompatibly; peers with another version are refused.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 /// The largest control frame accepted (a journal page, a have-list).
 pub const MAX_FRAME: usize = 8 << 20;
 
@@ -43,6 +43,9 @@ pub enum Response {
     Entries {
         entries: Vec<(NodeId, u64, Vec<u8>)>,
         seen: Vec<(NodeId, u64)>,
+        /// The responder's wall clock when it answered (unix ms), so the asker can tell
+        /// whether its own clock runs ahead of its peers'.
+        now_ms: u64,
     },
     /// One flag per chunk asked about.
     Have(Vec<bool>),

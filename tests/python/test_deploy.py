@@ -335,7 +335,7 @@ def test_services_and_selectors_match_the_daemonset():
 
 
 @pytest.mark.parametrize("kind", ["DaemonSet", "Job"])
-def test_probes_hit_healthz_on_the_s3_port(kind):
+def test_probes_hit_healthz_and_readyz_on_the_s3_port(kind):
     obj = k8s_one(kind)
     spec = pod_spec(obj)
     servers = s3swarm_servers(spec)
@@ -349,7 +349,10 @@ def test_probes_hit_healthz_on_the_s3_port(kind):
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert probe in c, f"{kind}/{c['name']} has no {probe}"
             get = c[probe]["httpGet"]
-            assert get["path"] == "/healthz", f"{probe}: {get}"
+            # Ready only once caught up with the swarm (it refuses creates until then);
+            # alive as long as its store answers.
+            want = "/readyz" if probe == "readinessProbe" else "/healthz"
+            assert get["path"] == want, f"{probe}: {get}"
             assert get.get("scheme", "HTTP") == "HTTP"
             p = container_port(c, get["port"])
             assert p["containerPort"] == port and p.get("protocol", "TCP") == "TCP", f"{probe} port {get['port']} is not {listen}"

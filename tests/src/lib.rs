@@ -361,6 +361,25 @@ impl Node {
         None
     }
 
+    /// SIGSTOP: the process is frozen (its sockets stay open, nothing answers), as a node
+    /// stalled by its host or a long GC pause looks to its peers.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`Node::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{sig}"), &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// Starts the process again on the same data directory and port.
     pub fn restart(&mut self) {
         self.kill9();

@@ -188,7 +188,7 @@ type StatField = fn(&swarm::SwarmStats) -> &AtomicU64;
 /// A swarm counter: its name, help, and where `SwarmStats` keeps it.
 type SwarmCounter = (&'static str, &'static str, StatField);
 
-const SWARM_COUNTERS: [SwarmCounter; 8] = [
+const SWARM_COUNTERS: [SwarmCounter; 9] = [
     (
         "swarm_chunks_fetched_total",
         "Chunks fetched from peers and stored (reads, repairs, placement)",
@@ -218,6 +218,11 @@ const SWARM_COUNTERS: [SwarmCounter; 8] = [
         |s| &s.journal_applied,
     ),
     (
+        "swarm_journal_entries_superseded_total",
+        "Namespace entries recorded whose bucket was already deleted here (nothing to apply)",
+        |s| &s.journal_superseded,
+    ),
+    (
         "swarm_repaired_chunks_total",
         "Copies this node made to restore placement",
         |s| &s.repairs,
@@ -235,6 +240,10 @@ struct SwarmMetrics {
     peer_bytes: IntCounterVec,
     counters: Vec<(IntCounter, StatField)>,
     journal_backlog: IntGauge,
+    journal_parked: IntGauge,
+    journal_unapplied: IntCounterVec,
+    ready: IntGauge,
+    clock_ahead: Gauge,
     under_replicated: IntGauge,
     lost: IntGauge,
     lag: Gauge,
@@ -299,6 +308,28 @@ impl SwarmMetrics {
                 "swarm_journal_backlog_entries",
                 "Namespace entries peers hold that this node has not recorded yet",
             ),
+            journal_parked: gauge(
+                "swarm_journal_parked_entries",
+                "Namespace entries recorded here that wait for their bucket to arrive",
+            ),
+            ready: gauge(
+                "swarm_ready",
+                "1 once this node has caught up with the swarm since it started (see /readyz)",
+            ),
+            clock_ahead: reg(
+                r,
+                Gauge::new(
+                    "swarm_clock_ahead_seconds",
+                    "How far this node's clock runs ahead of its peers' beyond the allowed 60 s \
+                     (0: within it); while above 0 the node refuses writes",
+                ),
+            ),
+            journal_unapplied: by(
+                "swarm_journal_entries_unapplied_total",
+                "Namespace entries from peers not applied, by origin node and reason \
+                 (undecodable, bucket_name, key, record: refused; clock_ahead: held back)",
+                &["origin", "reason"],
+            ),
             under_replicated: gauge(
                 "swarm_under_replicated_chunks",
                 "Chunks placement assigns to this node that it does not hold yet",
@@ -358,6 +389,21 @@ impl SwarmMetrics {
         }
         self.journal_backlog
             .set(clamp(s.journal_backlog.load(Relaxed)));
+        self.journal_parked
+            .set(clamp(s.journal_parked.load(Relaxed)));
+        self.ready.set(i64::from(swarm.readiness().is_ok()));
+        self.clock_ahead
+            .set(s.clock_ahead_ms.load(Relaxed) as f64 / 1000.0);
+        if let Ok(unapplied) = s.journal_unapplied.lock() {
+            for ((origin, reason), n) in unapplied.iter() {
+                catch_up(
+                    &self
+                        .journal_unapplied
+                        .with_label_values(&[origin.to_hex().as_str(), reason]),
+                    *n,
+                );
+            }
+        }
         self.under_replicated
             .set(clamp(s.replication_backlog.load(Relaxed)));
         self.lost.set(clamp(s.chunks_lost.load(Relaxed)));

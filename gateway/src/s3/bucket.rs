@@ -22,6 +22,7 @@ pub(crate) async fn create_bucket(
 ) -> S3Result<S3Response<CreateBucketOutput>> {
     let owner = owner_of(req.credentials.as_ref())?;
     let name = BucketName::new(&req.input.bucket).map_err(s3_err)?;
+    super::require_caught_up(g)?;
     let region = req
         .input
         .create_bucket_configuration

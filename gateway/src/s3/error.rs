@@ -3,6 +3,12 @@
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 use store::StoreError;
 
+/// A decision that needs the whole namespace (a bucket name being free, a conditional write),
+/// asked of a node that has not caught up with the swarm: 503, which SDKs retry.
+pub(crate) fn not_ready(why: swarm::NotReady) -> S3Error {
+    s3_error!(ServiceUnavailable, "{}; retry shortly", why.reason())
+}
+
 /// Converts a store error into the S3 error a client expects.
 pub(crate) fn s3_err(e: StoreError) -> S3Error {
     use StoreError as E;
@@ -81,6 +87,10 @@ pub(crate) fn s3_err(e: StoreError) -> S3Error {
                 S3ErrorCode::ServiceUnavailable,
                 "Part of this object is held by other nodes only; retry, or read it through another node.",
             )
+        }
+        E::ClockAhead(why) => {
+            tracing::warn!(reason = %why, "write refused");
+            s3_error!(ServiceUnavailable, "{why}")
         }
         e @ (E::Corrupt(_) | E::Db(_) | E::Io(_) | E::Commit(_) | E::Closed) => {
             tracing::error!(error = %e, "store failure");

@@ -89,6 +89,15 @@ pub(crate) fn write_precondition(
     }
 }
 
+/// Refuses a decision that needs the whole namespace while this node has not caught up with
+/// the swarm (see `swarm::readiness`).
+pub(crate) fn require_caught_up(g: &Gateway) -> S3Result<()> {
+    match g.swarm.as_ref().map(swarm::Swarm::readiness) {
+        Some(Err(why)) => Err(error::not_ready(why)),
+        _ => Ok(()),
+    }
+}
+
 /// Checks a conditional write against the key as it is now, before any body is read, so a
 /// write that cannot succeed fails at once (412, or 404 for `If-Match` on no object).
 pub(crate) async fn precheck_write(
@@ -100,6 +109,7 @@ pub(crate) async fn precheck_write(
     let Some(p) = precondition.cloned() else {
         return Ok(());
     };
+    require_caught_up(g)?;
     let store = g.store.clone();
     let (b, k) = (bucket.to_owned(), key.to_owned());
     tokio::task::spawn_blocking(move || {

@@ -16,12 +16,17 @@ use crate::chunker::Chunker;
 use crate::error::{Result, StoreError};
 use crate::hash::{ChunkHash, ContentHash, VerifiedChunk};
 use crate::journal::{self, Applied, Change, Entry, Hlc, NodeId, ObjectState, Pulled, StampSource};
+use crate::names::BucketId;
+use replication::{journal_bucket, journal_bucket_deleted, journal_version, last_grave};
+
+mod replication;
 use crate::manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
 use crate::meta::{Cf, Database, Meta, Tx, View};
 use crate::names::{BucketName, ObjectKey};
 use crate::pack::{PackId, PackSet, PackWriter};
 use crate::records::*;
 use crate::version::{DeleteMarker, Version, VersionId, Versioning, next_seq};
+pub use replication::BatchOutcome;
 
 /// Chunks up to this size are kept inside the metadata database rather than in a pack.
 pub const INLINE_MAX: usize = 64 * 1024;
@@ -473,85 +478,6 @@ impl Store {
         Ok(())
     }
 
-    // ---- namespace journal ---------------------------------------------------------------
-
-    /// This node's id (kept in the data directory).
-    pub fn node_id(&self) -> NodeId {
-        self.shared.node
-    }
-
-    /// How far into each origin's journal this node has recorded (its version vector).
-    pub fn journal_seen(&self) -> Result<BTreeMap<NodeId, u64>> {
-        let mut out = BTreeMap::new();
-        self.shared.meta.scan(Cf::Seen, &[], |k, v| {
-            let id: [u8; 16] = k
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("seen key".into()))?;
-            out.insert(NodeId(id), decode_seq(v)?);
-            Ok(true)
-        })?;
-        Ok(out)
-    }
-
-    /// Entries a peer that has seen `seen` lacks, oldest first per origin, up to about
-    /// `max_bytes` (at least one entry when any is missing): (origin, number, entry bytes).
-    pub fn journal_since(
-        &self,
-        seen: &BTreeMap<NodeId, u64>,
-        max_bytes: usize,
-    ) -> Result<Vec<(NodeId, u64, Vec<u8>)>> {
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for (origin, have) in self.journal_seen()? {
-            let from = seen.get(&origin).copied().unwrap_or(0);
-            if have <= from {
-                continue;
-            }
-            let start = journal::entry_key(&origin, from + 1);
-            self.shared.meta.scan(Cf::Journal, &start, |k, v| {
-                if !k.starts_with(&origin.0) || (bytes >= max_bytes && !out.is_empty()) {
-                    return Ok(false);
-                }
-                let seq = decode_seq(&k[16..])?;
-                bytes += v.len();
-                out.push((origin, seq, v.to_vec()));
-                Ok(true)
-            })?;
-            if bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// This node's own journal length (the number of its last write).
-    pub fn journal_head(&self) -> Result<u64> {
-        Ok(self
-            .shared
-            .meta
-            .get(Cf::Seen, &self.shared.node.0)?
-            .map_or(0, |v| decode_seq(&v).unwrap_or(0)))
-    }
-
-    /// Records entries pulled from a peer, in one commit, and applies each that is the
-    /// newest write of its name. Entries must arrive in order per origin (a gap is refused,
-    /// a repeat ignored), so the journal a node passes on has no holes.
-    pub fn apply_journal_batch(&self, batch: Vec<Pulled>) -> Result<Vec<Applied>> {
-        let me = self.shared.node;
-        self.db.transact(move |tx| {
-            batch
-                .into_iter()
-                .map(Pulled::into_parts)
-                .map(|(origin, seq, entry, bytes)| {
-                    if origin == me {
-                        return Ok(Applied::Duplicate);
-                    }
-                    apply_entry(tx, origin, seq, entry, bytes)
-                })
-                .collect()
-        })
-    }
-
     // ---- chunks for the swarm ------------------------------------------------------------
 
     /// Whether this node holds the chunk's bytes.
@@ -752,7 +678,9 @@ impl Store {
         region: Option<String>,
     ) -> Result<()> {
         let key = name.as_str().as_bytes().to_vec();
-        let rec = BucketRecord {
+        let mut rec = BucketRecord {
+            id: BucketId::random(),
+            follows: None,
             owner: owner.to_owned(),
             created_ms: now_ms(),
             region,
@@ -765,6 +693,7 @@ impl Store {
             if tx.get(Cf::Buckets, &key)?.is_some() {
                 return Err(StoreError::BucketExists(n));
             }
+            rec.follows = last_grave(tx, &n)?;
             tx.put(Cf::Buckets, key, to_json(&rec));
             journal_bucket(tx, &shared, &n)
         })
@@ -809,9 +738,7 @@ impl Store {
         let name = name.to_owned();
         let shared = self.shared.clone();
         self.db.transact(move |tx| {
-            if tx.get(Cf::Buckets, name.as_bytes())?.is_none() {
-                return Err(StoreError::NoSuchBucket(name));
-            }
+            let id = bucket_in(tx, &name)?.id;
             let prefix = object_key(&name, "");
             if !tx
                 .keys_with_prefix_limited(Cf::Objects, &prefix, 1)?
@@ -830,7 +757,7 @@ impl Store {
                 tx.delete(Cf::Uploads, ukey);
             }
             tx.delete(Cf::Buckets, name.clone().into_bytes());
-            journal_bucket(tx, &shared, &name)
+            journal_bucket_deleted(tx, &shared, &name, id)
         })
     }
 
@@ -906,7 +833,7 @@ impl Store {
                 tags: new.tags.clone(),
             };
             let rec = install(tx, okey, rec, versioning, new.precondition.as_ref())?;
-            journal_object(tx, &shared, &bucket, &key)?;
+            journal_version(tx, &shared, &bucket, &key, rec.version_id)?;
             staged.committed = true;
             Ok(rec)
         })
@@ -1307,7 +1234,13 @@ impl Store {
                 None => delete_current(tx, okey, versioning),
                 Some(id) => delete_version(tx, okey, id),
             }?;
-            journal_object(tx, &shared, &bucket, &key)?;
+            journal_version(
+                tx,
+                &shared,
+                &bucket,
+                &key,
+                deleted.version_id.unwrap_or_default(),
+            )?;
             Ok(deleted)
         })
     }
@@ -1342,11 +1275,8 @@ impl Store {
                 Some(Version::Object(mut o)) => {
                     o.tags = tags;
                     let id = o.version_id;
-                    let is_current = slot.0 == Cf::Objects;
                     tx.put(slot.0, slot.1, to_json(&Version::Object(o)));
-                    if is_current {
-                        journal_object(tx, &shared, &bucket, &key)?;
-                    }
+                    journal_version(tx, &shared, &bucket, &key, id)?;
                     Ok(id)
                 }
                 Some(Version::DeleteMarker(m)) => Err(StoreError::DeleteMarker {
@@ -1419,7 +1349,7 @@ impl Store {
                 ..source
             };
             let rec = install(tx, okey, rec, versioning, None)?;
-            journal_object(tx, &shared, &dst_bucket, &dst_key)?;
+            journal_version(tx, &shared, &dst_bucket, &dst_key, rec.version_id)?;
             Ok(rec)
         })
     }
@@ -1471,8 +1401,8 @@ impl Store {
                     None => delete_current(tx, okey, versioning),
                     Some(id) => delete_version(tx, okey, id),
                 };
-                if done.is_ok() {
-                    journal_object(tx, &shared, &bucket, &key)?;
+                if let Ok(d) = &done {
+                    journal_version(tx, &shared, &bucket, &key, d.version_id.unwrap_or_default())?;
                 }
                 results.push(done);
             }
@@ -1779,7 +1709,7 @@ impl Store {
             let rec = install(tx, okey, rec, versioning, precondition.as_ref())?;
             release_upload_parts(tx, &upload_id)?;
             tx.delete(Cf::Uploads, ukey);
-            journal_object(tx, &shared, &bucket, &key)?;
+            journal_version(tx, &shared, &bucket, &key, rec.version_id)?;
             Ok(rec)
         })
     }
@@ -1820,231 +1750,6 @@ fn decode_part_sizes(v: &[u8]) -> Vec<u64> {
     v.chunks_exact(8)
         .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
         .collect()
-}
-
-// ---- namespace journal (run on the committer thread) ---------------------------------------
-
-fn seen_in(tx: &Tx<'_>, origin: &NodeId) -> Result<u64> {
-    Ok(tx
-        .get(Cf::Seen, &origin.0)?
-        .map_or(0, |v| decode_seq(&v).unwrap_or(0)))
-}
-
-/// Appends this node's journal entry for `change` and stamps the name with it.
-fn journal(tx: &mut Tx<'_>, shared: &Shared, change: Change) -> Result<()> {
-    let at = (shared.clock)();
-    let me = shared.node;
-    let seq = seen_in(tx, &me)? + 1;
-    let entry = Entry { at, change };
-    tx.put(Cf::Stamps, entry.change.name_key(), at.encode());
-    tx.put(Cf::Journal, journal::entry_key(&me, seq), entry.encode());
-    tx.put(Cf::Seen, me.0.to_vec(), seq.to_be_bytes().to_vec());
-    Ok(())
-}
-
-fn journal_bucket(tx: &mut Tx<'_>, shared: &Shared, name: &str) -> Result<()> {
-    let record = tx
-        .get(Cf::Buckets, name.as_bytes())?
-        .map(|v| from_json(&v))
-        .transpose()?;
-    journal(
-        tx,
-        shared,
-        Change::Bucket {
-            name: name.to_owned(),
-            record,
-        },
-    )
-}
-
-fn journal_object(tx: &mut Tx<'_>, shared: &Shared, bucket: &str, key: &str) -> Result<()> {
-    let state = match current(tx, &object_key(bucket, key))? {
-        None => None,
-        Some(version) => {
-            let (chunks, part_sizes) = match &version {
-                Version::Object(o) => {
-                    let id = o.manifest_id()?;
-                    let chunks = tx.get(Cf::Manifests, &id.0)?.map(hex::encode);
-                    let sizes = tx.get(Cf::PartSizes, &id.0)?.map(|v| decode_part_sizes(&v));
-                    (chunks, sizes)
-                }
-                Version::DeleteMarker(_) => (None, None),
-            };
-            Some(ObjectState {
-                version,
-                chunks,
-                part_sizes,
-            })
-        }
-    };
-    journal(
-        tx,
-        shared,
-        Change::Object {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            state,
-        },
-    )
-}
-
-fn apply_entry(
-    tx: &mut Tx<'_>,
-    origin: NodeId,
-    seq: u64,
-    entry: Entry,
-    bytes: Vec<u8>,
-) -> Result<Applied> {
-    let seen = seen_in(tx, &origin)?;
-    if seq <= seen {
-        return Ok(Applied::Duplicate);
-    }
-    if seq != seen + 1 {
-        return Ok(Applied::Gap);
-    }
-    tx.put(Cf::Journal, journal::entry_key(&origin, seq), bytes);
-    tx.put(Cf::Seen, origin.0.to_vec(), seq.to_be_bytes().to_vec());
-    let name = entry.change.name_key();
-    if let Some(v) = tx.get(Cf::Stamps, &name)?
-        && Hlc::decode(&v)? >= entry.at
-    {
-        return Ok(Applied::Older);
-    }
-    tx.put(Cf::Stamps, name, entry.at.encode());
-    apply_change(tx, entry.change)?;
-    Ok(Applied::Newer)
-}
-
-/// Applies a replicated change that won last-writer-wins for its name.
-fn apply_change(tx: &mut Tx<'_>, change: Change) -> Result<()> {
-    match change {
-        Change::Bucket {
-            name,
-            record: Some(rec),
-        } => tx.put(Cf::Buckets, name.into_bytes(), to_json(&rec)),
-        Change::Bucket { name, record: None } => {
-            let prefix = object_key(&name, "");
-            if tx
-                .keys_with_prefix_limited(Cf::Objects, &prefix, 1)?
-                .is_empty()
-            {
-                tx.delete(Cf::Buckets, name.into_bytes());
-            } else {
-                // Only possible after writes the deleting node had not seen: keep the
-                // objects reachable rather than orphan them.
-                tracing::warn!(bucket = %name, "replicated bucket delete ignored: not empty here");
-            }
-        }
-        Change::Object { bucket, key, state } => {
-            let Some(v) = tx.get(Cf::Buckets, bucket.as_bytes())? else {
-                tracing::warn!(%bucket, %key, "replicated object write for an unknown bucket");
-                return Ok(());
-            };
-            let versioning = from_json::<BucketRecord>(&v)?.versioning;
-            let okey = object_key(&bucket, &key);
-            let new = match state {
-                None => None,
-                Some(ObjectState {
-                    version: Version::Object(mut rec),
-                    chunks,
-                    part_sizes,
-                }) => {
-                    let bytes = hex::decode(chunks.unwrap_or_default())
-                        .map_err(|_| StoreError::Corrupt("replicated manifest".into()))?;
-                    let manifest = Manifest::decode(&bytes)?;
-                    let id =
-                        adopt_manifest(tx, &manifest, &rec.content_hash()?, part_sizes.as_deref())?;
-                    rec.manifest = id.to_hex();
-                    Some(Version::Object(rec))
-                }
-                Some(ObjectState { version, .. }) => Some(version),
-            };
-            adopt_version(tx, okey, new, versioning)?;
-        }
-    }
-    Ok(())
-}
-
-/// Takes in a manifest that arrived from a peer: one more reference on each chunk, chunks
-/// never seen here recorded as absent (their bytes are fetched when needed).
-fn adopt_manifest(
-    tx: &mut Tx<'_>,
-    manifest: &Manifest,
-    content: &ContentHash,
-    part_sizes: Option<&[u64]>,
-) -> Result<ManifestId> {
-    for c in manifest.chunks() {
-        let key = c.hash.as_bytes().to_vec();
-        let entry = match tx.get(Cf::Chunks, &key)? {
-            Some(v) => {
-                let mut e = ChunkEntry::decode(&v)?;
-                e.refs += 1;
-                e.dead_ms = None;
-                e
-            }
-            None => ChunkEntry {
-                refs: 1,
-                location: ChunkLocation::Absent,
-                dead_ms: None,
-                cached: false,
-            },
-        };
-        tx.put(Cf::Chunks, key, entry.encode());
-    }
-    let id = ManifestId::random();
-    tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
-    tx.put(Cf::Blobs, blob_key(content, id), Vec::new());
-    if let Some(sizes) = part_sizes {
-        tx.put(Cf::PartSizes, id.0.to_vec(), encode_part_sizes(sizes));
-    }
-    Ok(id)
-}
-
-/// Makes a replicated version the key's current one, keeping its identity (version id and
-/// seq, so every node names it alike). What it replaces is kept as noncurrent in a versioned
-/// bucket, unless it is the same version (a tag change), and released otherwise.
-fn adopt_version(
-    tx: &mut Tx<'_>,
-    okey: Vec<u8>,
-    new: Option<Version>,
-    versioning: Option<Versioning>,
-) -> Result<()> {
-    // The version may be one this node holds as noncurrent (a delete of the newer one
-    // promoted it): it moves, it is not duplicated.
-    if let Some(n) = &new
-        && let Some((slot, old)) = find_noncurrent_tx(tx, &okey, n.version_id())?
-    {
-        release_version(tx, &old)?;
-        tx.delete(Cf::Versions, slot);
-        if n.version_id().is_null() {
-            tx.delete(Cf::NullVersions, okey.clone());
-        }
-    }
-    if let Some(old) = current(tx, &okey)? {
-        let same = new
-            .as_ref()
-            .is_some_and(|n| n.version_id() == old.version_id() && n.seq() == old.seq());
-        let null_over_null =
-            old.version_id().is_null() && new.as_ref().is_some_and(|n| n.version_id().is_null());
-        if versioning.is_some() && !same && !null_over_null {
-            if old.version_id().is_null() {
-                drop_noncurrent_null(tx, &okey)?;
-                tx.put(
-                    Cf::NullVersions,
-                    okey.clone(),
-                    old.seq().to_be_bytes().to_vec(),
-                );
-            }
-            tx.put(Cf::Versions, version_key(&okey, old.seq()), to_json(&old));
-        } else {
-            release_version(tx, &old)?;
-        }
-    }
-    match new {
-        Some(v) => tx.put(Cf::Objects, okey, to_json(&v)),
-        None => tx.delete(Cf::Objects, okey),
-    }
-    Ok(())
 }
 
 // ---- transaction steps (run on the committer thread) -------------------------------------

@@ -1,0 +1,398 @@
+//! The namespace merge, tested as production runs it: real stores write (buckets created,
+//! deleted and created again by other identities, versioning switched, objects put, deleted,
+//! deleted by version id, retagged), exchanging journals now and then so later writes depend
+//! on earlier ones made elsewhere. Then fresh stores are fed every entry in random
+//! interleavings, in random batches, with repeats and premature entries (gaps), and every one
+//! of them, and every writer after a full exchange, must hold the same namespace.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use store::journal::Pulled;
+use store::{
+    Applied, BucketName, NewObject, NodeId, ObjectKey, Store, Version, VersionId, Versioning,
+};
+use tempfile::TempDir;
+
+const BUCKETS: [&str; 2] = ["data-a", "data-b"];
+const OWNERS: [&str; 2] = ["alice", "bob"];
+const KEYS: [&str; 3] = ["k1", "dir/k2", "k3"];
+
+struct Node {
+    store: Arc<Store>,
+    _dir: TempDir,
+}
+
+fn node() -> Node {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("open store");
+    Node { store, _dir: dir }
+}
+
+/// One write, on one store; failures (no such bucket, not empty, ...) are part of the mix.
+fn write(s: &Store, rng: &mut StdRng) {
+    let bucket = BUCKETS[rng.random_range(0..BUCKETS.len())];
+    let key = KEYS[rng.random_range(0..KEYS.len())];
+    match rng.random_range(0..100) {
+        0..8 => {
+            let owner = OWNERS[rng.random_range(0..OWNERS.len())];
+            let _ = s.create_bucket(&BucketName::new(bucket).unwrap(), owner, None);
+        }
+        8..12 => {
+            let _ = s.delete_bucket(bucket);
+        }
+        12..18 => {
+            let v = if rng.random_bool(0.7) {
+                Versioning::Enabled
+            } else {
+                Versioning::Suspended
+            };
+            let _ = s.set_versioning(bucket, v);
+        }
+        18..60 => {
+            let mut w = s.writer();
+            let data: Vec<u8> = (0..rng.random_range(1..200))
+                .map(|_| rng.random())
+                .collect();
+            w.write(&data).unwrap();
+            let staged = w.finish().unwrap();
+            let new = NewObject {
+                etag: format!("{:x}", rng.random::<u64>()),
+                ..Default::default()
+            };
+            let _ = s.put_object(bucket, &ObjectKey::new(key).unwrap(), staged, new);
+        }
+        60..72 => {
+            let _ = s.delete_object(bucket, key, None);
+        }
+        72..90 => {
+            // By version id: one of the versions this store holds of the key.
+            if let Ok(page) = s.list_versions(bucket, key, None, None, None, 100) {
+                let ids: Vec<VersionId> = page
+                    .versions
+                    .iter()
+                    .filter(|(k, _, _)| k == key)
+                    .map(|(_, v, _)| v.version_id())
+                    .collect();
+                if !ids.is_empty() {
+                    let id = ids[rng.random_range(0..ids.len())];
+                    let _ = s.delete_object(bucket, key, Some(id));
+                }
+            }
+        }
+        _ => {
+            let mut tags = BTreeMap::new();
+            tags.insert("t".to_owned(), format!("{}", rng.random::<u8>()));
+            let version = s
+                .list_versions(bucket, key, None, None, None, 100)
+                .ok()
+                .and_then(|p| p.versions.last().map(|(_, v, _)| v.version_id()));
+            let _ = s.set_tags(bucket, key, version, tags);
+        }
+    }
+}
+
+/// Pulls everything `from` has that `to` lacks, as the sync loop does.
+fn pull(to: &Store, from: &Store) {
+    loop {
+        let seen = to.journal_seen().unwrap();
+        let page = from.journal_since(&seen, 64 << 10).unwrap();
+        if page.is_empty() {
+            return;
+        }
+        let batch = page
+            .into_iter()
+            .map(|(o, n, b)| Pulled::new(o, n, b))
+            .collect();
+        let out = to.apply_journal_batch(batch).unwrap();
+        assert!(
+            out.applied
+                .iter()
+                .all(|a| !matches!(a, Applied::Refused(_))),
+            "an entry a real store wrote was refused: {:?}",
+            out.applied
+        );
+    }
+}
+
+/// Everything a client could see, by bucket: record and every version in listing order.
+type Dump = BTreeMap<String, (String, String, Vec<String>)>;
+
+fn dump(s: &Store) -> Dump {
+    let mut out = BTreeMap::new();
+    for (name, rec) in s.buckets().unwrap() {
+        let page = s
+            .list_versions(name.as_str(), "", None, None, None, 10_000)
+            .unwrap();
+        let versions = page
+            .versions
+            .iter()
+            .map(|(k, v, latest)| match v {
+                Version::Object(o) => format!(
+                    "{k} {} obj etag={} size={} tags={:?} latest={latest}",
+                    o.version_id, o.etag, o.size, o.tags
+                ),
+                Version::DeleteMarker(m) => format!("{k} {} marker latest={latest}", m.version_id),
+            })
+            .collect();
+        out.insert(
+            name.as_str().to_owned(),
+            (
+                format!("{} {}", rec.id, rec.owner),
+                format!("{:?}", rec.versioning),
+                versions,
+            ),
+        );
+    }
+    out
+}
+
+/// Every origin's own entries, in order.
+fn journals(writers: &[Node]) -> Vec<Vec<(NodeId, u64, Vec<u8>)>> {
+    writers
+        .iter()
+        .map(|w| {
+            let me = w.store.node_id();
+            w.store
+                .journal_since(&BTreeMap::new(), usize::MAX)
+                .unwrap()
+                .into_iter()
+                .filter(|(o, _, _)| *o == me)
+                .collect()
+        })
+        .collect()
+}
+
+/// Feeds `journals` to `to` in a random interleaving: random origin, random batch size,
+/// sometimes an entry already sent again, sometimes one from further ahead (a gap).
+fn deliver_shuffled(to: &Store, journals: &[Vec<(NodeId, u64, Vec<u8>)>], rng: &mut StdRng) {
+    let mut next = vec![0usize; journals.len()];
+    while next.iter().zip(journals).any(|(n, j)| *n < j.len()) {
+        let o = rng.random_range(0..journals.len());
+        let j = &journals[o];
+        if next[o] >= j.len() {
+            continue;
+        }
+        let mut batch = Vec::new();
+        if next[o] > 0 && rng.random_bool(0.2) {
+            let again = rng.random_range(0..next[o]);
+            let (a, n, b) = &j[again];
+            batch.push(Pulled::new(*a, *n, b.clone()));
+        }
+        let take = rng.random_range(1..=4).min(j.len() - next[o]);
+        if rng.random_bool(0.1) && next[o] + take + 1 < j.len() {
+            // A premature entry: refused as a gap, not recorded, delivered again later.
+            let (a, n, b) = &j[next[o] + take + 1];
+            let out = to
+                .apply_journal_batch(vec![Pulled::new(*a, *n, b.clone())])
+                .unwrap();
+            assert_eq!(out.applied, vec![Applied::Gap]);
+        }
+        for (a, n, b) in &j[next[o]..next[o] + take] {
+            batch.push(Pulled::new(*a, *n, b.clone()));
+        }
+        next[o] += take;
+        let out = to.apply_journal_batch(batch).unwrap();
+        assert!(
+            !out.applied.contains(&Applied::Gap),
+            "in-order delivery met a gap"
+        );
+    }
+}
+
+fn run(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let writers: Vec<Node> = (0..3).map(|_| node()).collect();
+    for _ in 0..rng.random_range(20..60) {
+        let w = rng.random_range(0..writers.len());
+        write(&writers[w].store, &mut rng);
+        if rng.random_bool(0.15) {
+            // Some writers catch up with some others: later writes depend on earlier ones.
+            let a = rng.random_range(0..writers.len());
+            let b = rng.random_range(0..writers.len());
+            if a != b {
+                pull(&writers[a].store, &writers[b].store);
+            }
+        }
+    }
+    let journals = journals(&writers);
+    let readers: Vec<Node> = (0..3).map(|_| node()).collect();
+    for r in &readers {
+        deliver_shuffled(&r.store, &journals, &mut rng);
+    }
+    for r in &readers {
+        assert_eq!(
+            r.store.journal_parked().unwrap(),
+            0,
+            "seed {seed}: entries still wait after every entry was delivered"
+        );
+    }
+    // Delivery order alone changes nothing: readers that resolved no conflict of their own
+    // (journaled nothing) hold the same namespace before they talk to anyone.
+    let quiet: Vec<&Node> = readers
+        .iter()
+        .filter(|r| r.store.journal_head().unwrap() == 0)
+        .collect();
+    if let Some(first) = quiet.first() {
+        let want = dump(&first.store);
+        for r in &quiet {
+            assert_eq!(
+                dump(&r.store),
+                want,
+                "seed {seed}: delivery order changed the namespace"
+            );
+        }
+    }
+    // Then everyone exchanges everything (conflict resolutions a reader journaled included)
+    // until nothing new moves.
+    let all: Vec<&Node> = writers.iter().chain(&readers).collect();
+    loop {
+        let before: u64 = all
+            .iter()
+            .map(|n| n.store.journal_seen().unwrap().values().sum::<u64>())
+            .sum();
+        for a in &all {
+            for b in &all {
+                if !Arc::ptr_eq(&a.store, &b.store) {
+                    pull(&a.store, &b.store);
+                }
+            }
+        }
+        let after: u64 = all
+            .iter()
+            .map(|n| n.store.journal_seen().unwrap().values().sum::<u64>())
+            .sum();
+        if after == before {
+            break;
+        }
+    }
+    let want = dump(&all[0].store);
+    for (i, n) in all.iter().enumerate() {
+        assert_eq!(
+            dump(&n.store),
+            want,
+            "seed {seed}: node {i} differs from node 0"
+        );
+        assert_eq!(n.store.journal_parked().unwrap(), 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn every_delivery_order_repeat_and_gap_converges_to_one_namespace() {
+    let seeds: u64 = std::env::var("MERGE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    for seed in 0..seeds {
+        run(seed);
+    }
+}
+
+/// A writer's own journal, in order.
+fn own_journal(s: &Store) -> Vec<(NodeId, u64, Vec<u8>)> {
+    let me = s.node_id();
+    s.journal_since(&BTreeMap::new(), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|(o, _, _)| *o == me)
+        .collect()
+}
+
+fn put_bytes(s: &Store, bucket: &str, key: &str, data: &[u8]) {
+    let mut w = s.writer();
+    w.write(data).unwrap();
+    let staged = w.finish().unwrap();
+    let new = NewObject {
+        etag: "e".into(),
+        ..Default::default()
+    };
+    s.put_object(bucket, &ObjectKey::new(key).unwrap(), staged, new)
+        .unwrap();
+}
+
+#[test]
+fn an_entry_that_cannot_be_read_or_is_invalid_is_refused_and_holds_nothing_up() {
+    let w = node();
+    w.store
+        .create_bucket(&BucketName::new("data").unwrap(), "alice", None)
+        .unwrap();
+    for k in ["first", "second", "third", "fourth"] {
+        put_bytes(&w.store, "data", k, k.as_bytes());
+    }
+    let mut j = own_journal(&w.store);
+    assert_eq!(j.len(), 5);
+    // Entry 2 arrives mangled; entry 3 names a key no client could write; entry 4 claims a
+    // size its chunk list does not have.
+    j[1].2 = b"{\"not\": \"an entry\"".to_vec();
+    let mut e: serde_json::Value = serde_json::from_slice(&j[2].2).unwrap();
+    e["change"]["Version"]["key"] = serde_json::Value::String(String::new());
+    j[2].2 = serde_json::to_vec(&e).unwrap();
+    let mut e: serde_json::Value = serde_json::from_slice(&j[3].2).unwrap();
+    e["change"]["Version"]["state"]["version"]["size"] = serde_json::json!(999);
+    j[3].2 = serde_json::to_vec(&e).unwrap();
+
+    let r = node();
+    let out = r
+        .store
+        .apply_journal_batch(
+            j.iter()
+                .map(|(o, n, b)| Pulled::new(*o, *n, b.clone()))
+                .collect(),
+        )
+        .unwrap();
+    assert_eq!(
+        out.applied,
+        vec![
+            Applied::Newer,
+            Applied::Refused(store::merge::Refusal::Undecodable),
+            Applied::Refused(store::merge::Refusal::Key),
+            Applied::Refused(store::merge::Refusal::Record),
+            Applied::Newer,
+        ]
+    );
+    // The entry after them applied, and all five are recorded (passed on, never asked again).
+    assert!(r.store.object("data", "fourth").is_ok());
+    assert!(r.store.object("data", "first").is_err());
+    assert_eq!(r.store.journal_seen().unwrap()[&w.store.node_id()], 5);
+}
+
+#[test]
+fn an_object_that_arrives_before_its_bucket_waits_for_it() {
+    let a = node();
+    let b = node();
+    a.store
+        .create_bucket(&BucketName::new("made-on-a").unwrap(), "alice", None)
+        .unwrap();
+    pull(&b.store, &a.store);
+    put_bytes(&b.store, "made-on-a", "obj", b"written through b");
+    // A third node hears b's entry first.
+    let c = node();
+    let from_b = own_journal(&b.store);
+    let out = c
+        .store
+        .apply_journal_batch(
+            from_b
+                .iter()
+                .map(|(o, n, x)| Pulled::new(*o, *n, x.clone()))
+                .collect(),
+        )
+        .unwrap();
+    assert_eq!(out.applied, vec![Applied::Parked]);
+    assert_eq!(c.store.journal_parked().unwrap(), 1);
+    assert!(c.store.object("made-on-a", "obj").is_err());
+    let out = c
+        .store
+        .apply_journal_batch(
+            own_journal(&a.store)
+                .iter()
+                .map(|(o, n, x)| Pulled::new(*o, *n, x.clone()))
+                .collect(),
+        )
+        .unwrap();
+    assert_eq!(out.applied, vec![Applied::Newer]);
+    assert_eq!(out.released, 1);
+    assert_eq!(c.store.journal_parked().unwrap(), 0);
+    assert_eq!(c.store.object("made-on-a", "obj").unwrap().size, 17);
+}

@@ -409,6 +409,28 @@ impl Node {
         Client::from_conf(conf)
     }
 
+    /// An SDK client for recording a history: no retries (an attempt that timed out and was
+    /// sent again could succeed twice or be reported as failed after it succeeded) and a
+    /// `timeout` per attempt (a frozen node must not hang its caller).
+    pub fn client_once(&self, access: &str, secret: &str, timeout: Duration) -> Client {
+        let creds = Credentials::new(access, secret, None, None, "s3swarm-tests");
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(timeout)
+                    .connect_timeout(timeout)
+                    .build(),
+            )
+            .build();
+        Client::from_conf(conf)
+    }
+
     /// A raw HTTP request signed with SigV4 for the test identity.
     pub async fn signed(
         &self,

@@ -684,6 +684,22 @@ pub async fn get_bytes(c: &Client, bucket: &str, key: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// Waits for an async condition (checked every 100 ms), up to `secs`; panics naming `what`.
+pub async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    secs: u64,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond().await {
+        assert!(
+            Instant::now() < deadline,
+            "never happened within {secs}s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {

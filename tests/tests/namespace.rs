@@ -2,7 +2,6 @@
 //! that joins late, versions deleted by id, a bucket deleted and created again by another
 //! identity while a node that still held its objects was away. Each test has its own net.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
@@ -11,17 +10,6 @@ use aws_sdk_s3::types::BucketVersioningStatus;
 use s3swarm_tests::*;
 
 const SECRET: &str = "namespace-test-secret-0123456789ab";
-
-async fn until<F: Future<Output = bool>>(what: &str, secs: u64, mut cond: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond().await {
-        assert!(
-            Instant::now() < deadline,
-            "never happened within {secs}s: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn all_alive(nodes: &[&Node], count: f64) {
     for n in nodes {

@@ -1,7 +1,6 @@
 //! Swarm tests: several real `s3swarm` processes on 127.0.<net>.x, joined over QUIC with a
 //! cluster secret, driven with aws-sdk-s3. Each test has its own `net` so they can run at once.
 
-use std::future::Future;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -10,18 +9,6 @@ use aws_sdk_s3::primitives::ByteStream;
 use s3swarm_tests::*;
 
 const SECRET: &str = "swarm-test-secret-0123456789abcdef";
-
-/// Waits for an async condition, up to `secs`.
-async fn until<F: Future<Output = bool>>(what: &str, secs: u64, mut cond: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond().await {
-        assert!(
-            Instant::now() < deadline,
-            "never happened within {secs}s: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn alive(n: &Node) -> f64 {
     n.metric_or_zero("s3swarm_swarm_members{state=\"alive\"}")

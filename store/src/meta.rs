@@ -50,7 +50,7 @@ pub(crate) enum Cf {
     /// Bucket incarnations known to be deleted: name 0x00 id -> stamp of the delete.
     Graves,
     /// Replicated entries waiting for a bucket incarnation to be decided (see
-    /// [`crate::merge`]): awaited id, origin, number -> entry bytes.
+    /// [`crate::merge`]): awaited id, origin, number -> nothing (the entry is in `Journal`).
     Parked,
 }
 

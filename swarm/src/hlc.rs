@@ -152,7 +152,8 @@ impl SharedClock {
         })
     }
 
-    fn wall_ms() -> u64 {
+    /// Wall time, unix ms: the one place the process reads it for the namespace.
+    pub fn wall_ms() -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -196,10 +197,6 @@ impl SharedClock {
     pub fn ahead_of_peers(&self) -> Option<ClockAhead> {
         let now = Self::wall_ms();
         self.with(|c| c.ahead_of_peers(now)).flatten()
-    }
-
-    pub fn wall_now_ms() -> u64 {
-        Self::wall_ms()
     }
 
     /// Takes in a stamp seen from a peer.

@@ -7,12 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use store::Applied;
 use store::journal::{Change, Pulled};
 
 use crate::error::SwarmError;
+use crate::hlc::SharedClock;
 use crate::member::Member;
 use crate::node::NodeId;
 use crate::runtime::{Inner, lock};
@@ -20,13 +21,6 @@ use crate::wire::{Notice, Request, Response};
 
 /// How often peers are pulled without being poked.
 const PULL_EVERY: Duration = Duration::from_millis(250);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 impl Inner {
     pub async fn sync_loop(self: Arc<Self>) {
@@ -86,14 +80,15 @@ impl Inner {
             let req = Request::Pull {
                 seen: ask.into_iter().collect(),
             };
-            let sent = now_ms();
+            let sent = SharedClock::wall_ms();
             let (entries, theirs) = match self.call(peer, &req).await?.0 {
                 Response::Entries {
                     entries,
                     seen,
                     now_ms: their_ms,
                 } => {
-                    self.clock.peer_clock(peer.id, their_ms, sent, now_ms());
+                    self.clock
+                        .peer_clock(peer.id, their_ms, sent, SharedClock::wall_ms());
                     (entries, seen)
                 }
                 other => return Err(SwarmError::Protocol(format!("unexpected answer {other:?}"))),
@@ -140,7 +135,7 @@ impl Inner {
             let outcome = tokio::task::spawn_blocking(move || store.apply_journal_batch(batch))
                 .await
                 .map_err(|e| SwarmError::Protocol(e.to_string()))??;
-            let now = now_ms();
+            let now = SharedClock::wall_ms();
             let mut objects = outcome.released > 0;
             let mut parked = outcome.released > 0;
             for (a, (origin, at, is_object)) in outcome.applied.iter().zip(stamps) {

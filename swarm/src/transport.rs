@@ -226,7 +226,7 @@ impl Inner {
                     Ok(Response::Entries {
                         entries: store.journal_since(&seen, 1 << 20)?,
                         seen: store.journal_seen()?.into_iter().collect(),
-                        now_ms: crate::hlc::SharedClock::wall_now_ms(),
+                        now_ms: crate::hlc::SharedClock::wall_ms(),
                     })
                 })
                 .await

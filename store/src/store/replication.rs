@@ -258,13 +258,13 @@ fn record_entry(
     if seq != seen + 1 {
         return Ok(Applied::Gap);
     }
-    tx.put(Cf::Journal, journal::entry_key(&origin, seq), bytes.clone());
+    let at = journal::entry_key(&origin, seq);
+    tx.put(Cf::Journal, at.clone(), bytes);
     tx.put(Cf::Seen, origin.0.to_vec(), seq.to_be_bytes().to_vec());
     let Ok(entry) = entry else {
         return Ok(Applied::Refused(Refusal::Undecodable));
     };
-    let parked_key = parked_key(&entry.change.bucket_id(), &origin, seq);
-    settle(tx, shared, entry, parked_key, bytes, released)
+    settle(tx, shared, entry, &at, released)
 }
 
 /// Carries out one entry by the merge rule, then anything it released from waiting.
@@ -272,18 +272,18 @@ fn settle(
     tx: &mut Tx<'_>,
     shared: &Shared,
     entry: Entry,
-    parked_key: Vec<u8>,
-    bytes: Vec<u8>,
+    at: &[u8],
     released: &mut u64,
 ) -> Result<Applied> {
     let mut decided = VecDeque::new();
-    let a = carry_out(tx, shared, entry, parked_key, bytes, &mut decided)?;
+    let a = carry_out(tx, shared, entry, at, &mut decided)?;
     settle_parked(tx, shared, decided, released)?;
     Ok(a)
 }
 
 /// Decides again every entry waiting on an incarnation that was just decided, and on
-/// whatever those decide in turn.
+/// whatever those decide in turn. A waiting entry is named by its journal key under the
+/// incarnation it waits for; its bytes are read back from the journal, not kept twice.
 fn settle_parked(
     tx: &mut Tx<'_>,
     shared: &Shared,
@@ -292,29 +292,21 @@ fn settle_parked(
 ) -> Result<()> {
     while let Some(id) = decided.pop_front() {
         for k in tx.keys_with_prefix(Cf::Parked, &id.0)? {
-            let Some(bytes) = tx.get(Cf::Parked, &k)? else {
-                continue;
-            };
             tx.delete(Cf::Parked, k.clone());
-            let entry = Entry::decode(&bytes)?;
-            // It parks again under the incarnation it still waits for, if any.
-            let rekey = {
-                let mut r = entry.change.bucket_id().0.to_vec();
-                r.extend_from_slice(&k[16..]);
-                r
+            let at = &k[16..];
+            let Some(bytes) = tx.get(Cf::Journal, at)? else {
+                return Err(StoreError::Corrupt(
+                    "a waiting entry is not in the journal".into(),
+                ));
             };
-            if carry_out(tx, shared, entry, rekey, bytes, &mut decided)? == Applied::Newer {
+            // It parks again under the incarnation it still waits for, if any.
+            let entry = Entry::decode(&bytes)?;
+            if carry_out(tx, shared, entry, at, &mut decided)? == Applied::Newer {
                 *released += 1;
             }
         }
     }
     Ok(())
-}
-
-fn parked_key(awaited: &BucketId, origin: &NodeId, seq: u64) -> Vec<u8> {
-    let mut k = awaited.0.to_vec();
-    k.extend_from_slice(&journal::entry_key(origin, seq));
-    k
 }
 
 /// How incarnation `id` of `name` stands here.
@@ -344,8 +336,7 @@ fn carry_out(
     tx: &mut Tx<'_>,
     shared: &Shared,
     entry: Entry,
-    parked_key: Vec<u8>,
-    bytes: Vec<u8>,
+    journal_key: &[u8],
     decided: &mut VecDeque<BucketId>,
 ) -> Result<Applied> {
     let manifest = match merge::validate(&entry) {
@@ -378,7 +369,7 @@ fn carry_out(
             match (verdict, record) {
                 (Verdict::Older, _) => Ok(Applied::Older),
                 (Verdict::Superseded, _) => Ok(Applied::Superseded),
-                (Verdict::Park(awaited), _) => park(tx, awaited, &parked_key, bytes),
+                (Verdict::Park(awaited), _) => park(tx, awaited, journal_key),
                 (Verdict::Lose, _) => {
                     resolve_conflict(tx, shared, &bucket, id)?;
                     decided.push_back(id);
@@ -419,7 +410,7 @@ fn carry_out(
             match merge::version_verdict(bucket_id, st, held, at) {
                 Verdict::Older => Ok(Applied::Older),
                 Verdict::Superseded | Verdict::Lose => Ok(Applied::Superseded),
-                Verdict::Park(awaited) => park(tx, awaited, &parked_key, bytes),
+                Verdict::Park(awaited) => park(tx, awaited, journal_key),
                 Verdict::Apply | Verdict::Replace => {
                     tx.put(Cf::Stamps, name, at.encode());
                     let okey = object_key(&bucket, &key);
@@ -458,10 +449,11 @@ fn carry_out(
     }
 }
 
-fn park(tx: &mut Tx<'_>, awaited: BucketId, key: &[u8], bytes: Vec<u8>) -> Result<Applied> {
+/// Keeps the entry at journal key `at` waiting for incarnation `awaited`.
+fn park(tx: &mut Tx<'_>, awaited: BucketId, at: &[u8]) -> Result<Applied> {
     let mut k = awaited.0.to_vec();
-    k.extend_from_slice(&key[16..]);
-    tx.put(Cf::Parked, k, bytes);
+    k.extend_from_slice(at);
+    tx.put(Cf::Parked, k, Vec::new());
     Ok(Applied::Parked)
 }
 

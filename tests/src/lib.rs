@@ -700,6 +700,36 @@ pub async fn until<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// Members this node sees alive, itself included (0 while it does not answer).
+pub async fn alive(n: &Node) -> f64 {
+    n.metric_or_zero("s3swarm_swarm_members{state=\"alive\"}")
+        .await
+}
+
+/// Waits until every node in `nodes` sees `count` members alive.
+pub async fn all_alive(nodes: &[&Node], count: f64) {
+    for n in nodes {
+        until("every member alive", 20, || async {
+            alive(n).await == count
+        })
+        .await;
+    }
+}
+
+/// PUTs `data` (panics on any error); returns the version id (`null` unversioned).
+pub async fn put(c: &Client, bucket: &str, key: &str, data: &[u8]) -> String {
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(data.to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PUT {bucket}/{key}: {e:?}"))
+        .version_id()
+        .unwrap_or("null")
+        .to_owned()
+}
+
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {

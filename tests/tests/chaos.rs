@@ -110,20 +110,25 @@ impl Partitions {
         Some(Partitions { rules: Vec::new() })
     }
 
+    /// Adds or deletes (`op`) the rule dropping what `from` sends to `to`.
+    fn rule(op: &str, from: &str, to: &str) -> bool {
+        Self::ip(&[
+            "rule",
+            op,
+            "pref",
+            "10",
+            "from",
+            from,
+            "to",
+            to,
+            "blackhole",
+        ])
+    }
+
     fn cut(&mut self, a: u8, b: u8) {
         for (x, y) in [(a, b), (b, a)] {
             let (from, to) = (format!("127.0.{NET}.{x}"), format!("127.0.{NET}.{y}"));
-            if Self::ip(&[
-                "rule",
-                "add",
-                "pref",
-                "10",
-                "from",
-                &from,
-                "to",
-                &to,
-                "blackhole",
-            ]) {
+            if Self::rule("add", &from, &to) {
                 self.rules.push((from, to));
             }
         }
@@ -131,17 +136,7 @@ impl Partitions {
 
     fn heal(&mut self) {
         for (from, to) in self.rules.drain(..) {
-            Self::ip(&[
-                "rule",
-                "del",
-                "pref",
-                "10",
-                "from",
-                &from,
-                "to",
-                &to,
-                "blackhole",
-            ]);
+            Self::rule("del", &from, &to);
         }
     }
 }

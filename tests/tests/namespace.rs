@@ -2,38 +2,12 @@
 //! that joins late, versions deleted by id, a bucket deleted and created again by another
 //! identity while a node that still held its objects was away. Each test has its own net.
 
-use std::time::{Duration, Instant};
-
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::BucketVersioningStatus;
 use s3swarm_tests::*;
 
 const SECRET: &str = "namespace-test-secret-0123456789ab";
-
-async fn all_alive(nodes: &[&Node], count: f64) {
-    for n in nodes {
-        until("every member alive", 20, || async {
-            n.metric_or_zero("s3swarm_swarm_members{state=\"alive\"}")
-                .await
-                == count
-        })
-        .await;
-    }
-}
-
-async fn put(c: &Client, bucket: &str, key: &str, data: &[u8]) -> String {
-    c.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(data.to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("PUT {bucket}/{key}: {e:?}"))
-        .version_id()
-        .unwrap_or("null")
-        .to_owned()
-}
 
 /// The object's bytes, or the S3 error code.
 async fn read(c: &Client, bucket: &str, key: &str) -> Result<Vec<u8>, String> {

@@ -10,30 +10,6 @@ use s3swarm_tests::*;
 
 const SECRET: &str = "swarm-test-secret-0123456789abcdef";
 
-async fn alive(n: &Node) -> f64 {
-    n.metric_or_zero("s3swarm_swarm_members{state=\"alive\"}")
-        .await
-}
-
-async fn all_see(nodes: &[&Node], count: f64) {
-    for n in nodes {
-        until("every member alive", 20, || async {
-            alive(n).await == count
-        })
-        .await;
-    }
-}
-
-async fn put(c: &Client, bucket: &str, key: &str, data: &[u8]) {
-    c.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(data.to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("PUT {key}: {e:?}"));
-}
-
 async fn keys(c: &Client, bucket: &str) -> Vec<String> {
     c.list_objects_v2()
         .bucket(bucket)
@@ -86,7 +62,7 @@ async fn three_nodes_share_one_namespace_and_fetch_what_they_lack() {
     let c = Node::start_swarm(1, 3, &secret, &[1], &[]);
     // A cache-only node: no placed copies, so every chunk it holds it fetched for a read.
     let d = Node::start_swarm(1, 4, &secret, &[2], &["--capacity", "1000000000"]);
-    all_see(&[&a, &b, &c, &d], 4.0).await;
+    all_alive(&[&a, &b, &c, &d], 4.0).await;
     let (ca, cb, cc, cd) = (a.client(), b.client(), c.client(), d.client());
 
     ca.create_bucket()
@@ -306,7 +282,7 @@ async fn a_holder_killed_mid_download_and_a_node_that_comes_back() {
     let mut b = Node::start_swarm(2, 2, &secret, &[1], &[]);
     let c = Node::start_swarm(2, 3, &secret, &[1], &[]);
     let reader = Node::start_swarm(2, 4, &secret, &[1], &["--capacity", "1000000000"]);
-    all_see(&[&a, &b, &c, &reader], 4.0).await;
+    all_alive(&[&a, &b, &c, &reader], 4.0).await;
     let ca = a.client();
     ca.create_bucket()
         .bucket("data")
@@ -395,7 +371,7 @@ async fn a_peer_serving_corrupt_chunks_is_dropped_and_no_bad_byte_reaches_a_clie
     let good = Node::start_swarm(3, 1, &secret, &[], &[]);
     let bad = Node::start_swarm(3, 2, &secret, &[1], &["--fault-corrupt-chunks"]);
     let reader = Node::start_swarm(3, 3, &secret, &[1], &["--capacity", "1000000000"]);
-    all_see(&[&good, &bad, &reader], 3.0).await;
+    all_alive(&[&good, &bad, &reader], 3.0).await;
     let cg = good.client();
     cg.create_bucket()
         .bucket("bkt")
@@ -451,7 +427,7 @@ async fn a_cache_only_node_evicts_beyond_its_capacity() {
     let secret = SecretFile::new(SECRET);
     let a = Node::start_swarm(5, 1, &secret, &[], &[]);
     let cache = Node::start_swarm(5, 2, &secret, &[1], &["--capacity", "8000000"]);
-    all_see(&[&a, &cache], 2.0).await;
+    all_alive(&[&a, &cache], 2.0).await;
     a.client()
         .create_bucket()
         .bucket("bkt")
@@ -658,7 +634,7 @@ async fn prefetch_fills_a_node_before_anyone_reads_and_refuses_what_it_should() 
             cfg.to_str().expect("utf-8 path"),
         ],
     );
-    all_see(&[&a, &cache], 2.0).await;
+    all_alive(&[&a, &cache], 2.0).await;
     let ca = a.client();
     ca.create_bucket()
         .bucket("bkt")
@@ -787,7 +763,7 @@ async fn nodes_stopped_with_sigterm_exit_cleanly_and_keep_what_they_hold() {
     let secret = SecretFile::new(SECRET);
     let mut a = Node::start_swarm(8, 1, &secret, &[], &[]);
     let mut b = Node::start_swarm(8, 2, &secret, &[1], &["--capacity", "1000000000"]);
-    all_see(&[&a, &b], 2.0).await;
+    all_alive(&[&a, &b], 2.0).await;
     let ca = a.client();
     ca.create_bucket()
         .bucket("keep")
@@ -837,7 +813,7 @@ async fn nodes_stopped_with_sigterm_exit_cleanly_and_keep_what_they_hold() {
         );
         a.restart();
         b.restart();
-        all_see(&[&a, &b], 2.0).await;
+        all_alive(&[&a, &b], 2.0).await;
     }
     // What b fetched before it stopped is still there: it serves the object with a gone.
     a.kill9();

@@ -53,6 +53,9 @@ pub struct Config {
     pub replicas: usize,
     /// Cache-only node: bytes of chunk data kept at most (no placed copies).
     pub capacity: Option<u64>,
+    /// Found the swarm's registry once this many storage members are live (every node given
+    /// the same peers); unset, a node started without peers founds it.
+    pub bootstrap_expect: Option<usize>,
     /// Test-only fault switch: serve corrupted chunks to peers.
     pub fault_corrupt_chunks: bool,
 }
@@ -80,6 +83,7 @@ impl Default for Config {
             cluster_secret_file: None,
             replicas: 2,
             capacity: None,
+            bootstrap_expect: None,
             fault_corrupt_chunks: false,
         }
     }
@@ -109,6 +113,7 @@ pub struct FileConfig {
     pub cluster_secret_file: Option<PathBuf>,
     pub replicas: Option<usize>,
     pub capacity: Option<u64>,
+    pub bootstrap_expect: Option<usize>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -133,6 +138,7 @@ pub struct Overrides {
     pub cluster_secret_file: Option<PathBuf>,
     pub replicas: Option<usize>,
     pub capacity: Option<u64>,
+    pub bootstrap_expect: Option<usize>,
     pub fault_corrupt_chunks: bool,
 }
 
@@ -184,6 +190,7 @@ impl Config {
             c.cluster_secret_file = f.cluster_secret_file.or(c.cluster_secret_file);
             c.replicas = f.replicas.unwrap_or(c.replicas);
             c.capacity = f.capacity.or(c.capacity);
+            c.bootstrap_expect = f.bootstrap_expect.or(c.bootstrap_expect);
         }
         c.listen = over.listen.unwrap_or(c.listen);
         c.data_dir = over.data_dir.unwrap_or(c.data_dir);
@@ -204,6 +211,7 @@ impl Config {
         c.cluster_secret_file = over.cluster_secret_file.or(c.cluster_secret_file);
         c.replicas = over.replicas.unwrap_or(c.replicas);
         c.capacity = over.capacity.or(c.capacity);
+        c.bootstrap_expect = over.bootstrap_expect.or(c.bootstrap_expect);
         c.fault_corrupt_chunks = over.fault_corrupt_chunks;
         match (over.access_key, over.secret_key) {
             (Some(access_key), Some(secret_key)) => {
@@ -264,6 +272,11 @@ impl Config {
         if self.swarm_listen.is_none() && !self.peers.is_empty() {
             return Err(ConfigError::Invalid(
                 "--peer needs --swarm-listen (the address this node's swarm endpoint binds)".into(),
+            ));
+        }
+        if self.bootstrap_expect == Some(0) {
+            return Err(ConfigError::Invalid(
+                "--bootstrap-expect must be at least 1".into(),
             ));
         }
         if self.replicas == 0 || self.replicas > 16 {

@@ -101,6 +101,12 @@ struct ServeArgs {
     /// oldest cached ones); it holds no placed copies [default: none, a storage node].
     #[arg(long, env = "S3SWARM_CAPACITY")]
     capacity: Option<u64>,
+    /// Found the swarm's registry (which decides bucket names and conditional writes) once
+    /// this many storage members are live, all of them voting: for swarms whose every node is
+    /// given the same --peer, as in a Kubernetes DaemonSet. Unset, a node started without
+    /// --peer founds it alone and the others join it.
+    #[arg(long, env = "S3SWARM_BOOTSTRAP_EXPECT")]
+    bootstrap_expect: Option<usize>,
     /// Test-only fault: corrupt every chunk this node serves to peers.
     #[arg(long, hide = true)]
     fault_corrupt_chunks: bool,
@@ -221,6 +227,7 @@ fn main() -> ExitCode {
                 cluster_secret_file: a.cluster_secret_file,
                 replicas: a.replicas,
                 capacity: a.capacity,
+                bootstrap_expect: a.bootstrap_expect,
                 fault_corrupt_chunks: a.fault_corrupt_chunks,
             };
             let config = match Config::load(a.config.as_deref(), over) {

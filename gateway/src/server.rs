@@ -115,6 +115,8 @@ pub async fn serve(
                     replicas: config.replicas,
                     capacity: config.capacity,
                     fault_corrupt: config.fault_corrupt_chunks,
+                    registry_dir: config.data_dir.join("registry"),
+                    bootstrap_expect: config.bootstrap_expect,
                     hooks: metrics.swarm_hooks(),
                 },
                 store.clone(),

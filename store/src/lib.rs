@@ -8,6 +8,7 @@
 
 pub mod census;
 pub mod chunker;
+pub mod consensus;
 pub mod error;
 pub mod hash;
 pub mod journal;
@@ -22,6 +23,7 @@ pub mod version;
 
 pub use census::{Census, DbFigures, DiskSpace};
 pub use chunker::Chunker;
+pub use consensus::ConsensusLog;
 pub use error::{Result, StoreError};
 pub use hash::{ChunkHash, ContentHash, VerifiedChunk};
 pub use journal::{Applied, Hlc, NodeId, StampSource};
@@ -31,7 +33,7 @@ pub use records::{
     BucketRecord, CorsRule, ObjectMeta, ObjectRecord, PartRecord, StoredChecksum, UploadRecord,
 };
 pub use store::{
-    BatchOutcome, ChunkState, Deleted, HeldChunk, INLINE_MAX, ListCursor, ListPage,
+    BatchOutcome, ChunkState, Deleted, Fate, HeldChunk, INLINE_MAX, KeyState, ListCursor, ListPage,
     MAX_PART_NUMBER, MIN_PART_SIZE, NewObject, ObjectWriter, Replacement, StagedObject, Store,
     StoreOptions, StoreStats, UploadRef, VersionsPage, WritePrecondition,
 };

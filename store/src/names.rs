@@ -68,7 +68,7 @@ impl fmt::Display for BucketName {
 pub struct BucketId(pub [u8; 16]);
 
 impl BucketId {
-    pub(crate) fn random() -> Self {
+    pub fn random() -> Self {
         Self(rand::random())
     }
 }

@@ -7,6 +7,8 @@
 //! - [`membership`]: which nodes are in the swarm and in what state.
 //! - [`placement`]: which k nodes hold a chunk (rendezvous hashing over the members).
 //! - [`readiness`]: whether a node has caught up with the swarm since it started.
+//! - [`registry`]: the decisions made once for the whole swarm (bucket names, conditional
+//!   writes) by a Raft group (openraft) of a few voters.
 //! - [`repair`]: which copies re-make chunks whose holders left.
 //! - [`scheduler`]: which chunk to ask which peer for next (rarest first, window, endgame).
 //!
@@ -37,6 +39,7 @@ pub mod membership;
 pub mod node;
 pub mod placement;
 pub mod readiness;
+pub mod registry;
 pub mod repair;
 mod runtime;
 pub mod scheduler;

@@ -21,6 +21,7 @@ use crate::member::Member;
 use crate::membership::{Membership, Report, State};
 use crate::node::NodeId;
 use crate::readiness::{NotReady, Readiness};
+use crate::registry::Registry;
 use crate::seeding::Seeding;
 use crate::wire::PeerStatus;
 
@@ -44,6 +45,12 @@ pub struct SwarmConfig {
     pub capacity: Option<u64>,
     /// Test-only fault: flip a byte in every chunk served to peers.
     pub fault_corrupt: bool,
+    /// Where the registry keeps its log (see [`crate::registry`]).
+    pub registry_dir: std::path::PathBuf,
+    /// Found the registry once this many storage members are live, all of them voters (for
+    /// swarms whose every node is given the same peers); `None`: a node given no peer founds
+    /// it alone.
+    pub bootstrap_expect: Option<usize>,
     /// Measurements reported as they happen.
     pub hooks: Hooks,
 }
@@ -193,6 +200,8 @@ pub(crate) struct Inner {
     pub upload_queue: std::sync::atomic::AtomicUsize,
     /// Whether this node has caught up with the swarm since it started.
     pub readiness: Mutex<Readiness>,
+    /// This node's member of the registry group, once started.
+    pub registry: std::sync::OnceLock<Arc<Registry>>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -221,6 +230,15 @@ impl Inner {
         if let Some((conn, _)) = lock(&self.conns).remove(&id) {
             conn.close(2u32.into(), b"sent corrupt data");
         }
+    }
+
+    /// The member whose registry id is `id`, as membership knows it.
+    pub fn member_by_raft_id(&self, id: crate::registry::RaftId) -> Option<Member> {
+        lock(&self.members)
+            .info
+            .values()
+            .find(|m| crate::registry::raft_id(&m.id) == id)
+            .cloned()
     }
 
     /// Whether membership has `id` alive now.
@@ -303,6 +321,9 @@ impl Swarm {
     /// than after seconds of failed probes, and stop sending readers to it), then closes
     /// every connection. Requests to peers fail from then on.
     pub async fn close(&self) {
+        if let Some(r) = self.inner.registry.get() {
+            r.shutdown().await;
+        }
         let (told, delivered) = tokio::sync::oneshot::channel();
         if self.inner.gossip.send(GossipEvent::Leave(told)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(3), delivered).await;
@@ -379,7 +400,17 @@ impl Swarm {
             uploads: tokio::sync::Semaphore::new(crate::seeding::UPLOAD_SLOTS),
             upload_queue: std::sync::atomic::AtomicUsize::new(0),
             readiness: Mutex::new(readiness),
+            registry: std::sync::OnceLock::new(),
         });
+        let dir = cfg.registry_dir.clone();
+        let log = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            store::ConsensusLog::open(&dir).map_err(SwarmError::from)
+        })
+        .await
+        .map_err(|e| SwarmError::Protocol(e.to_string()))??;
+        let registry = Registry::start(&inner, Arc::new(log)).await?;
+        let _ = inner.registry.set(registry);
         let peers: Vec<String> = cfg.peers.iter().map(ToString::to_string).collect();
         tracing::info!(node = %inner.me.id, %listen, advertise = %addr, ?peers, "swarm listening");
         tokio::spawn(inner.clone().accept_loop());
@@ -411,6 +442,11 @@ impl Swarm {
     pub fn readiness(&self) -> Result<(), NotReady> {
         let alive = self.inner.alive_peers().len();
         lock(&self.inner.readiness).check(alive)
+    }
+
+    /// This node's member of the registry (see [`crate::registry`]).
+    pub fn registry(&self) -> Option<&Arc<Registry>> {
+        self.inner.registry.get()
     }
 
     /// Members by state (this node included).

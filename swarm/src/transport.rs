@@ -320,6 +320,13 @@ impl Inner {
                     _under_way => self.send_chunk(peer, &mut send, held.bytes).await?,
                 }
             }
+            Request::Registry { rpc, body } => {
+                let resp = match self.registry.get() {
+                    Some(r) => Response::Registry(r.answer(rpc, body).await),
+                    None => Response::Error("this node's registry is not running yet".into()),
+                };
+                wire::write_frame(&mut send, &resp).await?;
+            }
             Request::Status => {
                 let me = self.clone();
                 let resp = tokio::task::spawn_blocking(move || me.local_status())

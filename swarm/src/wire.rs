@@ -10,7 +10,7 @@ use crate::member::Member;
 use crate::node::NodeId;
 
 /// Bumped when a message changes incompatibly; peers with another version are refused.
-pub const PROTOCOL: u32 = 4;
+pub const PROTOCOL: u32 = 5;
 /// The largest control frame accepted (a journal page, a have-list).
 pub const MAX_FRAME: usize = 8 << 20;
 
@@ -33,6 +33,21 @@ pub enum Request {
     /// knows no other holder it can use (the recipient may be one it dropped): send it anyway.
     Chunk { hash: [u8; 32], insist: bool },
     /// What the peer holds, for `cluster status`.
+    Status,
+    /// A message of the registry's consensus group (see [`crate::registry`]): openraft's
+    /// request, or a proposal forwarded to the leader, as postcard bytes.
+    Registry { rpc: RegistryRpc, body: Vec<u8> },
+}
+
+/// The registry's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistryRpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    /// A command for the leader to commit (answered with its outcome).
+    Propose,
+    /// Whether the peer belongs to an initialized registry.
     Status,
 }
 
@@ -60,6 +75,8 @@ pub enum Response {
     Busy,
     Status(PeerStatus),
     Error(String),
+    /// The registry's answer, as postcard bytes.
+    Registry(Vec<u8>),
 }
 
 /// Messages without an answer, on unidirectional streams.

@@ -288,7 +288,7 @@ async fn worker(
 }
 
 /// Every version of a bucket as one node lists it, owner's view: (key, version, marker, latest).
-async fn listing(c: &Client, bucket: &str) -> Option<Vec<(String, String, bool, bool)>> {
+async fn listing(c: &Client, bucket: &str) -> Option<Listing> {
     let mut out = Vec::new();
     let (mut km, mut vm): (Option<String>, Option<String>) = (None, None);
     loop {
@@ -324,6 +324,33 @@ async fn listing(c: &Client, bucket: &str) -> Option<Vec<(String, String, bool, 
     }
     out.sort();
     Some(out)
+}
+
+type Listing = Vec<(String, String, bool, bool)>;
+
+/// What one bucket's listings on every node have that node 0's lacks, and the reverse.
+fn listing_diff(per_node: &[Option<Listing>]) -> String {
+    let mut out = format!(
+        "counts {:?}",
+        per_node
+            .iter()
+            .map(|l| l.as_ref().map(Vec::len))
+            .collect::<Vec<_>>()
+    );
+    let Some(Some(first)) = per_node.first() else {
+        return out;
+    };
+    for (i, l) in per_node.iter().enumerate().skip(1) {
+        let Some(l) = l else { continue };
+        let only_first: Vec<_> = first.iter().filter(|e| !l.contains(e)).take(5).collect();
+        let only_here: Vec<_> = l.iter().filter(|e| !first.contains(e)).take(5).collect();
+        if !only_first.is_empty() || !only_here.is_empty() {
+            out += &format!(
+                "\n  node 0 only vs node {i}: {only_first:?}\n  node {i} only: {only_here:?}"
+            );
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -489,7 +516,7 @@ async fn acknowledged_writes_survive_kills_freezes_and_partitions_and_no_identit
         .map(|n| IDS.iter().map(|(a, s, _)| n.client_as(a, s)).collect())
         .collect();
     let converge_by = Instant::now() + Duration::from_secs(60);
-    let finals: Vec<Vec<(String, String, bool, bool)>> = loop {
+    let finals: Vec<Listing> = loop {
         let mut views = Vec::new();
         for who in 0..IDS.len() {
             let mut per_node = Vec::new();
@@ -509,12 +536,7 @@ async fn acknowledged_writes_survive_kills_freezes_and_partitions_and_no_identit
             "listings still differ 60 s after healing:\n{}",
             views
                 .iter()
-                .map(|v| format!(
-                    "{:?}",
-                    v.iter()
-                        .map(|l| l.as_ref().map(Vec::len))
-                        .collect::<Vec<_>>()
-                ))
+                .map(|v| listing_diff(v))
                 .collect::<Vec<_>>()
                 .join("\n")
         );

@@ -243,6 +243,7 @@ struct SwarmMetrics {
     journal_parked: IntGauge,
     journal_unapplied: IntCounterVec,
     ready: IntGauge,
+    registry: IntGaugeVec,
     clock_ahead: Gauge,
     under_replicated: IntGauge,
     lost: IntGauge,
@@ -315,6 +316,18 @@ impl SwarmMetrics {
             ready: gauge(
                 "swarm_ready",
                 "1 once this node has caught up with the swarm since it started (see /readyz)",
+            ),
+            registry: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "registry",
+                        "The swarm's registry (bucket names, conditional writes) as this node \
+                         sees it: voters, members (voters and learners), leader (1: this node \
+                         leads), has_leader, voter (1: this node votes), term, applied (log index)",
+                    ),
+                    &["figure"],
+                ),
             ),
             clock_ahead: reg(
                 r,
@@ -392,6 +405,20 @@ impl SwarmMetrics {
         self.journal_parked
             .set(clamp(s.journal_parked.load(Relaxed)));
         self.ready.set(i64::from(swarm.readiness().is_ok()));
+        if let Some(r) = swarm.registry() {
+            let v = r.view();
+            for (figure, value) in [
+                ("voters", v.voters as u64),
+                ("members", v.members as u64),
+                ("leader", u64::from(v.leader)),
+                ("has_leader", u64::from(v.has_leader)),
+                ("voter", u64::from(v.voter)),
+                ("term", v.term),
+                ("applied", v.last_applied),
+            ] {
+                self.registry.with_label_values(&[figure]).set(clamp(value));
+            }
+        }
         self.clock_ahead
             .set(s.clock_ahead_ms.load(Relaxed) as f64 / 1000.0);
         if let Ok(unapplied) = s.journal_unapplied.lock() {

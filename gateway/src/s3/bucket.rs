@@ -29,13 +29,18 @@ pub(crate) async fn create_bucket(
         .and_then(|c| c.location_constraint)
         .map(|l| l.as_str().to_owned())
         .filter(|l| !l.is_empty());
+    let (id, ticket) = super::decide::bucket_name(g, &name, &owner).await?;
     let store = g.store.clone();
     let (n, o) = (name.clone(), owner.clone());
-    let created = tokio::task::spawn_blocking(move || store.create_bucket(&n, &o, region))
+    let created = tokio::task::spawn_blocking(move || store.create_bucket_as(&n, &o, region, id))
         .await
         .map_err(super::error::join_err)?;
     match created {
-        Ok(()) => {}
+        Ok(()) => {
+            if let Some(t) = ticket {
+                t.carried_out();
+            }
+        }
         Err(StoreError::BucketExists(b)) => {
             return match g.store.bucket(&b) {
                 Ok(rec) if rec.owner == owner => Err(s3_error!(

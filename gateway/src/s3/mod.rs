@@ -6,6 +6,7 @@ mod bucket;
 mod checksum;
 mod copy;
 pub(crate) mod cors;
+mod decide;
 mod delete;
 pub(crate) mod error;
 mod get;
@@ -110,6 +111,9 @@ pub(crate) async fn precheck_write(
         return Ok(());
     };
     require_caught_up(g)?;
+    if !decide::early_check_is_final(g, &p) {
+        return Ok(());
+    }
     let store = g.store.clone();
     let (b, k) = (bucket.to_owned(), key.to_owned());
     tokio::task::spawn_blocking(move || {

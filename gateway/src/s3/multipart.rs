@@ -200,6 +200,20 @@ pub(crate) async fn complete(
         }
         None => {}
     }
+    let ticket = match super::decide::multipart_etag(&listed) {
+        Some(etag) => {
+            super::decide::conditional_write(
+                g,
+                &input.bucket,
+                &input.key,
+                precondition.as_ref(),
+                &etag,
+            )
+            .await?
+        }
+        None => None,
+    };
+    let precondition = if ticket.is_some() { None } else { precondition };
     let store = g.store.clone();
     let (bucket, upload_id) = (input.bucket.clone(), input.upload_id);
     let rec = tokio::task::spawn_blocking(move || {
@@ -208,6 +222,9 @@ pub(crate) async fn complete(
     .await
     .map_err(join_err)?
     .map_err(|e| commit_err(e, conditional))?;
+    if let Some(t) = ticket {
+        t.carried_out();
+    }
     let c = to_dto(rec.checksum.as_ref());
     let output = CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),

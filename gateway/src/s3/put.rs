@@ -342,6 +342,15 @@ pub(crate) async fn put_object(
     let ingested = received.ingested;
     let stored_checksum = received.checksum;
     let etag = hex::encode(ingested.md5);
+    let ticket = super::decide::conditional_write(
+        g,
+        &input.bucket,
+        &input.key,
+        precondition.as_ref(),
+        &etag,
+    )
+    .await?;
+    let precondition = if ticket.is_some() { None } else { precondition };
     let new = NewObject {
         etag: etag.clone(),
         meta,
@@ -356,6 +365,9 @@ pub(crate) async fn put_object(
             .await
             .map_err(join_err)?
             .map_err(|e| commit_err(e, conditional))?;
+    if let Some(t) = ticket {
+        t.carried_out();
+    }
 
     let c = to_dto(stored_checksum.as_ref());
     let output = PutObjectOutput {

@@ -19,6 +19,7 @@ use crate::journal::{self, Applied, Change, Entry, Hlc, NodeId, ObjectState, Pul
 use crate::names::BucketId;
 use replication::{journal_bucket, journal_bucket_deleted, journal_version, last_grave};
 
+mod decisions;
 mod replication;
 use crate::manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
 use crate::meta::{Cf, Database, Meta, Tx, View};
@@ -26,6 +27,7 @@ use crate::names::{BucketName, ObjectKey};
 use crate::pack::{PackId, PackSet, PackWriter};
 use crate::records::*;
 use crate::version::{DeleteMarker, Version, VersionId, Versioning, next_seq};
+pub use decisions::{Fate, KeyState};
 pub use replication::BatchOutcome;
 
 /// Chunks up to this size are kept inside the metadata database rather than in a pack.

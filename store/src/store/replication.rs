@@ -457,7 +457,7 @@ fn park(tx: &mut Tx<'_>, awaited: BucketId, at: &[u8]) -> Result<Applied> {
     Ok(Applied::Parked)
 }
 
-fn grave_key(name: &str, id: BucketId) -> Vec<u8> {
+pub(super) fn grave_key(name: &str, id: BucketId) -> Vec<u8> {
     let mut k = name.as_bytes().to_vec();
     k.push(0);
     k.extend_from_slice(&id.0);

@@ -1,0 +1,267 @@
+//! The decisions made once for the whole swarm (issue 20), with real processes on
+//! 127.0.24.x-26.x: conditional writes raced through every node, bucket names raced by two
+//! identities through different nodes, a deleted name taken up by another identity, and what
+//! a node answers when no majority of the registry's voters can be reached (503, with plain
+//! writes going on).
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use s3swarm_tests::*;
+
+const SECRET: &str = "registry-test-secret-0123456789abc";
+const IDS: [(&str, &str); 2] = [
+    ("ALICEKEY", "alice-secret-key"),
+    ("BOBKEY", "bob-secret-key-1"),
+];
+
+/// A config file naming both identities.
+fn identities(dir: &std::path::Path) -> String {
+    let cfg = dir.join("s3swarm.toml");
+    let mut text = String::new();
+    for (a, s) in IDS {
+        text += &format!("[[keys]]\naccess_key = \"{a}\"\nsecret_key = \"{s}\"\n\n");
+    }
+    std::fs::write(&cfg, text).unwrap();
+    cfg.to_str().unwrap().to_owned()
+}
+
+/// Three storage nodes on `net`, node 1 founding the registry, once all three vote.
+async fn three(net: u8, extra: &[&str]) -> (SecretFile, Vec<Node>) {
+    let secret = SecretFile::new(SECRET);
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| {
+            let peers: Vec<u8> = (1..i).collect();
+            Node::start_swarm(net, i, &secret, &peers, extra)
+        })
+        .collect();
+    all_alive(&nodes.iter().collect::<Vec<_>>(), 3.0).await;
+    for n in &nodes {
+        until("three registry voters", 30, || async {
+            n.metric_or_zero("s3swarm_registry{figure=\"voters\"}")
+                .await
+                == 3.0
+        })
+        .await;
+    }
+    (secret, nodes)
+}
+
+async fn wait_for_bucket(nodes: &[Node], access: &str, secret: &str, bucket: &str) {
+    for n in nodes {
+        let c = n.client_as(access, secret);
+        until("the bucket on every node", 20, || {
+            let c = c.clone();
+            async move { c.head_bucket().bucket(bucket).send().await.is_ok() }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_conditional_creates_of_one_key_through_every_node_have_exactly_one_winner() {
+    let (_secret, nodes) = three(24, &[]).await;
+    let clients: Vec<Client> = nodes.iter().map(Node::client).collect();
+    clients[0]
+        .create_bucket()
+        .bucket("race")
+        .send()
+        .await
+        .unwrap();
+    wait_for_bucket(&nodes, ACCESS_KEY, SECRET_KEY, "race").await;
+    for round in 0..10 {
+        let key = format!("k{round}");
+        // 12 writers, four through each node, all at once.
+        let writers = (0..12).map(|w| {
+            let c = clients[w % 3].clone();
+            let key = key.clone();
+            async move {
+                let r = c
+                    .put_object()
+                    .bucket("race")
+                    .key(&key)
+                    .if_none_match("*")
+                    .body(ByteStream::from(format!("writer {w}").into_bytes()))
+                    .send()
+                    .await;
+                (w, r.map(|_| ()).map_err(|e| code(&e)))
+            }
+        });
+        let outcomes = futures::future::join_all(writers).await;
+        let winners: Vec<usize> = outcomes
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(w, _)| *w)
+            .collect();
+        for (w, r) in &outcomes {
+            if let Err(code) = r {
+                assert!(
+                    code == "PreconditionFailed" || code == "ConditionalRequestConflict",
+                    "round {round}: writer {w} got {code}, not a precondition failure"
+                );
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: writers {winners:?} were all acknowledged"
+        );
+        // What every node serves is the winner's write.
+        let want = format!("writer {}", winners[0]).into_bytes();
+        for c in &clients {
+            until("the winner's write on every node", 20, || {
+                let (c, key, want) = (c.clone(), key.clone(), want.clone());
+                async move {
+                    match c.get_object().bucket("race").key(&key).send().await {
+                        Ok(o) => o.body.collect().await.is_ok_and(|b| b.to_vec() == want),
+                        Err(_) => false,
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    // If-Match chains: of writers racing to replace the same ETag, one wins.
+    let first = clients[0]
+        .head_object()
+        .bucket("race")
+        .key("k0")
+        .send()
+        .await
+        .unwrap();
+    let etag = first.e_tag().unwrap().to_owned();
+    let writers = (0..6).map(|w| {
+        let c = clients[w % 3].clone();
+        let etag = etag.clone();
+        async move {
+            c.put_object()
+                .bucket("race")
+                .key("k0")
+                .if_match(etag)
+                .body(ByteStream::from(format!("replacer {w}").into_bytes()))
+                .send()
+                .await
+                .is_ok()
+        }
+    });
+    let won = futures::future::join_all(writers)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(won, 1, "{won} If-Match writers replaced the same ETag");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_creates_of_one_bucket_name_by_two_identities_acknowledge_one_and_a_deleted_name_passes_on()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = identities(dir.path());
+    let (_secret, nodes) = three(25, &["--config", &cfg]).await;
+    let as_id = |node: usize, who: usize| nodes[node].client_as(IDS[who].0, IDS[who].1);
+    let mut owners = Vec::new();
+    for round in 0..8 {
+        let name = format!("contested-{round}");
+        let (ca, cb) = (as_id(round % 3, 0), as_id((round + 1) % 3, 1));
+        let (ra, rb) = tokio::join!(
+            ca.create_bucket().bucket(&name).send(),
+            cb.create_bucket().bucket(&name).send()
+        );
+        let (ra, rb) = (ra.map_err(|e| code(&e)), rb.map_err(|e| code(&e)));
+        let winner = match (&ra, &rb) {
+            (Ok(_), Err(c)) | (Err(c), Ok(_)) if c == "BucketAlreadyExists" => {
+                usize::from(ra.is_err())
+            }
+            _ => panic!("round {round}: alice got {ra:?}, bob got {rb:?}"),
+        };
+        owners.push((name, winner));
+    }
+    // Every node agrees on the owners: the owner reads the bucket, the other is refused.
+    for (name, winner) in &owners {
+        wait_for_bucket(&nodes, IDS[*winner].0, IDS[*winner].1, name).await;
+        for node in 0..3 {
+            let e = as_id(node, 1 - winner)
+                .list_objects_v2()
+                .bucket(name)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| code(&e));
+            assert_eq!(
+                e,
+                Err("AccessDenied".into()),
+                "{name}: the loser on node {node}"
+            );
+        }
+    }
+    // A name deleted by its owner is free to anyone, once the deletion reached the node
+    // asked (before that it answers BucketAlreadyExists, never a second owner).
+    let (name, winner) = owners[0].clone();
+    as_id(0, winner)
+        .delete_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap();
+    let other = as_id(2, 1 - winner);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match other.create_bucket().bucket(&name).send().await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(code(&e), "BucketAlreadyExists");
+                assert!(Instant::now() < deadline, "{name} never passed on");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    wait_for_bucket(&nodes, IDS[1 - winner].0, IDS[1 - winner].1, &name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_majority_of_voters_creates_and_conditional_writes_answer_503_and_plain_writes_go_on()
+ {
+    let (_secret, mut nodes) = three(26, &[]).await;
+    let a = nodes[0].client();
+    a.create_bucket().bucket("kept").send().await.unwrap();
+    wait_for_bucket(&nodes, ACCESS_KEY, SECRET_KEY, "kept").await;
+    nodes[1].kill9();
+    nodes[2].kill9();
+    // No SDK retries: each answer is the node's own.
+    let once = nodes[0].client_once(ACCESS_KEY, SECRET_KEY, Duration::from_secs(20));
+    let started = Instant::now();
+    let e = once.create_bucket().bucket("new").send().await.unwrap_err();
+    assert_eq!(code(&e), "ServiceUnavailable", "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+    let e = once
+        .put_object()
+        .bucket("kept")
+        .key("only-once")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ServiceUnavailable", "{e:?}");
+    put(&a, "kept", "plain", b"plain writes need no decision").await;
+    // A voter back: a majority again, and the same requests succeed.
+    nodes[1].restart();
+    until("a create once a majority is back", 40, || {
+        let c = once.clone();
+        async move { c.create_bucket().bucket("new").send().await.is_ok() }
+    })
+    .await;
+    once.put_object()
+        .bucket("kept")
+        .key("only-once")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+}

@@ -339,13 +339,22 @@ pub(crate) fn object_key(bucket: &str, key: &str) -> Vec<u8> {
     k
 }
 
-/// Where a noncurrent version lives: after the object key, `0x00` and the inverted stamp,
-/// so a key's versions sort newest first.
-pub(crate) fn version_key(okey: &[u8], seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(okey.len() + 9);
+/// Where a noncurrent version lives: after the object key, `0x00`, the inverted stamp and
+/// the inverted rank of its id, so a key's versions sort newest first by (seq, version id),
+/// the order `merge::placement` keeps. Two versions minted with the same seq on two nodes
+/// (their ids differ by salt) have two slots: a slot keyed by the seq alone let one
+/// overwrite the other, a version lost without a delete.
+pub(crate) fn version_key(okey: &[u8], seq: u64, id: crate::version::VersionId) -> Vec<u8> {
+    use crate::version::VersionId;
+    let rank = match id {
+        VersionId::Null => 0,
+        VersionId::Stamped { salt, .. } => u64::from(salt) + 1,
+    };
+    let mut k = Vec::with_capacity(okey.len() + 17);
     k.extend_from_slice(okey);
     k.push(0);
     k.extend_from_slice(&(!seq).to_be_bytes());
+    k.extend_from_slice(&(!rank).to_be_bytes());
     k
 }
 

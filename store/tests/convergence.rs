@@ -396,3 +396,79 @@ fn an_object_that_arrives_before_its_bucket_waits_for_it() {
     assert_eq!(c.store.journal_parked().unwrap(), 0);
     assert_eq!(c.store.object("made-on-a", "obj").unwrap().size, 17);
 }
+
+/// Two nodes can mint the same seq for one key (each process bumps its own clock, and
+/// seq is a microsecond stamp): the two versions differ by their ids' salt. Both must be
+/// kept, on every node, whatever arrives first; a slot keyed by the seq alone let the one
+/// written second overwrite the other (a version lost without a delete, and nodes holding
+/// different survivors).
+#[test]
+fn versions_minted_with_the_same_seq_on_two_nodes_are_both_kept() {
+    use store::journal::{Change, Entry};
+    let (a, b, c) = (node(), node(), node());
+    let name = BucketName::new("same-seq").unwrap();
+    a.store.create_bucket(&name, "alice", None).unwrap();
+    a.store
+        .set_versioning("same-seq", Versioning::Enabled)
+        .unwrap();
+    pull(&b.store, &a.store);
+    let key = ObjectKey::new("k").unwrap();
+    let put = |s: &Store, data: &[u8]| {
+        let mut w = s.writer();
+        w.write(data).unwrap();
+        s.put_object("same-seq", &key, w.finish().unwrap(), NewObject::default())
+            .unwrap()
+    };
+    put(&a.store, b"from a");
+    let on_b = put(&b.store, b"from b");
+    let VersionId::Stamped { seq, salt } = on_b.version_id else {
+        panic!("a versioned bucket minted a null version");
+    };
+    // A's version, as if A had minted B's seq: the same seq, another salt.
+    let mut journal = own_journal(&a.store);
+    let (_, _, last) = journal.pop().unwrap();
+    let mut entry = Entry::decode(&last).unwrap();
+    let twin = VersionId::Stamped {
+        seq,
+        salt: salt.wrapping_add(1),
+    };
+    if let Change::Version {
+        version_id, state, ..
+    } = &mut entry.change
+    {
+        *version_id = twin;
+        if let Some(Version::Object(o)) = state.as_mut().map(|s| &mut s.version) {
+            o.version_id = twin;
+            o.seq = seq;
+        }
+    }
+    let n = journal.len() as u64 + 1;
+    journal.push((a.store.node_id(), n, entry.encode()));
+    let feed = |to: &Store, entries: &[(NodeId, u64, Vec<u8>)]| {
+        let batch = entries
+            .iter()
+            .map(|(o, n, bytes)| Pulled::new(*o, *n, bytes.clone()))
+            .collect();
+        to.apply_journal_batch(batch).unwrap();
+    };
+    // B holds its own version and gets the twin; C gets the twin first, then B's.
+    feed(&b.store, &journal);
+    feed(&c.store, &journal);
+    feed(&c.store, &own_journal(&b.store));
+    // A later version demotes whichever is current into the noncurrent slots.
+    put(&b.store, b"later");
+    feed(&c.store, &own_journal(&b.store));
+    for s in [&b.store, &c.store] {
+        let page = s
+            .list_versions("same-seq", "", None, None, None, 100)
+            .unwrap();
+        let mut ids: Vec<VersionId> = page
+            .versions
+            .iter()
+            .map(|(_, v, _)| v.version_id())
+            .collect();
+        ids.sort();
+        assert_eq!(ids.len(), 3, "versions kept: {ids:?}");
+        assert!(ids.contains(&twin) && ids.contains(&on_b.version_id));
+    }
+}

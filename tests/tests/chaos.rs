@@ -710,7 +710,10 @@ async fn acknowledged_writes_survive_kills_freezes_and_partitions_and_no_identit
     let double_create = races.values().filter(|w| w.len() > 1).count();
     for ((who, key), n) in &cond {
         if *n > 1 {
-            bad.add(format!("{n} conditional creates of {}/{key} acknowledged", IDS[*who].2));
+            bad.add(format!(
+                "{n} conditional creates of {}/{key} acknowledged",
+                IDS[*who].2
+            ));
         }
     }
     for (name, who) in &races {

@@ -1032,15 +1032,15 @@ impl Store {
                 .transpose()?;
             let resume = match (current, v) {
                 (Some(c), v) if c.version_id() == v => Some(None),
-                (_, VersionId::Stamped { seq, .. }) => Some(Some(seq)),
+                (_, VersionId::Stamped { seq, .. }) => Some(Some((seq, v))),
                 (_, VersionId::Null) => view
                     .get(Cf::NullVersions, &okey)?
                     .map(|s| decode_seq(&s))
                     .transpose()?
-                    .map(Some),
+                    .map(|seq| Some((seq, VersionId::Null))),
             };
-            if let Some(after_seq) = resume {
-                let rest = self.noncurrent(&view, &okey, after_seq, max + 1)?;
+            if let Some(after_version) = resume {
+                let rest = self.noncurrent(&view, &okey, after_version, max + 1)?;
                 let more = rest.len() > max;
                 for ver in rest.into_iter().take(max) {
                     page.versions.push((k.clone(), ver, false));
@@ -1104,19 +1104,20 @@ impl Store {
     }
 
     /// Up to `limit` noncurrent versions of a key, newest first, older than the version
-    /// stamped `after_seq` if given.
+    /// `after` (its seq and id) if given.
     fn noncurrent(
         &self,
         view: &View<'_>,
         okey: &[u8],
-        after_seq: Option<u64>,
+        after: Option<(u64, VersionId)>,
         limit: usize,
     ) -> Result<Vec<Version>> {
         let prefix = versions_prefix(okey);
-        let start = match after_seq {
-            // Slots are `!seq`: the next older version sorts right after this one's slot.
-            Some(seq) => {
-                let mut k = version_key(okey, seq);
+        let start = match after {
+            // Slots sort newest first: the next older version sorts right after this one's
+            // slot, whether or not it is still there.
+            Some((seq, id)) => {
+                let mut k = version_key(okey, seq, id);
                 k.push(0);
                 k
             }
@@ -1955,7 +1956,11 @@ fn install_version(
                         old.seq().to_be_bytes().to_vec(),
                     );
                 }
-                tx.put(Cf::Versions, version_key(&okey, old.seq()), to_json(&old));
+                tx.put(
+                    Cf::Versions,
+                    version_key(&okey, old.seq(), old.version_id()),
+                    to_json(&old),
+                );
             }
         }
     }
@@ -2084,7 +2089,7 @@ fn find_noncurrent_via(
             None => return Ok(None),
         },
     };
-    let k = version_key(okey, seq);
+    let k = version_key(okey, seq, id);
     Ok(match get(Cf::Versions, &k)? {
         Some(v) => {
             let v: Version = from_json(&v)?;

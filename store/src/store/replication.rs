@@ -546,7 +546,11 @@ fn keep_noncurrent(tx: &mut Tx<'_>, okey: &[u8], v: &Version) {
             v.seq().to_be_bytes().to_vec(),
         );
     }
-    tx.put(Cf::Versions, version_key(okey, v.seq()), to_json(v));
+    tx.put(
+        Cf::Versions,
+        version_key(okey, v.seq(), v.version_id()),
+        to_json(v),
+    );
 }
 
 /// Takes in a manifest that arrived from a peer: one more reference on each chunk, chunks

@@ -486,9 +486,11 @@ impl Registry {
             let Some(inner) = self.inner.upgrade() else {
                 return;
             };
+            // Live members (cache-only ones too: they follow the log as learners, to know
+            // whom to forward to); only storage members vote.
             let live: BTreeMap<RaftId, Member> = {
                 let members = lock(&inner.members);
-                let ids: BTreeSet<NodeId> = members.placement().into_iter().collect();
+                let ids: BTreeSet<NodeId> = members.view.placement_members().into_iter().collect();
                 members
                     .info
                     .values()
@@ -522,7 +524,11 @@ impl Registry {
             None if inner.cfg.peers.is_empty() => BTreeMap::from([(self.me, seat(&inner.me))]),
             None => return,
             Some(n) => {
-                let ids: BTreeSet<RaftId> = live.keys().copied().collect();
+                let ids: BTreeSet<RaftId> = live
+                    .iter()
+                    .filter(|(_, m)| m.storage)
+                    .map(|(id, _)| *id)
+                    .collect();
                 let Some(set) = voters::founders(self.me, &ids, n) else {
                     return;
                 };
@@ -577,10 +583,11 @@ impl Registry {
                 .get(id)
                 .is_some_and(|t| now.duration_since(*t) < voters::GRACE)
         };
+        let storage = |id: &RaftId| live.get(id).is_some_and(|m| m.storage);
         let usable: BTreeSet<RaftId> = known
             .iter()
             .chain(live.keys())
-            .filter(|id| live.contains_key(id) || (voters.contains(id) && recent(id)))
+            .filter(|id| storage(id) || (voters.contains(id) && recent(id)))
             .copied()
             .collect();
         let want = voters::desired(&voters, &usable);

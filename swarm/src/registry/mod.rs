@@ -507,7 +507,7 @@ impl Registry {
                 continue;
             }
             let m = self.raft.metrics().borrow().clone();
-            if round % 15 == 0 && m.current_leader.is_some() {
+            if round.is_multiple_of(15) && m.current_leader.is_some() {
                 self.sweep(&inner).await;
             }
             if m.state != ServerState::Leader {

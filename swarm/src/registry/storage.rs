@@ -73,11 +73,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .log
             .range(from, to)
             .map_err(|e| StorageIOError::read_logs(io(e)))?;
-        rows.into_iter()
-            .map(|(_, b)| {
-                postcard::from_bytes(&b).map_err(|e| StorageIOError::read_logs(io(e)).into())
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for (_, b) in rows {
+            out.push(postcard::from_bytes(&b).map_err(|e| StorageIOError::read_logs(io(e)))?);
+        }
+        Ok(out)
     }
 }
 
@@ -224,16 +224,13 @@ impl StateMachine {
             .clone()
     }
 
-    fn save(&self, meta: &SnapshotMeta<RaftId, Seat>, data: &[u8]) -> Result<(), SE> {
+    fn save(&self, meta: &SnapshotMeta<RaftId, Seat>, data: &[u8]) -> Result<(), String> {
         let saved = SavedSnapshot {
             meta: meta.clone(),
             data: data.to_vec(),
         };
-        let b = postcard::to_allocvec(&saved)
-            .map_err(|e| StorageIOError::write_snapshot(None, io(e)))?;
-        self.log
-            .put_meta("snapshot", &b)
-            .map_err(|e| StorageIOError::write_snapshot(None, io(e)).into())
+        let b = postcard::to_allocvec(&saved).map_err(|e| e.to_string())?;
+        self.log.put_meta("snapshot", &b).map_err(|e| e.to_string())
     }
 }
 
@@ -257,7 +254,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: applied.membership.clone(),
             snapshot_id,
         };
-        self.save(&meta, &data)?;
+        self.save(&meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(None, io(e)))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -314,7 +312,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             postcard::from_bytes(&data).map_err(|e| StorageIOError::read_snapshot(None, io(e)))?;
         applied.last = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
-        self.save(meta, &data)?;
+        self.save(meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(None, io(e)))?;
         *self.applied.write().unwrap_or_else(|e| e.into_inner()) = applied;
         Ok(())
     }

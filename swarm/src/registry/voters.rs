@@ -27,7 +27,12 @@ pub const GRACE: Duration = Duration::from_secs(30);
 /// hold a seat (alive, or voters seen alive within the grace period).
 pub fn desired(current: &BTreeSet<RaftId>, usable: &BTreeSet<RaftId>) -> BTreeSet<RaftId> {
     let n = usable.len().min(MAX_VOTERS);
-    let target = if n % 2 == 0 { n.saturating_sub(1) } else { n }.max(1);
+    let target = if n.is_multiple_of(2) {
+        n.saturating_sub(1)
+    } else {
+        n
+    }
+    .max(1);
     let mut out: BTreeSet<RaftId> = current.intersection(usable).copied().take(target).collect();
     for id in usable {
         if out.len() >= target {

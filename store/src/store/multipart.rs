@@ -1,0 +1,345 @@
+//! Multipart uploads: create, upload parts (or copy them from existing content), list,
+//! complete and abort; and the part sizes a completed object keeps.
+
+use super::*;
+
+impl Store {
+    /// Starts a multipart upload; returns its id.
+    pub fn create_upload(
+        &self,
+        bucket: &str,
+        key: &ObjectKey,
+        rec: UploadRecord,
+    ) -> Result<String> {
+        let upload_id = hex::encode(rand::random::<[u8; 16]>());
+        let ukey = upload_key(bucket, key.as_str(), &upload_id);
+        let bucket = bucket.to_owned();
+        let id = upload_id.clone();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Buckets, bucket.as_bytes())?.is_none() {
+                return Err(StoreError::NoSuchBucket(bucket));
+            }
+            tx.put(Cf::Uploads, ukey, to_json(&rec));
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    /// The upload's record, or `NoSuchUpload`.
+    pub fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadRecord> {
+        check_upload_id(upload_id)?;
+        match self
+            .shared
+            .meta
+            .get(Cf::Uploads, &upload_key(bucket, key, upload_id))?
+        {
+            Some(v) => from_json(&v),
+            None => {
+                self.bucket(bucket)?;
+                Err(StoreError::NoSuchUpload(upload_id.to_owned()))
+            }
+        }
+    }
+
+    /// Stores part `number` of an upload, replacing an earlier part with that number.
+    pub fn put_part(
+        &self,
+        upload: &UploadRef<'_>,
+        number: u32,
+        staged: StagedObject,
+        etag: String,
+        checksum: Option<StoredChecksum>,
+    ) -> Result<PartRecord> {
+        check_upload_id(upload.upload_id)?;
+        if !(1..=MAX_PART_NUMBER).contains(&number) {
+            return Err(StoreError::InvalidPart(format!(
+                "part number {number} is outside 1..=10000"
+            )));
+        }
+        let ukey = upload_key(upload.bucket, upload.key, upload.upload_id);
+        let pkey = part_key(upload.upload_id, number);
+        let upload_id = upload.upload_id.to_owned();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Uploads, &ukey)?.is_none() {
+                return Err(StoreError::NoSuchUpload(upload_id));
+            }
+            let mut staged = staged;
+            let manifest = commit_staged(tx, &mut staged, false)?;
+            let rec = PartRecord {
+                size: staged.size,
+                etag,
+                manifest: manifest.to_hex(),
+                last_modified_ms: now_ms(),
+                checksum,
+            };
+            replace_part(tx, pkey, &rec)?;
+            staged.committed = true;
+            Ok(rec)
+        })
+    }
+
+    /// Stores part `number` of an upload as `range` of existing content (UploadPartCopy),
+    /// sharing every chunk the range covers whole; only the partial chunks at its two ends
+    /// (at most two chunks' worth of bytes) are read and stored anew.
+    pub fn put_part_copy(
+        &self,
+        upload: &UploadRef<'_>,
+        number: u32,
+        source: &Manifest,
+        range: ByteRange,
+        etag: String,
+        checksum: Option<StoredChecksum>,
+    ) -> Result<PartRecord> {
+        check_upload_id(upload.upload_id)?;
+        if !(1..=MAX_PART_NUMBER).contains(&number) {
+            return Err(StoreError::InvalidPart(format!(
+                "part number {number} is outside 1..=10000"
+            )));
+        }
+        enum Segment {
+            Shared(ChunkRef),
+            Copied(Box<StagedObject>),
+        }
+        let mut segments = Vec::new();
+        for slice in source.slices(range) {
+            if slice.offset == 0 && slice.len == slice.chunk.len {
+                segments.push(Segment::Shared(slice.chunk));
+            } else {
+                let mut w = self.writer();
+                w.write(&self.read_slice(&slice)?)?;
+                segments.push(Segment::Copied(Box::new(w.finish()?)));
+            }
+        }
+        let ukey = upload_key(upload.bucket, upload.key, upload.upload_id);
+        let pkey = part_key(upload.upload_id, number);
+        let upload_id = upload.upload_id.to_owned();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Uploads, &ukey)?.is_none() {
+                return Err(StoreError::NoSuchUpload(upload_id));
+            }
+            let mut chunks = Vec::new();
+            let mut scratch = Vec::new();
+            let mut staged_all = Vec::new();
+            for seg in segments {
+                match seg {
+                    Segment::Shared(c) => chunks.push(c),
+                    Segment::Copied(mut staged) => {
+                        scratch.push(commit_staged(tx, &mut staged, false)?);
+                        chunks.extend_from_slice(staged.manifest.chunks());
+                        staged_all.push(staged);
+                    }
+                }
+            }
+            // The part's own references; the scratch manifests only carried the new
+            // chunks into the store and are dropped again.
+            for c in &chunks {
+                add_ref(tx, &c.hash)?;
+            }
+            for id in scratch {
+                release_manifest(tx, id, None)?;
+            }
+            let manifest = Manifest::new(chunks);
+            let id = ManifestId::random();
+            tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
+            let rec = PartRecord {
+                size: manifest.size(),
+                etag,
+                manifest: id.to_hex(),
+                last_modified_ms: now_ms(),
+                checksum,
+            };
+            replace_part(tx, pkey, &rec)?;
+            for s in &mut staged_all {
+                s.committed = true;
+            }
+            Ok(rec)
+        })
+    }
+
+    /// The parts uploaded so far, by part number.
+    pub fn parts(&self, upload_id: &str) -> Result<Vec<(u32, PartRecord)>> {
+        let mut prefix = upload_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        self.shared.meta.scan_prefix(Cf::Parts, &prefix, |k, v| {
+            let n = u32::from_be_bytes(
+                k[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("part key".into()))?,
+            );
+            out.push((n, from_json(v)?));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Uploads in progress in `bucket` under `prefix`, ordered by key then upload id.
+    pub fn uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, UploadRecord)>> {
+        self.bucket(bucket)?;
+        let base = object_key(bucket, "");
+        let mut out = Vec::new();
+        self.shared
+            .meta
+            .scan_prefix(Cf::Uploads, &object_key(bucket, prefix), |k, v| {
+                let rest = &k[base.len()..];
+                let split = rest
+                    .iter()
+                    .rposition(|b| *b == 0)
+                    .ok_or_else(|| StoreError::Corrupt("upload key".into()))?;
+                let key = String::from_utf8_lossy(&rest[..split]).into_owned();
+                let id = String::from_utf8_lossy(&rest[split + 1..]).into_owned();
+                out.push((key, id, from_json(v)?));
+                Ok(true)
+            })?;
+        Ok(out)
+    }
+
+    /// Completes an upload from the listed `(part number, etag)` pairs, making the object
+    /// visible atomically. Computes the S3 multipart ETag and the whole-content BLAKE3
+    /// (which needs one sequential read of the parts).
+    pub fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &ObjectKey,
+        upload_id: &str,
+        listed: &[(u32, String)],
+        checksum: Option<StoredChecksum>,
+        precondition: Option<WritePrecondition>,
+    ) -> Result<ObjectRecord> {
+        let upload = self.upload(bucket, key.as_str(), upload_id)?;
+        if listed.is_empty() {
+            return Err(StoreError::InvalidPart("the upload lists no parts".into()));
+        }
+        let stored: BTreeMap<u32, PartRecord> = self.parts(upload_id)?.into_iter().collect();
+        let mut chunks = Vec::new();
+        let mut md5s = Md5::new();
+        let mut used = Vec::new();
+        let mut part_sizes = Vec::with_capacity(listed.len());
+        if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(StoreError::InvalidPartOrder);
+        }
+        for (i, (number, etag)) in listed.iter().enumerate() {
+            let part = stored.get(number).ok_or_else(|| {
+                StoreError::InvalidPart(format!("part {number} was not uploaded"))
+            })?;
+            if etag.trim_matches('"') != part.etag {
+                return Err(StoreError::InvalidPart(format!(
+                    "part {number} has ETag {}, not {etag}",
+                    part.etag
+                )));
+            }
+            if i + 1 < listed.len() && part.size < MIN_PART_SIZE {
+                return Err(StoreError::PartTooSmall(format!(
+                    "part {number} is {} bytes; every part but the last must be at least 5 MiB",
+                    part.size
+                )));
+            }
+            let digest =
+                hex::decode(&part.etag).map_err(|_| StoreError::Corrupt("part etag".into()))?;
+            md5s.update(&digest);
+            let m = load_manifest(&self.shared.meta, part.manifest_id()?)?;
+            chunks.extend_from_slice(m.chunks());
+            used.push((*number, part.manifest.clone()));
+            part_sizes.push(part.size);
+        }
+        let manifest = Manifest::new(chunks);
+        let mut whole = blake3::Hasher::new();
+        self.read_range(&manifest, ByteRange::full(manifest.size()), |b| {
+            whole.update(&b);
+            true
+        })?;
+        let content_hash = ContentHash::from(whole.finalize());
+        let etag = format!("{}-{}", hex::encode(md5s.finalize()), listed.len());
+
+        let okey = object_key(bucket, key.as_str());
+        let ukey = upload_key(bucket, key.as_str(), upload_id);
+        let upload_id = upload_id.to_owned();
+        let parts = listed.len() as u32;
+        let bucket = bucket.to_owned();
+        let (shared, key) = (self.shared.clone(), key.as_str().to_owned());
+        self.db.transact(move |tx| {
+            let versioning = bucket_in(tx, &bucket)?.versioning;
+            if tx.get(Cf::Uploads, &ukey)?.is_none() {
+                return Err(StoreError::NoSuchUpload(upload_id));
+            }
+            // A part re-uploaded while we were hashing changes the content: refuse.
+            for (n, m) in &used {
+                let now: Option<PartRecord> = tx
+                    .get(Cf::Parts, &part_key(&upload_id, *n))?
+                    .map(|v| from_json(&v))
+                    .transpose()?;
+                if now.as_ref().map(|p| &p.manifest) != Some(m) {
+                    return Err(StoreError::InvalidPart(format!(
+                        "part {n} changed while the upload was completing"
+                    )));
+                }
+            }
+            for c in manifest.chunks() {
+                add_ref(tx, &c.hash)?;
+            }
+            let id = ManifestId::random();
+            tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
+            tx.put(Cf::PartSizes, id.0.to_vec(), encode_part_sizes(&part_sizes));
+            tx.put(Cf::Blobs, blob_key(&content_hash, id), Vec::new());
+            let rec = ObjectRecord {
+                size: manifest.size(),
+                etag,
+                content_hash: content_hash.to_hex(),
+                manifest: id.to_hex(),
+                last_modified_ms: now_ms(),
+                meta: upload.meta,
+                checksum,
+                parts: Some(parts),
+                version_id: VersionId::Null,
+                seq: 0,
+                tags: upload.tags,
+            };
+            let rec = install(tx, okey, rec, versioning, precondition.as_ref())?;
+            release_upload_parts(tx, &upload_id)?;
+            tx.delete(Cf::Uploads, ukey);
+            journal_version(tx, &shared, &bucket, &key, rec.version_id)?;
+            Ok(rec)
+        })
+    }
+
+    /// Aborts an upload and frees its parts.
+    pub fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        check_upload_id(upload_id)?;
+        self.bucket(bucket)?;
+        let ukey = upload_key(bucket, key, upload_id);
+        let upload_id = upload_id.to_owned();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Uploads, &ukey)?.is_none() {
+                return Err(StoreError::NoSuchUpload(upload_id));
+            }
+            release_upload_parts(tx, &upload_id)?;
+            tx.delete(Cf::Uploads, ukey);
+            Ok(())
+        })
+    }
+}
+
+/// Upload ids are ours (32 hex digits); anything else cannot name an upload, and must not
+/// reach key construction where it could alias another upload's parts.
+fn check_upload_id(id: &str) -> Result<()> {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(StoreError::NoSuchUpload(id.chars().take(64).collect()))
+    }
+}
+
+/// Part sizes as stored in `part_sizes`: big-endian u64s in part order.
+pub(super) fn encode_part_sizes(sizes: &[u64]) -> Vec<u8> {
+    sizes.iter().flat_map(|s| s.to_be_bytes()).collect()
+}
+
+pub(super) fn decode_part_sizes(v: &[u8]) -> Vec<u64> {
+    v.chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect()
+}

@@ -238,15 +238,15 @@ async fn without_a_majority_of_voters_creates_and_conditional_writes_answer_503_
         "the refusal took {:?}",
         started.elapsed()
     );
-    let e = once
-        .put_object()
-        .bucket("kept")
-        .key("only-once")
-        .if_none_match("*")
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .unwrap_err();
+    let create_once = || {
+        once.put_object()
+            .bucket("kept")
+            .key("only-once")
+            .if_none_match("*")
+            .body(ByteStream::from_static(b"x"))
+            .send()
+    };
+    let e = create_once().await.unwrap_err();
     assert_eq!(code(&e), "ServiceUnavailable", "{e:?}");
     put(&a, "kept", "plain", b"plain writes need no decision").await;
     // A voter back: a majority again, and the same requests succeed.
@@ -256,12 +256,5 @@ async fn without_a_majority_of_voters_creates_and_conditional_writes_answer_503_
         async move { c.create_bucket().bucket("new").send().await.is_ok() }
     })
     .await;
-    once.put_object()
-        .bucket("kept")
-        .key("only-once")
-        .if_none_match("*")
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .unwrap();
+    create_once().await.unwrap();
 }

@@ -3,33 +3,16 @@
 use super::*;
 
 impl Store {
-    /// Creates a bucket owned by `owner`. Fails with `BucketExists` whoever owns it.
+    /// Creates a bucket owned by `owner` as a new incarnation. Fails with `BucketExists`
+    /// whoever owns it. (In a swarm the registry grants the incarnation first: see
+    /// [`Store::create_bucket_as`].)
     pub fn create_bucket(
         &self,
         name: &BucketName,
         owner: &str,
         region: Option<String>,
     ) -> Result<()> {
-        let key = name.as_str().as_bytes().to_vec();
-        let mut rec = BucketRecord {
-            id: BucketId::random(),
-            follows: None,
-            owner: owner.to_owned(),
-            created_ms: now_ms(),
-            region,
-            versioning: None,
-            cors: None,
-        };
-        let n = name.to_string();
-        let shared = self.shared.clone();
-        self.db.transact(move |tx| {
-            if tx.get(Cf::Buckets, &key)?.is_some() {
-                return Err(StoreError::BucketExists(n));
-            }
-            rec.follows = last_grave(tx, &n)?;
-            tx.put(Cf::Buckets, key, to_json(&rec));
-            journal_bucket(tx, &shared, &n)
-        })
+        self.create_bucket_as(name, owner, region, BucketId::random())
     }
 
     /// The bucket's record, or `NoSuchBucket`.

@@ -144,29 +144,41 @@ async fn transfer(mib: usize) -> Sent {
 // suite because its lost bursts can stall the connection for seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_batches_fit_one_sendmsg_at_jumbo_mtu() {
-    let Sent { handed, sent, mtu } = tokio::time::timeout(Duration::from_secs(60), transfer(64))
-        .await
-        .expect("64 MiB over loopback within a minute");
-    eprintln!(
-        "swarm socket: largest batch {handed} bytes from quinn, {sent} to the kernel, at MTU {mtu}"
-    );
-    assert!(
-        mtu > 1500,
-        "the path MTU ended at {mtu} on loopback, where discovery reaches 8972: jumbo \
-         datagrams were lost, or never tried (then the batch check below proves nothing)"
-    );
-    assert!(
-        sent > MAX_UDP_PAYLOAD as usize,
-        "no send carried more than one datagram ({sent} bytes): segmentation offload is \
-         off, so batching was not exercised"
-    );
-    assert!(
-        sent <= MAX_SEND_BYTES,
-        "a send of {sent} bytes reached the kernel: it refuses more than {MAX_SEND_BYTES}"
-    );
-    assert!(
-        handed > MAX_SEND_BYTES,
-        "quinn never handed over a batch larger than one send ({handed} bytes), so \
-         splitting was not exercised"
+    // Whether quinn hands over a batch larger than one send depends on its pacing in that run:
+    // on a 2-core VM about half of the 64 MiB transfers never did (largest batch 3 datagrams,
+    // seen before and after the registry change alike). Every transfer must keep its sends
+    // within the kernel's limit; up to 10 are made until one has exercised the split.
+    let mut largest = 0;
+    for attempt in 1..=10 {
+        let Sent { handed, sent, mtu } =
+            tokio::time::timeout(Duration::from_secs(60), transfer(64))
+                .await
+                .expect("64 MiB over loopback within a minute");
+        eprintln!(
+            "swarm socket: transfer {attempt}: largest batch {handed} bytes from quinn, {sent} \
+             to the kernel, at MTU {mtu}"
+        );
+        assert!(
+            mtu > 1500,
+            "the path MTU ended at {mtu} on loopback, where discovery reaches 8972: jumbo \
+             datagrams were lost, or never tried (then the batch check below proves nothing)"
+        );
+        assert!(
+            sent > MAX_UDP_PAYLOAD as usize,
+            "no send carried more than one datagram ({sent} bytes): segmentation offload is \
+             off, so batching was not exercised"
+        );
+        assert!(
+            sent <= MAX_SEND_BYTES,
+            "a send of {sent} bytes reached the kernel: it refuses more than {MAX_SEND_BYTES}"
+        );
+        largest = largest.max(handed);
+        if handed > MAX_SEND_BYTES {
+            return;
+        }
+    }
+    panic!(
+        "in 10 transfers quinn never handed over a batch larger than one send (largest \
+         {largest} bytes), so splitting was not exercised"
     );
 }

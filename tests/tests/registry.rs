@@ -258,3 +258,50 @@ async fn without_a_majority_of_voters_creates_and_conditional_writes_answer_503_
     .await;
     create_once().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_all_given_the_same_peers_found_the_registry_together_with_bootstrap_expect() {
+    // As the compose file and the DaemonSet start them: every node names the others, none
+    // founds alone; the three found it together once all are up.
+    let secret = SecretFile::new(SECRET);
+    let nodes: Vec<Node> = (1..=3u8)
+        .map(|i| {
+            let peers: Vec<u8> = (1..=3).filter(|p| *p != i).collect();
+            Node::start_swarm(27, i, &secret, &peers, &["--bootstrap-expect", "3"])
+        })
+        .collect();
+    all_alive(&nodes.iter().collect::<Vec<_>>(), 3.0).await;
+    for n in &nodes {
+        until("three registry voters", 30, || async {
+            n.metric_or_zero("s3swarm_registry{figure=\"voters\"}")
+                .await
+                == 3.0
+        })
+        .await;
+    }
+    let leaders: f64 = futures::future::join_all(
+        nodes
+            .iter()
+            .map(|n| n.metric_or_zero("s3swarm_registry{figure=\"leader\"}")),
+    )
+    .await
+    .into_iter()
+    .sum();
+    assert_eq!(leaders, 1.0, "one leader among the three");
+    nodes[2]
+        .client()
+        .create_bucket()
+        .bucket("together")
+        .send()
+        .await
+        .unwrap();
+    let e = nodes[0]
+        .client()
+        .create_bucket()
+        .bucket("together")
+        .send()
+        .await;
+    // The owner asking again: already owned, once the bucket reached node 1; before that the
+    // registry says the name is held (by the same owner) all the same.
+    assert!(e.is_err(), "a second create of one name was acknowledged");
+}

@@ -75,8 +75,12 @@ pub(crate) async fn bucket_name(
             .map_err(join_err)?
             .map_err(s3_err)?;
         match fate {
-            // Deleted for good: the name is free to whoever replaces that incarnation first.
+            // Deleted for good, or claimed here by a create that gave up (a client retrying
+            // after a 503): the name is free to whoever replaces that incarnation first.
             Fate::Dead => replaces = Some(held.id),
+            Fate::Unknown if registry.given_up_here(name.as_str(), &held) => {
+                replaces = Some(held.id)
+            }
             Fate::Live => return Err(taken(held.owner == owner)),
             Fate::Unknown => {
                 let age = swarm::SharedClock::wall_ms().saturating_sub(held.claimed_ms);

@@ -171,6 +171,17 @@ impl Registry {
         a.state.buckets.get(name).cloned()
     }
 
+    /// Whether `claim` was made by this node for a create it is no longer carrying out (its
+    /// answer was lost, or the create failed): such an incarnation is never created, so the
+    /// claim may be replaced at once rather than after it is taken back.
+    pub fn given_up_here(&self, name: &str, claim: &Claim) -> bool {
+        claim.node == self.node()
+            && !lock(&self.pending).contains(&Abandon::Claim {
+                name: name.to_owned(),
+                id: claim.id,
+            })
+    }
+
     /// Claims `name` for incarnation `id` of `owner` (see [`state`]). When granted, the
     /// ticket is to be marked carried out once the bucket is created here.
     pub async fn claim_bucket(

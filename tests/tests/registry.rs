@@ -27,6 +27,19 @@ fn identities(dir: &std::path::Path) -> String {
     cfg.to_str().unwrap().to_owned()
 }
 
+/// Waits until every node sees the others alive and three registry voters.
+async fn all_voting(nodes: &[Node]) {
+    all_alive(&nodes.iter().collect::<Vec<_>>(), 3.0).await;
+    for n in nodes {
+        until("three registry voters", 30, || async {
+            n.metric_or_zero("s3swarm_registry{figure=\"voters\"}")
+                .await
+                == 3.0
+        })
+        .await;
+    }
+}
+
 /// Three storage nodes on `net`, node 1 founding the registry, once all three vote.
 async fn three(net: u8, extra: &[&str]) -> (SecretFile, Vec<Node>) {
     let secret = SecretFile::new(SECRET);
@@ -36,15 +49,7 @@ async fn three(net: u8, extra: &[&str]) -> (SecretFile, Vec<Node>) {
             Node::start_swarm(net, i, &secret, &peers, extra)
         })
         .collect();
-    all_alive(&nodes.iter().collect::<Vec<_>>(), 3.0).await;
-    for n in &nodes {
-        until("three registry voters", 30, || async {
-            n.metric_or_zero("s3swarm_registry{figure=\"voters\"}")
-                .await
-                == 3.0
-        })
-        .await;
-    }
+    all_voting(&nodes).await;
     (secret, nodes)
 }
 
@@ -270,15 +275,7 @@ async fn nodes_all_given_the_same_peers_found_the_registry_together_with_bootstr
             Node::start_swarm(27, i, &secret, &peers, &["--bootstrap-expect", "3"])
         })
         .collect();
-    all_alive(&nodes.iter().collect::<Vec<_>>(), 3.0).await;
-    for n in &nodes {
-        until("three registry voters", 30, || async {
-            n.metric_or_zero("s3swarm_registry{figure=\"voters\"}")
-                .await
-                == 3.0
-        })
-        .await;
-    }
+    all_voting(&nodes).await;
     let leaders: f64 = futures::future::join_all(
         nodes
             .iter()

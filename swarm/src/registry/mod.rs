@@ -164,13 +164,6 @@ impl Registry {
         Ok(reg)
     }
 
-    /// Who holds a bucket name, as this member's copy of the state says (it may lag the
-    /// leader's; use it to explain a refusal, never to grant).
-    pub fn holder(&self, name: &str) -> Option<Claim> {
-        let a = self.sm.applied.read().unwrap_or_else(|e| e.into_inner());
-        a.state.buckets.get(name).cloned()
-    }
-
     /// Whether `claim` was made by this node for a create it is no longer carrying out (its
     /// answer was lost, or the create failed): such an incarnation is never created, so the
     /// claim may be replaced at once rather than after it is taken back.

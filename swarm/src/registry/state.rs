@@ -188,16 +188,12 @@ impl State {
             }
             Command::Abandon(Abandon::Write { bucket, key, stamp }) => {
                 let slot = (bucket, key);
-                if let Some(w) = self.keys.get(&slot)
+                if let Some(w) = self.keys.get_mut(&slot)
                     && w.view.stamp == Some(stamp)
                 {
-                    match w.before.clone() {
-                        Some(view) => {
-                            if let Some(w) = self.keys.get_mut(&slot) {
-                                w.view = view;
-                                w.before = None;
-                            }
-                        }
+                    // Back to what the registry knew before that write, or to nothing.
+                    match w.before.take() {
+                        Some(view) => w.view = view,
                         None => {
                             self.keys.remove(&slot);
                         }

@@ -38,11 +38,7 @@ impl KeyStore {
     /// Uses the configured keys; with none, loads or creates a generated pair in `data_dir`.
     pub fn load(configured: &[KeyPair], data_dir: &Path) -> std::io::Result<(Self, KeyOrigin)> {
         if !configured.is_empty() {
-            let keys = configured
-                .iter()
-                .map(|k| (k.access_key.clone(), k.secret_key.clone()))
-                .collect();
-            return Ok((Self { keys }, KeyOrigin::Configured));
+            return Ok((Self::from_pairs(configured), KeyOrigin::Configured));
         }
         let path = data_dir.join(GENERATED_FILE);
         if path.exists() {
@@ -75,6 +71,21 @@ impl KeyStore {
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         Ok((Self::single(&pair), KeyOrigin::Generated(pair)))
+    }
+
+    /// The given pairs, as configured.
+    pub fn from_pairs(pairs: &[KeyPair]) -> Self {
+        Self {
+            keys: pairs
+                .iter()
+                .map(|k| (k.access_key.clone(), k.secret_key.clone()))
+                .collect(),
+        }
+    }
+
+    /// The secret of `access_key`, for the signatures checked outside s3s (SigV2).
+    pub fn secret(&self, access_key: &str) -> Option<&str> {
+        self.keys.get(access_key).map(String::as_str)
     }
 
     fn single(pair: &KeyPair) -> Self {

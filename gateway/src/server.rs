@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::credentials::{GENERATED_FILE, KeyOrigin, KeyStore};
 use crate::metrics::{Metrics, OperationName};
 use crate::s3::blob::{BlobRoute, Names};
-use crate::s3::{BucketOwnership, DomainHost, Gateway, cors, post};
+use crate::s3::{BucketOwnership, DomainHost, Gateway, cors, post, signature};
 use crate::tls::{TlsError, TlsListener};
 
 /// Why the server could not start or stopped with an error.
@@ -57,6 +57,10 @@ struct AppState {
     /// caps the bytes all of them may hold at once, in KiB, whoever sends them.
     post_budget: Arc<tokio::sync::Semaphore>,
     post_max_size: u64,
+    /// For what the signature screen checks before s3s (SigV2 verification, region names).
+    keys: KeyStore,
+    region: Arc<str>,
+    host: Option<Arc<DomainHost>>,
 }
 
 /// Bytes of form fields a POST may carry beyond its file.
@@ -171,6 +175,12 @@ pub async fn serve(
             config.post_max_size,
         ))),
         post_max_size: config.post_max_size,
+        keys: keys.clone(),
+        region: Arc::from(config.region.as_str()),
+        host: config
+            .domain
+            .as_deref()
+            .map(|d| Arc::new(DomainHost::new(d))),
     };
     // What must be stopped, in order, once the server has stopped.
     let (closing_swarm, closing_store) = (state.swarm.clone(), state.store.clone());
@@ -327,18 +337,57 @@ fn post_budget_kib(post_max_size: u64) -> usize {
 }
 
 fn s3_error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    );
-    let mut r = (status, body).into_response();
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml"),
-    );
-    r
+    crate::s3::error::response(status, code, message, "")
 }
 
-async fn s3_handler(State(st): State<AppState>, req: Request) -> Response {
+/// `/bucket?query` as `/bucket/?query`.
+fn with_trailing_slash(uri: &http::Uri) -> Option<http::Uri> {
+    let pq = match uri.query() {
+        Some(q) => format!("{}/?{q}", uri.path()),
+        None => format!("{}/", uri.path()),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
+}
+
+/// See [`crate::s3::signature`]: what s3s would let through unsigned or unchecked.
+fn screen_signature(st: &AppState, req: &Request) -> Result<signature::Passed, signature::Refusal> {
+    use s3s::host::S3Host as _;
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let vhost = match (&st.host, host) {
+        (Some(domain), Some(h)) => domain.parse_host_header(h).ok(),
+        _ => None,
+    };
+    signature::screen(
+        &signature::Request {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            host_bucket: vhost.as_ref().and_then(|v| v.bucket()),
+        },
+        time::OffsetDateTime::now_utc(),
+        &st.keys,
+    )
+}
+
+async fn s3_handler(State(st): State<AppState>, mut req: Request) -> Response {
+    match screen_signature(&st, &req) {
+        Ok(signature::Passed::AsSent) => {}
+        Ok(signature::Passed::WithBucketSlash) => {
+            if let Some(uri) = with_trailing_slash(req.uri()) {
+                *req.uri_mut() = uri;
+            }
+        }
+        Err(refusal) => {
+            let (status, code, message, extra) = refusal.as_s3(&st.region);
+            tracing::debug!(?refusal, "request refused before signature verification");
+            return crate::s3::error::response(status, code, &message, &extra);
+        }
+    }
     let is_head = req.method() == http::Method::HEAD;
     let form_post = post::is_form_post(req.method(), req.headers());
     let _post_permit = if form_post {

@@ -379,6 +379,14 @@ pub(crate) fn part_key(upload_id: &str, part: u32) -> Vec<u8> {
     k
 }
 
+/// `bucket` and `key` back out of an [`object_key`] (bucket names hold no NUL).
+pub(crate) fn split_object_key(okey: &[u8]) -> Option<(String, String)> {
+    let at = okey.iter().position(|&b| b == 0)?;
+    let bucket = std::str::from_utf8(&okey[..at]).ok()?;
+    let key = std::str::from_utf8(&okey[at + 1..]).ok()?;
+    Some((bucket.to_owned(), key.to_owned()))
+}
+
 pub(crate) fn blob_key(hash: &ContentHash, manifest: ManifestId) -> Vec<u8> {
     let mut k = hash.as_bytes().to_vec();
     k.extend_from_slice(&manifest.0);

@@ -38,12 +38,26 @@ impl S3Access for BucketOwnership {
             return Ok(());
         }
         match self.store.bucket(bucket) {
-            Ok(rec) if rec.owner == creds.access_key => Ok(()),
+            Ok(rec) if may_use(&rec, &creds.access_key) => Ok(()),
             // Creating a taken name must answer BucketAlreadyExists, not AccessDenied.
             Ok(_) if cx.s3_op().name() == "CreateBucket" => Ok(()),
             Ok(_) => Err(s3_error!(AccessDenied, "Access Denied")),
             Err(StoreError::NoSuchBucket(_)) => Ok(()),
             Err(e) => Err(s3_err(e)),
         }
+    }
+}
+
+/// Today's one rule: a bucket and everything in it is its owner's alone.
+fn may_use(rec: &store::BucketRecord, identity: &str) -> bool {
+    rec.owner == identity
+}
+
+/// Whether `identity` may read from `bucket` (false when it does not exist).
+pub(crate) fn may_access(store: &Store, bucket: &str, identity: &str) -> store::Result<bool> {
+    match store.bucket(bucket) {
+        Ok(rec) => Ok(may_use(&rec, identity)),
+        Err(StoreError::NoSuchBucket(_)) => Ok(false),
+        Err(e) => Err(e),
     }
 }

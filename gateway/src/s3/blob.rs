@@ -1,5 +1,7 @@
-//! `GET /_blob/<blake3>`: an object's bytes by whole-content hash, for any authenticated key;
-//! and the admin routes (see [`crate::admin`]), on the same signed path.
+//! `GET /_blob/<blake3>`: an object's bytes by whole-content hash, for a caller who may read
+//! an object with that content; and the admin routes (see [`crate::admin`]), on the same
+//! signed path. Content held only by objects the caller may not read answers exactly as
+//! content stored nowhere (404 NoSuchKey): the route must not tell who stores which file.
 //!
 //! Served as an s3s custom route so the request is SigV4-checked (headers or presigned URL)
 //! exactly like an S3 call. `_blob` cannot be a bucket name, so it shadows nothing.
@@ -75,10 +77,22 @@ impl S3Route for BlobRoute {
         let hex = hash_of(&req.uri).unwrap_or_default();
         let hash: ContentHash = hex.parse().map_err(s3_err)?;
         let store = self.store.clone();
-        let manifest = tokio::task::spawn_blocking(move || store.blob(&hash))
-            .await
-            .map_err(join_err)?
-            .map_err(s3_err)?;
+        let reader = req
+            .credentials
+            .as_ref()
+            .map(|c| c.access_key.clone())
+            .unwrap_or_default();
+        let manifest = tokio::task::spawn_blocking(move || {
+            for holder in store.blob_holders(&hash)? {
+                if super::access::may_access(&store, &holder.bucket, &reader)? {
+                    return Ok(holder.manifest);
+                }
+            }
+            Err(store::StoreError::NoSuchBlob(hash.to_hex()))
+        })
+        .await
+        .map_err(join_err)?
+        .map_err(s3_err)?;
         let size = manifest.size();
         let mut resp = if req.method == Method::HEAD {
             S3Response::new(Body::empty())

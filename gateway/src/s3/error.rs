@@ -102,6 +102,26 @@ pub(crate) fn s3_err(e: StoreError) -> S3Error {
     }
 }
 
+/// An S3 error answered outside s3s (before it runs, or around it), in S3's XML; `extra` is
+/// any further element AWS puts in that error (`<Region>`, `<HeadersNotSigned>`), escaped.
+pub(crate) fn response(
+    status: http::StatusCode,
+    code: &str,
+    message: &str,
+    extra: &str,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message>{extra}</Error>"
+    );
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    r
+}
+
 /// Turns a failed blocking task (panic or cancellation) into a 500.
 pub(crate) fn join_err(e: tokio::task::JoinError) -> S3Error {
     tracing::error!(error = %e, "blocking task failed");

@@ -14,6 +14,7 @@ mod list;
 mod multipart;
 pub(crate) mod post;
 mod put;
+pub(crate) mod signature;
 mod tagging;
 mod vhost;
 

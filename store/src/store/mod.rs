@@ -185,6 +185,14 @@ impl WritePrecondition {
     }
 }
 
+/// An object whose whole content is a given BLAKE3 (see [`Store::blob_holders`]).
+#[derive(Debug, Clone)]
+pub struct BlobHolder {
+    pub bucket: String,
+    pub key: String,
+    pub manifest: Manifest,
+}
+
 /// A chunk held here, as [`Store::held_chunk`] returns it.
 #[derive(Clone, Debug)]
 pub struct HeldChunk {

@@ -64,7 +64,7 @@ impl Store {
                 return Err(StoreError::NoSuchUpload(upload_id));
             }
             let mut staged = staged;
-            let manifest = commit_staged(tx, &mut staged, false)?;
+            let manifest = commit_staged(tx, &mut staged, None)?;
             let rec = PartRecord {
                 size: staged.size,
                 etag,
@@ -124,7 +124,7 @@ impl Store {
                 match seg {
                     Segment::Shared(c) => chunks.push(c),
                     Segment::Copied(mut staged) => {
-                        scratch.push(commit_staged(tx, &mut staged, false)?);
+                        scratch.push(commit_staged(tx, &mut staged, None)?);
                         chunks.extend_from_slice(staged.manifest.chunks());
                         staged_all.push(staged);
                     }
@@ -284,7 +284,7 @@ impl Store {
             let id = ManifestId::random();
             tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
             tx.put(Cf::PartSizes, id.0.to_vec(), encode_part_sizes(&part_sizes));
-            tx.put(Cf::Blobs, blob_key(&content_hash, id), Vec::new());
+            tx.put(Cf::Blobs, blob_key(&content_hash, id), okey.clone());
             let rec = ObjectRecord {
                 size: manifest.size(),
                 etag,

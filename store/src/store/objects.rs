@@ -20,7 +20,7 @@ impl Store {
         self.db.transact(move |tx| {
             let versioning = bucket_in(tx, &bucket)?.versioning;
             let mut staged = staged;
-            let manifest = commit_staged(tx, &mut staged, true)?;
+            let manifest = commit_staged(tx, &mut staged, Some(&okey))?;
             let rec = ObjectRecord {
                 size: staged.size,
                 etag: new.etag,
@@ -153,26 +153,50 @@ impl Store {
         Ok(())
     }
 
-    /// The manifest of some object whose whole-content BLAKE3 is `hash`.
-    pub fn blob(&self, hash: &ContentHash) -> Result<Manifest> {
-        let mut ids = Vec::new();
+    /// The objects whose whole content has BLAKE3 `hash` (at most 16), each with its
+    /// manifest: the object that first stored each copy of the content, if it is still that
+    /// key's current version. Who may read which is the caller's decision.
+    pub fn blob_holders(&self, hash: &ContentHash) -> Result<Vec<BlobHolder>> {
+        let mut found = Vec::new();
         self.shared
             .meta
-            .scan_prefix(Cf::Blobs, hash.as_bytes(), |k, _| {
-                ids.push(ManifestId(
+            .scan_prefix(Cf::Blobs, hash.as_bytes(), |k, v| {
+                let id = ManifestId(
                     k[32..]
                         .try_into()
                         .map_err(|_| StoreError::Corrupt("blob key".into()))?,
-                ));
-                Ok(ids.len() < 16)
+                );
+                found.push((id, v.to_vec()));
+                Ok(found.len() < 16)
             })?;
-        // An entry can outlive its manifest for the instant between two commits; try the next.
-        for id in ids {
+        let mut holders = Vec::new();
+        for (id, okey) in found {
+            // Entries written before they named their object (empty) are served to nobody.
+            let Some((bucket, key)) = split_object_key(&okey) else {
+                continue;
+            };
+            let current = self
+                .shared
+                .meta
+                .get(Cf::Objects, &okey)?
+                .map(|v| from_json::<Version>(&v))
+                .transpose()?;
+            let Some(Version::Object(rec)) = current else {
+                continue;
+            };
+            if rec.manifest != id.to_hex() {
+                continue;
+            }
+            // An entry can outlive its manifest for the instant between two commits.
             if let Some(v) = self.shared.meta.get(Cf::Manifests, &id.0)? {
-                return Manifest::decode(&v);
+                holders.push(BlobHolder {
+                    bucket,
+                    key,
+                    manifest: Manifest::decode(&v)?,
+                });
             }
         }
-        Err(StoreError::NoSuchBlob(hash.to_hex()))
+        Ok(holders)
     }
 
     /// Deletes `bucket/key`: in a versioned bucket, without `version` a delete marker becomes

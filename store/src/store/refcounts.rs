@@ -55,7 +55,7 @@ pub(super) fn add_ref(tx: &mut Tx<'_>, hash: &ChunkHash) -> Result<()> {
 pub(super) fn commit_staged(
     tx: &mut Tx<'_>,
     staged: &mut StagedObject,
-    index_blob: bool,
+    index_blob: Option<&[u8]>,
 ) -> Result<ManifestId> {
     let mut pack_live = 0u64;
     for c in staged.manifest.chunks() {
@@ -119,8 +119,10 @@ pub(super) fn commit_staged(
     let id = ManifestId::random();
     tx.put(Cf::Manifests, id.0.to_vec(), staged.manifest.encode());
     // Parts are not objects: only whole objects are addressable by content hash.
-    if index_blob {
-        tx.put(Cf::Blobs, blob_key(&staged.content_hash, id), Vec::new());
+    // The entry names the object it was written for (its object key): `/_blob/<hash>` serves
+    // the content only to who may read that object.
+    if let Some(okey) = index_blob {
+        tx.put(Cf::Blobs, blob_key(&staged.content_hash, id), okey.to_vec());
     }
     Ok(id)
 }

@@ -427,6 +427,7 @@ fn carry_out(
                                 (Version::Object(mut rec), Some(m)) => {
                                     let id = adopt_manifest(
                                         tx,
+                                        &okey,
                                         &m,
                                         &rec.content_hash()?,
                                         part_sizes.as_deref(),
@@ -557,6 +558,7 @@ fn keep_noncurrent(tx: &mut Tx<'_>, okey: &[u8], v: &Version) {
 /// never seen here recorded as absent (their bytes are fetched when needed).
 fn adopt_manifest(
     tx: &mut Tx<'_>,
+    okey: &[u8],
     manifest: &Manifest,
     content: &ContentHash,
     part_sizes: Option<&[u64]>,
@@ -581,7 +583,7 @@ fn adopt_manifest(
     }
     let id = ManifestId::random();
     tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
-    tx.put(Cf::Blobs, blob_key(content, id), Vec::new());
+    tx.put(Cf::Blobs, blob_key(content, id), okey.to_vec());
     if let Some(sizes) = part_sizes {
         tx.put(Cf::PartSizes, id.0.to_vec(), encode_part_sizes(sizes));
     }

@@ -58,6 +58,15 @@ pub struct Config {
     pub bootstrap_expect: Option<usize>,
     /// Test-only fault switch: serve corrupted chunks to peers.
     pub fault_corrupt_chunks: bool,
+    /// Open S3 connections at most; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Seconds a connection has to send a request head once ready for one (idle keep-alive
+    /// included).
+    pub header_timeout_secs: u64,
+    /// Seconds a response write may make no progress (the client stopped reading).
+    pub send_timeout_secs: u64,
+    /// Seconds a request body may deliver nothing (400 RequestTimeout).
+    pub body_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -85,6 +94,10 @@ impl Default for Config {
             capacity: None,
             bootstrap_expect: None,
             fault_corrupt_chunks: false,
+            max_connections: 10_000,
+            header_timeout_secs: 30,
+            send_timeout_secs: 60,
+            body_timeout_secs: 30,
         }
     }
 }
@@ -114,6 +127,10 @@ pub struct FileConfig {
     pub replicas: Option<usize>,
     pub capacity: Option<u64>,
     pub bootstrap_expect: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub header_timeout_secs: Option<u64>,
+    pub send_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -140,6 +157,10 @@ pub struct Overrides {
     pub capacity: Option<u64>,
     pub bootstrap_expect: Option<usize>,
     pub fault_corrupt_chunks: bool,
+    pub max_connections: Option<usize>,
+    pub header_timeout_secs: Option<u64>,
+    pub send_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
 }
 
 /// Why a configuration could not be built.
@@ -191,6 +212,10 @@ impl Config {
             c.replicas = f.replicas.unwrap_or(c.replicas);
             c.capacity = f.capacity.or(c.capacity);
             c.bootstrap_expect = f.bootstrap_expect.or(c.bootstrap_expect);
+            c.max_connections = f.max_connections.unwrap_or(c.max_connections);
+            c.header_timeout_secs = f.header_timeout_secs.unwrap_or(c.header_timeout_secs);
+            c.send_timeout_secs = f.send_timeout_secs.unwrap_or(c.send_timeout_secs);
+            c.body_timeout_secs = f.body_timeout_secs.unwrap_or(c.body_timeout_secs);
         }
         c.listen = over.listen.unwrap_or(c.listen);
         c.data_dir = over.data_dir.unwrap_or(c.data_dir);
@@ -213,6 +238,10 @@ impl Config {
         c.capacity = over.capacity.or(c.capacity);
         c.bootstrap_expect = over.bootstrap_expect.or(c.bootstrap_expect);
         c.fault_corrupt_chunks = over.fault_corrupt_chunks;
+        c.max_connections = over.max_connections.unwrap_or(c.max_connections);
+        c.header_timeout_secs = over.header_timeout_secs.unwrap_or(c.header_timeout_secs);
+        c.send_timeout_secs = over.send_timeout_secs.unwrap_or(c.send_timeout_secs);
+        c.body_timeout_secs = over.body_timeout_secs.unwrap_or(c.body_timeout_secs);
         match (over.access_key, over.secret_key) {
             (Some(access_key), Some(secret_key)) => {
                 c.keys.retain(|k| k.access_key != access_key);
@@ -273,6 +302,20 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "--peer needs --swarm-listen (the address this node's swarm endpoint binds)".into(),
             ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "--max-connections must be at least 1".into(),
+            ));
+        }
+        for (flag, v) in [
+            ("--header-timeout-secs", self.header_timeout_secs),
+            ("--send-timeout-secs", self.send_timeout_secs),
+            ("--body-timeout-secs", self.body_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!("{flag} must be at least 1")));
+            }
         }
         if self.bootstrap_expect == Some(0) {
             return Err(ConfigError::Invalid(

@@ -3,10 +3,12 @@
 //! An axum server answers `/healthz` and `/metrics` and hands everything else to the `s3s`
 //! protocol layer, whose `S3` trait is implemented by [`s3::Gateway`] over the `store` crate.
 //! Credentials ([`credentials`]) and configuration ([`config`]) are loaded once at start;
-//! with a certificate the same app is served over HTTPS ([`tls`]).
+//! with a certificate the same app is served over HTTPS ([`tls`]); what a slow client may
+//! cost is bounded where connections are accepted ([`connections`]).
 
 pub mod admin;
 pub mod config;
+pub mod connections;
 pub mod credentials;
 pub mod metrics;
 pub mod s3;

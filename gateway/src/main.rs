@@ -30,7 +30,8 @@ enum Command {
 struct ServeArgs {
     /// TOML config file (fields: listen, data_dir, region, max_object_size, gc_grace_secs,
     /// log_level, log_format, tls_cert, tls_key, domain, post_max_size, swarm_listen,
-    /// swarm_advertise, peers, cluster_secret_file, replicas, capacity, and [[keys]] tables
+    /// swarm_advertise, peers, cluster_secret_file, replicas, capacity, bootstrap_expect,
+    /// max_connections, header_timeout_secs, send_timeout_secs, body_timeout_secs, and [[keys]] tables
     /// with access_key and secret_key). Flags and environment variables override it.
     #[arg(long, env = "S3SWARM_CONFIG")]
     config: Option<PathBuf>,
@@ -77,6 +78,22 @@ struct ServeArgs {
     /// memory while its policy is checked [default: 64 MiB].
     #[arg(long, env = "S3SWARM_POST_MAX_SIZE")]
     post_max_size: Option<u64>,
+    /// Open S3 connections at most; past it new ones wait in the kernel's backlog
+    /// [default: 10000].
+    #[arg(long, env = "S3SWARM_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a connection has to send a whole request head once ready for one; idle
+    /// keep-alive connections are closed after the same time [default: 30].
+    #[arg(long, env = "S3SWARM_HEADER_TIMEOUT_SECS")]
+    header_timeout_secs: Option<u64>,
+    /// Seconds a response may wait for a client that reads nothing before the connection is
+    /// closed [default: 60].
+    #[arg(long, env = "S3SWARM_SEND_TIMEOUT_SECS")]
+    send_timeout_secs: Option<u64>,
+    /// Seconds a request body may deliver nothing before the request fails with 400
+    /// RequestTimeout [default: 30].
+    #[arg(long, env = "S3SWARM_BODY_TIMEOUT_SECS")]
+    body_timeout_secs: Option<u64>,
     /// Join a swarm: the UDP address this node's QUIC endpoint binds, e.g. 10.0.0.5:7400
     /// [default: none, a stand-alone node].
     #[arg(long, env = "S3SWARM_SWARM_LISTEN")]
@@ -229,6 +246,10 @@ fn main() -> ExitCode {
                 tls_key: a.tls_key,
                 domain: a.domain,
                 post_max_size: a.post_max_size,
+                max_connections: a.max_connections,
+                header_timeout_secs: a.header_timeout_secs,
+                send_timeout_secs: a.send_timeout_secs,
+                body_timeout_secs: a.body_timeout_secs,
                 swarm_listen: a.swarm_listen,
                 swarm_advertise: a.swarm_advertise,
                 peers: a.peers,

@@ -197,19 +197,22 @@ pub async fn serve(
         .with_state(state);
 
     announce(&config, addr, tls.is_some(), &origin, keys.len());
+    crate::connections::raise_open_file_limit();
+    let limits = crate::connections::Limits {
+        max_connections: config.max_connections,
+        header_timeout: std::time::Duration::from_secs(config.header_timeout_secs),
+        send_timeout: std::time::Duration::from_secs(config.send_timeout_secs),
+        body_timeout: std::time::Duration::from_secs(config.body_timeout_secs),
+    };
     match tls {
         Some(tls) => {
-            axum::serve(TlsListener::new(listener, tls)?, app)
-                .with_graceful_shutdown(shutdown)
-                .await?
+            crate::connections::serve(TlsListener::new(listener, tls)?, app, limits, shutdown).await
         }
         None => {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?
+            crate::connections::serve(listener, app, limits, shutdown).await
         }
     }
     if let Some(swarm) = closing_swarm {

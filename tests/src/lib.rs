@@ -442,6 +442,46 @@ impl Node {
             .await
     }
 
+    /// The head of an HTTP/1.1 request for raw sockets (ending in the blank line), signed with
+    /// SigV4 for the test identity over `headers` and an unsigned payload, so a test can send
+    /// the body as slowly as it likes (or not at all).
+    pub fn signed_head(&self, method: &str, path_and_query: &str, headers: &[(&str, &str)]) -> String {
+        use aws_sigv4::http_request::{
+            PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
+        };
+        use aws_sigv4::sign::v4;
+        let host = self.endpoint.trim_start_matches("http://");
+        let url = format!("{}{}", self.endpoint, path_and_query);
+        let identity = Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "s3swarm-tests").into();
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .expect("signing params")
+            .into();
+        let mut all: Vec<(String, String)> = vec![("host".into(), host.into())];
+        all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let signable = SignableRequest::new(
+            method,
+            &url,
+            all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignableBody::UnsignedPayload,
+        )
+        .expect("signable");
+        let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+        let mut head = format!("{method} {path_and_query} HTTP/1.1\r\n");
+        for (k, v) in all.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(instructions.headers()) {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        head
+    }
+
     /// A raw HTTP request with extra headers, signed with SigV4 for the given identity.
     pub async fn signed_with(
         &self,

@@ -48,11 +48,12 @@ impl ByteStream for ChunkStream {
     }
 }
 
-/// Starts reading `range` of `manifest` on a blocking thread. A read error ends the stream
-/// with an error (the client sees a truncated body, never wrong bytes); a client that goes
-/// away stops the reader at its next chunk. Chunks this node does not hold are fetched from
-/// the swarm (only those the range covers, in reading order), each streamed as soon as it is
-/// verified and stored.
+/// Starts reading `range` of `manifest` in a task. A read error ends the stream with an error
+/// (the client sees a truncated body, never wrong bytes); a client that goes away stops the
+/// reader at its next chunk. Chunks this node does not hold are fetched from the swarm (only
+/// those the range covers, in reading order), each streamed as soon as it is verified and
+/// stored. Each slice is one short blocking read (a metadata lookup and a mapped pack slice):
+/// a client that stops reading holds a socket and at most `READ_AHEAD` slices, no thread.
 pub(crate) fn stream_range(
     store: Arc<Store>,
     swarm: Option<swarm::Swarm>,
@@ -62,30 +63,35 @@ pub(crate) fn stream_range(
 ) -> ChunkStream {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let remaining = range.len();
-    let handle = tokio::runtime::Handle::current();
-    let m = metrics;
-    tokio::task::spawn_blocking(move || {
+    tokio::spawn(async move {
         let mut download: Option<swarm::transfer::Download> = None;
         for (i, slice) in manifest.slices(range).enumerate() {
             let mut fetched = 0;
             let bytes = loop {
-                match store.read_slice(&slice) {
+                let (s, sl) = (store.clone(), slice);
+                let read = match tokio::task::spawn_blocking(move || s.read_slice(&sl)).await {
+                    Ok(r) => r,
+                    Err(e) => break Err(std::io::Error::other(e.to_string())),
+                };
+                match read {
                     Ok(b) => break Ok(b),
                     // A cache-only node may evict a chunk between its arrival and this read:
                     // fetch it again (a few times at most).
-                    Err(StoreError::ChunkAbsent(h)) if swarm.is_some() && fetched < 3 => {
+                    Err(StoreError::ChunkAbsent(h)) if fetched < 3 => {
+                        let Some(sw) = swarm.as_ref() else {
+                            break Err(std::io::Error::other(
+                                StoreError::ChunkAbsent(h).to_string(),
+                            ));
+                        };
                         if fetched > 0 {
                             download = None;
                         }
                         let dl = download.get_or_insert_with(|| {
                             let wanted = manifest.slices(range).skip(i).map(|s| s.chunk.hash);
-                            swarm
-                                .as_ref()
-                                .map(|sw| sw.fetch(wanted.collect()))
-                                .unwrap_or_else(|| unreachable!("checked above"))
+                            sw.fetch(wanted.collect())
                         });
                         tracing::trace!(chunk = %h, "read waits for a fetch");
-                        if let Err(e) = handle.block_on(dl.wait(&h)) {
+                        if let Err(e) = dl.wait(&h).await {
                             break Err(std::io::Error::other(format!(
                                 "chunk {h} could not be fetched from any peer: {e}"
                             )));
@@ -97,16 +103,16 @@ pub(crate) fn stream_range(
             };
             match bytes {
                 Ok(b) => {
-                    if let Some(m) = &m {
+                    if let Some(m) = &metrics {
                         m.chunk_read(fetched > 0, b.len());
                     }
-                    if tx.blocking_send(Ok(b)).is_err() {
+                    if tx.send(Ok(b)).await.is_err() {
                         return;
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "reading object failed mid-stream");
-                    let _ = tx.blocking_send(Err(e));
+                    let _ = tx.send(Err(e)).await;
                     return;
                 }
             }

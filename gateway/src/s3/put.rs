@@ -13,7 +13,9 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use s3s::dto::{Checksum, ETag, PutObjectInput, PutObjectOutput, StreamingBlob};
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use store::{ContentHash, NewObject, ObjectKey, ObjectMeta, StagedObject, Store, StoredChecksum};
+use store::{
+    ContentHash, NewObject, ObjectKey, ObjectMeta, StagedObject, Store, StoreError, StoredChecksum,
+};
 use tokio::sync::mpsc;
 
 use super::checksum::{ChecksumPlan, to_dto};
@@ -119,39 +121,58 @@ pub(crate) async fn ingest(
 
     let (to_writer, mut writer_rx) = mpsc::channel::<Msg>(FRAMES_IN_FLIGHT);
     let (to_hasher, mut hasher_rx) = mpsc::channel::<Arc<Vec<Bytes>>>(FRAMES_IN_FLIGHT);
+    // The writer and the hasher are tasks, not threads: each batch is a short blocking job, so
+    // an upload whose client trickles or stalls holds no thread while it waits.
     let writer_store = store.clone();
-    let writer = tokio::task::spawn_blocking(move || {
+    let writer = tokio::spawn(async move {
         let mut w = writer_store.writer_for_hashed();
-        while let Some(msg) = writer_rx.blocking_recv() {
+        while let Some(msg) = writer_rx.recv().await {
             match msg {
                 Msg::Data(frames) => {
-                    for b in frames.iter() {
-                        w.write(b)?;
-                    }
+                    w = tokio::task::spawn_blocking(move || {
+                        for b in frames.iter() {
+                            w.write(b)?;
+                        }
+                        Ok::<_, StoreError>(w)
+                    })
+                    .await
+                    .map_err(join_err)?
+                    .map_err(s3_err)?;
                 }
-                Msg::End(content_hash) => return w.finish_with(content_hash).map(Some),
+                Msg::End(content_hash) => {
+                    return tokio::task::spawn_blocking(move || w.finish_with(content_hash))
+                        .await
+                        .map_err(join_err)?
+                        .map(Some)
+                        .map_err(s3_err);
+                }
             }
         }
         // The sender went away without End: the upload failed; dropping `w` removes its pack.
         Ok(None)
     });
-    let mut checks = plan.hasher();
-    let hasher = tokio::task::spawn_blocking(move || {
-        let mut md5 = Md5::new();
-        let mut whole = blake3::Hasher::new();
-        while let Some(frames) = hasher_rx.blocking_recv() {
-            for b in frames.iter() {
-                md5.update(b);
-                whole.update(b);
-                checks.update(b);
-            }
+    let checks = plan.hasher();
+    let hasher = tokio::spawn(async move {
+        let mut state = Box::new((Md5::new(), blake3::Hasher::new(), checks));
+        while let Some(frames) = hasher_rx.recv().await {
+            state = tokio::task::spawn_blocking(move || {
+                for b in frames.iter() {
+                    state.0.update(b);
+                    state.1.update(b);
+                    state.2.update(b);
+                }
+                state
+            })
+            .await
+            .map_err(join_err)?;
         }
         // The sender closes the channel after the last frame, or early on failure.
-        (
+        let (md5, whole, checks) = *state;
+        Ok::<_, S3Error>((
             <[u8; 16]>::from(md5.finalize()),
             checks.finalize(),
             ContentHash::from(whole.finalize()),
-        )
+        ))
     });
 
     let mut total = 0u64;
@@ -196,12 +217,13 @@ pub(crate) async fn ingest(
     .await;
     // Closing the hasher's channel ends its loop; the writer finishes only when told the hash.
     drop(to_hasher);
-    let (md5, checksums, content_hash) = hasher.await.map_err(join_err)?;
+    let (md5, checksums, content_hash) = hasher.await.map_err(join_err)??;
     if fed.is_ok() {
         let _ = to_writer.send(Msg::End(content_hash)).await;
     }
     drop(to_writer);
-    let staged = writer.await.map_err(join_err)?.map_err(s3_err)?;
+    // The writer's failure (a full disk) explains a short feed, not the other way round.
+    let staged = writer.await.map_err(join_err)??;
     fed?;
     match staged {
         Some(staged) => Ok(Ingested {
@@ -218,7 +240,12 @@ pub(crate) async fn ingest(
 /// is recognised by its message here, in this one place.
 pub(crate) fn body_error(e: &s3s::StdError) -> S3Error {
     let text = e.to_string();
-    if text.contains("SignatureMismatch") {
+    if text.contains(crate::connections::BODY_TIMEOUT_MESSAGE) {
+        s3_error!(
+            RequestTimeout,
+            "Your socket connection to the server was not read from or written to within the timeout period."
+        )
+    } else if text.contains("SignatureMismatch") {
         s3_error!(
             SignatureDoesNotMatch,
             "A chunk signature of the aws-chunked body does not match its content."

@@ -1,0 +1,291 @@
+//! Accepting connections, and what a slow or stalled client may cost: a socket and a little
+//! memory, never a thread, and never for long.
+//!
+//! `axum::serve` gives hyper no timer, so a connection may take forever to send its request
+//! head, sit idle for good, or stop reading a response while the node keeps it; and it accepts
+//! without limit. This loop is the same as axum's with four limits:
+//! - at most `max_connections` open at once; past that, new connections wait in the kernel's
+//!   backlog until one closes (nothing is read from them, so they cost no memory here);
+//! - a request head must arrive within `header_timeout` of the connection becoming ready for
+//!   one. hyper starts that clock as soon as it waits for a head, so this is also the idle
+//!   keep-alive timeout: one setting, not two;
+//! - a response write that makes no progress for `send_timeout` (the client stopped reading)
+//!   closes the connection ([`SendDeadline`]);
+//! - a request body that delivers nothing for `body_timeout` ends with an error the S3 layer
+//!   answers as 400 RequestTimeout ([`BodyDeadline`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::serve::Listener;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+use tower::ServiceExt;
+
+/// The limits above, from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub send_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+/// The message a [`BodyDeadline`] error carries; `s3::put::body_error` recognises it.
+pub const BODY_TIMEOUT_MESSAGE: &str =
+    "RequestTimeout: the request body delivered nothing within the timeout";
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets open connections finish
+/// their requests (graceful shutdown) and returns when all have closed.
+pub async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    L: Listener,
+    L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    // Connections hold a receiver: they start a graceful shutdown when it changes, and the
+    // sender's `closed()` resolves once every one of them has finished.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (io, _addr) = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = app.map_request(move |req: http::Request<Incoming>| {
+                req.map(|b| Body::new(BodyDeadline::new(b, limits.body_timeout)))
+            });
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(limits.header_timeout))
+                .keep_alive_timeout(limits.send_timeout);
+            let io = TokioIo::new(SendDeadline::new(io, limits.send_timeout));
+            let conn =
+                builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+            }
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error while closing");
+            }
+        });
+    }
+    drop(listener);
+    drop(stop_rx);
+    // Tell every connection, then wait for the last one.
+    let _ = stop_tx.send(());
+    stop_tx.closed().await;
+}
+
+/// Raises this process's open-file limit to its hard limit: every connection is a descriptor,
+/// and the common soft default (1,024) is below what `max_connections` allows.
+pub fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::warn!(
+                    soft = lim.rlim_cur,
+                    hard = lim.rlim_max,
+                    "cannot raise the open-file limit"
+                );
+            }
+        }
+    }
+}
+
+/// A connection whose writes fail once one has made no progress for `limit`: the peer stopped
+/// reading, and the response it asked for would otherwise hold its buffers forever.
+pub struct SendDeadline<IO> {
+    inner: IO,
+    limit: Duration,
+    /// Started when a write first returns `Pending`; cleared by any progress.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<IO> SendDeadline<IO> {
+    pub fn new(inner: IO, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    fn on_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client read nothing within the send timeout",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for SendDeadline<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for SendDeadline<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.on_write(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.on_write(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.on_write(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.on_write(cx, r)
+    }
+}
+
+/// A request body that fails when it delivers nothing for `limit` while being read: a client
+/// that stopped sending mid-upload.
+pub struct BodyDeadline {
+    inner: Incoming,
+    limit: Duration,
+    idle: Option<Pin<Box<Sleep>>>,
+}
+
+impl BodyDeadline {
+    pub fn new(inner: Incoming, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            idle: None,
+        }
+    }
+}
+
+/// Why a [`BodyDeadline`] ended.
+#[derive(Debug, thiserror::Error)]
+#[error("{BODY_TIMEOUT_MESSAGE}")]
+pub struct BodyTimedOut;
+
+impl http_body::Body for BodyDeadline {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            Poll::Ready(r) => {
+                self.idle = None;
+                Poll::Ready(r.map(|f| f.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

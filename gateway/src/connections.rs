@@ -143,21 +143,58 @@ pub fn raise_open_file_limit() {
     }
 }
 
+/// Fires when the watched side has waited `limit` without progress. Only the start of a wait
+/// is stamped, and the one timer is armed for it: when it fires for an earlier wait (progress
+/// came since), it is re-armed for the rest. A stream of 16 KiB frames costs a flag each, not
+/// a timer each.
+struct Watchdog {
+    limit: Duration,
+    /// When the current wait began; `None` while the side is making progress.
+    waiting_since: Option<tokio::time::Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Watchdog {
+    fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            waiting_since: None,
+            timer: None,
+        }
+    }
+
+    fn progressed(&mut self) {
+        self.waiting_since = None;
+    }
+
+    /// Called when the watched side waits: true once this wait has lasted `limit`.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let since = *self
+            .waiting_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        let deadline = since + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
 /// A connection whose writes fail once one has made no progress for `limit`: the peer stopped
 /// reading, and the response it asked for would otherwise hold its buffers forever.
 pub struct SendDeadline<IO> {
     inner: IO,
-    limit: Duration,
-    /// Started when a write first returns `Pending`; cleared by any progress.
-    stalled: Option<Pin<Box<Sleep>>>,
+    watchdog: Watchdog,
 }
 
 impl<IO> SendDeadline<IO> {
     pub fn new(inner: IO, limit: Duration) -> Self {
         Self {
             inner,
-            limit,
-            stalled: None,
+            watchdog: Watchdog::new(limit),
         }
     }
 
@@ -167,21 +204,13 @@ impl<IO> SendDeadline<IO> {
         r: Poll<std::io::Result<T>>,
     ) -> Poll<std::io::Result<T>> {
         match r {
-            Poll::Pending => {
-                let limit = self.limit;
-                let timer = self
-                    .stalled
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the client read nothing within the send timeout",
-                    ))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending if self.watchdog.expired(cx) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing within the send timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
             ready => {
-                self.stalled = None;
+                self.watchdog.progressed();
                 ready
             }
         }
@@ -236,16 +265,14 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for SendDeadline<IO> {
 /// that stopped sending mid-upload.
 pub struct BodyDeadline {
     inner: Incoming,
-    limit: Duration,
-    idle: Option<Pin<Box<Sleep>>>,
+    watchdog: Watchdog,
 }
 
 impl BodyDeadline {
     pub fn new(inner: Incoming, limit: Duration) -> Self {
         Self {
             inner,
-            limit,
-            idle: None,
+            watchdog: Watchdog::new(limit),
         }
     }
 }
@@ -264,18 +291,12 @@ impl http_body::Body for BodyDeadline {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Pending => {
-                let limit = self.limit;
-                let timer = self
-                    .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
-                    Poll::Pending => Poll::Pending,
-                }
+            Poll::Pending if self.watchdog.expired(cx) => {
+                Poll::Ready(Some(Err(Box::new(BodyTimedOut))))
             }
+            Poll::Pending => Poll::Pending,
             Poll::Ready(r) => {
-                self.idle = None;
+                self.watchdog.progressed();
                 Poll::Ready(r.map(|f| f.map_err(Into::into)))
             }
         }

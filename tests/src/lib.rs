@@ -445,7 +445,12 @@ impl Node {
     /// The head of an HTTP/1.1 request for raw sockets (ending in the blank line), signed with
     /// SigV4 for the test identity over `headers` and an unsigned payload, so a test can send
     /// the body as slowly as it likes (or not at all).
-    pub fn signed_head(&self, method: &str, path_and_query: &str, headers: &[(&str, &str)]) -> String {
+    pub fn signed_head(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> String {
         use aws_sigv4::http_request::{
             PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
         };
@@ -475,7 +480,11 @@ impl Node {
         .expect("signable");
         let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
         let mut head = format!("{method} {path_and_query} HTTP/1.1\r\n");
-        for (k, v) in all.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(instructions.headers()) {
+        for (k, v) in all
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(instructions.headers())
+        {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");

@@ -51,7 +51,11 @@ async fn read_head(s: &mut TcpStream) -> String {
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         let n = s.read(&mut byte).await.expect("read head");
-        assert!(n > 0, "closed before the head: {:?}", String::from_utf8_lossy(&head));
+        assert!(
+            n > 0,
+            "closed before the head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(byte[0]);
     }
     String::from_utf8_lossy(&head).into_owned()
@@ -144,7 +148,9 @@ async fn a_node_under_thousands_of_stalled_and_trickling_clients_still_answers_w
                 let _ = s.write_all(b"x").await;
             }
             for s in &mut loris {
-                let _ = s.write_all(format!("X-Slow-{round}: 1\r\n").as_bytes()).await;
+                let _ = s
+                    .write_all(format!("X-Slow-{round}: 1\r\n").as_bytes())
+                    .await;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -163,7 +169,10 @@ async fn a_node_under_thousands_of_stalled_and_trickling_clients_still_answers_w
 
     // The load was real to the end: every reader still has most of its object unread, and
     // the node still holds the trickling uploads open.
-    assert!(!trickle.is_finished(), "the trickle must outlast the measurement");
+    assert!(
+        !trickle.is_finished(),
+        "the trickle must outlast the measurement"
+    );
     trickle.abort();
     drop(readers);
 }
@@ -192,7 +201,9 @@ async fn each_timeout_closes_what_it_is_for_and_leaves_nothing_behind() {
 
     // Slowloris: a head that never ends is cut after the header timeout.
     let mut s = connect(&node).await;
-    s.write_all(b"GET /timeouts/big HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /timeouts/big HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let t = Instant::now();
     let mut buf = [0u8; 256];
     let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
@@ -208,7 +219,9 @@ async fn each_timeout_closes_what_it_is_for_and_leaves_nothing_behind() {
 
     // An idle keep-alive connection is closed after the same time.
     let mut s = connect(&node).await;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let head = read_head(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let _ = s.read(&mut buf).await; // the body, "ok\n"
@@ -229,7 +242,12 @@ async fn each_timeout_closes_what_it_is_for_and_leaves_nothing_behind() {
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert!(resp.contains("<Code>RequestTimeout</Code>"), "{resp}");
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
-    let missing = s3.head_object().bucket("timeouts").key("stalled").send().await;
+    let missing = s3
+        .head_object()
+        .bucket("timeouts")
+        .key("stalled")
+        .send()
+        .await;
     assert!(missing.is_err(), "a timed-out upload must leave no object");
 
     // A reader that stops reading: the node gives up after the send timeout; what the reader
@@ -242,7 +260,10 @@ async fn each_timeout_closes_what_it_is_for_and_leaves_nothing_behind() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let mut got = Vec::new();
     let drained = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
-    assert!(drained.is_ok(), "the connection must have been closed by the node");
+    assert!(
+        drained.is_ok(),
+        "the connection must have been closed by the node"
+    );
     assert!(
         got.len() < big.len() / 2,
         "a stalled reader got {} of {} bytes: the node kept writing",
@@ -274,7 +295,10 @@ async fn connections_past_the_cap_wait_until_one_closes() {
     extra.write_all(probe).await.unwrap();
     let mut buf = [0u8; 64];
     let waited = tokio::time::timeout(Duration::from_millis(1500), extra.read(&mut buf)).await;
-    assert!(waited.is_err(), "the 21st connection was served past the cap");
+    assert!(
+        waited.is_err(),
+        "the 21st connection was served past the cap"
+    );
     drop(held.pop());
     let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut extra))
         .await

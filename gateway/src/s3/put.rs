@@ -13,9 +13,7 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use s3s::dto::{Checksum, ETag, PutObjectInput, PutObjectOutput, StreamingBlob};
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use store::{
-    ContentHash, NewObject, ObjectKey, ObjectMeta, StagedObject, Store, StoreError, StoredChecksum,
-};
+use store::{ContentHash, NewObject, ObjectKey, ObjectMeta, StagedObject, Store, StoredChecksum};
 use tokio::sync::mpsc;
 
 use super::checksum::{ChecksumPlan, to_dto};
@@ -119,61 +117,44 @@ pub(crate) async fn ingest(
         return Err(s3_error!(IncompleteBody));
     };
 
-    let (to_writer, mut writer_rx) = mpsc::channel::<Msg>(FRAMES_IN_FLIGHT);
-    let (to_hasher, mut hasher_rx) = mpsc::channel::<Arc<Vec<Bytes>>>(FRAMES_IN_FLIGHT);
-    // The writer and the hasher are tasks, not threads: each batch is a short blocking job, so
-    // an upload whose client trickles or stalls holds no thread while it waits.
-    let writer_store = store.clone();
-    let writer = tokio::spawn(async move {
-        let mut w = writer_store.writer_for_hashed();
-        while let Some(msg) = writer_rx.recv().await {
-            match msg {
-                Msg::Data(frames) => {
-                    w = tokio::task::spawn_blocking(move || {
-                        for b in frames.iter() {
-                            w.write(b)?;
-                        }
-                        Ok::<_, StoreError>(w)
-                    })
-                    .await
-                    .map_err(join_err)?
-                    .map_err(s3_err)?;
-                }
-                Msg::End(content_hash) => {
-                    return tokio::task::spawn_blocking(move || w.finish_with(content_hash))
-                        .await
-                        .map_err(join_err)?
-                        .map(Some)
-                        .map_err(s3_err);
-                }
-            }
-        }
-        // The sender went away without End: the upload failed; dropping `w` removes its pack.
-        Ok(None)
-    });
-    let checks = plan.hasher();
-    let hasher = tokio::spawn(async move {
-        let mut state = Box::new((Md5::new(), blake3::Hasher::new(), checks));
-        while let Some(frames) = hasher_rx.recv().await {
-            state = tokio::task::spawn_blocking(move || {
+    let (to_writer, writer_rx) = mpsc::channel::<Msg>(FRAMES_IN_FLIGHT);
+    let (to_hasher, hasher_rx) = mpsc::channel::<Arc<Vec<Bytes>>>(FRAMES_IN_FLIGHT);
+    // The writer and the hasher each run as a blocking job while batches keep coming and
+    // give their thread back when none has come for `IDLE_HANDOFF` (see `consume`): an upload
+    // at full speed keeps two threads busy as before, one that trickles or stalls holds none.
+    let writer = tokio::spawn(consume(
+        writer_rx,
+        WriterState {
+            writer: Some(store.writer_for_hashed()),
+            staged: None,
+        },
+        |st, msg| match msg {
+            Msg::Data(frames) => {
+                let w = st.writer.as_mut().ok_or_else(|| s3_error!(InternalError))?;
                 for b in frames.iter() {
-                    state.0.update(b);
-                    state.1.update(b);
-                    state.2.update(b);
+                    w.write(b).map_err(s3_err)?;
                 }
-                state
-            })
-            .await
-            .map_err(join_err)?;
-        }
-        // The sender closes the channel after the last frame, or early on failure.
-        let (md5, whole, checks) = *state;
-        Ok::<_, S3Error>((
-            <[u8; 16]>::from(md5.finalize()),
-            checks.finalize(),
-            ContentHash::from(whole.finalize()),
-        ))
-    });
+                Ok(true)
+            }
+            Msg::End(content_hash) => {
+                let w = st.writer.take().ok_or_else(|| s3_error!(InternalError))?;
+                st.staged = Some(w.finish_with(content_hash).map_err(s3_err)?);
+                Ok(false)
+            }
+        },
+    ));
+    let hasher = tokio::spawn(consume(
+        hasher_rx,
+        Box::new((Md5::new(), blake3::Hasher::new(), plan.hasher())),
+        |st, frames: Arc<Vec<Bytes>>| {
+            for b in frames.iter() {
+                st.0.update(b);
+                st.1.update(b);
+                st.2.update(b);
+            }
+            Ok(true)
+        },
+    ));
 
     let mut total = 0u64;
     let mut batch = Vec::new();
@@ -217,13 +198,19 @@ pub(crate) async fn ingest(
     .await;
     // Closing the hasher's channel ends its loop; the writer finishes only when told the hash.
     drop(to_hasher);
-    let (md5, checksums, content_hash) = hasher.await.map_err(join_err)??;
+    let (md5, whole, checks) = *hasher.await.map_err(join_err)??;
+    let (md5, checksums, content_hash) = (
+        <[u8; 16]>::from(md5.finalize()),
+        checks.finalize(),
+        ContentHash::from(whole.finalize()),
+    );
     if fed.is_ok() {
         let _ = to_writer.send(Msg::End(content_hash)).await;
     }
     drop(to_writer);
     // The writer's failure (a full disk) explains a short feed, not the other way round.
-    let staged = writer.await.map_err(join_err)??;
+    // Without End (the feed failed), its writer is dropped here, which removes its pack.
+    let staged = writer.await.map_err(join_err)??.staged;
     fed?;
     match staged {
         Some(staged) => Ok(Ingested {
@@ -233,6 +220,59 @@ pub(crate) async fn ingest(
         }),
         None => Err(s3_error!(IncompleteBody, "the upload was interrupted")),
     }
+}
+
+/// How long a blocking job of [`consume`] waits for the next message before it gives its
+/// thread back: far longer than a client at full speed leaves between batches, far shorter
+/// than a thread should be held for one that trickles.
+const IDLE_HANDOFF: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What the writer job carries between its blocking runs.
+struct WriterState {
+    writer: Option<store::ObjectWriter>,
+    staged: Option<StagedObject>,
+}
+
+/// Applies `step` to every message of `rx`, in order, on a blocking thread, until `step`
+/// says stop or the channel closes; returns the state. The thread is held only while
+/// messages keep arriving within [`IDLE_HANDOFF`]; between bursts the receiver waits as a task.
+async fn consume<M, S>(
+    mut rx: mpsc::Receiver<M>,
+    mut state: S,
+    step: fn(&mut S, M) -> S3Result<bool>,
+) -> S3Result<S>
+where
+    M: Send + 'static,
+    S: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    while let Some(first) = rx.recv().await {
+        let h = handle.clone();
+        let (back, back_rx, more) =
+            tokio::task::spawn_blocking(move || -> S3Result<(S, mpsc::Receiver<M>, bool)> {
+                if !step(&mut state, first)? {
+                    return Ok((state, rx, false));
+                }
+                loop {
+                    match h.block_on(tokio::time::timeout(IDLE_HANDOFF, rx.recv())) {
+                        Ok(Some(m)) => {
+                            if !step(&mut state, m)? {
+                                return Ok((state, rx, false));
+                            }
+                        }
+                        Ok(None) => return Ok((state, rx, false)),
+                        Err(_idle) => return Ok((state, rx, true)),
+                    }
+                }
+            })
+            .await
+            .map_err(join_err)??;
+        (state, rx) = (back, back_rx);
+        if !more {
+            break;
+        }
+    }
+    Ok(state)
 }
 
 /// Names the failure of a request body stream. s3s verifies signed payloads while the body

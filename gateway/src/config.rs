@@ -67,6 +67,9 @@ pub struct Config {
     pub send_timeout_secs: u64,
     /// Seconds a request body may deliver nothing (400 RequestTimeout).
     pub body_timeout_secs: u64,
+    /// Free bytes uploads leave on the data directory's file system; `None`: 1% of it, at
+    /// least 64 MiB, at most 4 GiB.
+    pub disk_reserve_bytes: Option<u64>,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for Config {
             header_timeout_secs: 30,
             send_timeout_secs: 60,
             body_timeout_secs: 30,
+            disk_reserve_bytes: None,
         }
     }
 }
@@ -131,6 +135,7 @@ pub struct FileConfig {
     pub header_timeout_secs: Option<u64>,
     pub send_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
+    pub disk_reserve_bytes: Option<u64>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -161,6 +166,7 @@ pub struct Overrides {
     pub header_timeout_secs: Option<u64>,
     pub send_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
+    pub disk_reserve_bytes: Option<u64>,
 }
 
 /// Why a configuration could not be built.
@@ -216,6 +222,7 @@ impl Config {
             c.header_timeout_secs = f.header_timeout_secs.unwrap_or(c.header_timeout_secs);
             c.send_timeout_secs = f.send_timeout_secs.unwrap_or(c.send_timeout_secs);
             c.body_timeout_secs = f.body_timeout_secs.unwrap_or(c.body_timeout_secs);
+            c.disk_reserve_bytes = f.disk_reserve_bytes.or(c.disk_reserve_bytes);
         }
         c.listen = over.listen.unwrap_or(c.listen);
         c.data_dir = over.data_dir.unwrap_or(c.data_dir);
@@ -242,6 +249,7 @@ impl Config {
         c.header_timeout_secs = over.header_timeout_secs.unwrap_or(c.header_timeout_secs);
         c.send_timeout_secs = over.send_timeout_secs.unwrap_or(c.send_timeout_secs);
         c.body_timeout_secs = over.body_timeout_secs.unwrap_or(c.body_timeout_secs);
+        c.disk_reserve_bytes = over.disk_reserve_bytes.or(c.disk_reserve_bytes);
         match (over.access_key, over.secret_key) {
             (Some(access_key), Some(secret_key)) => {
                 c.keys.retain(|k| k.access_key != access_key);

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod config;
 pub mod connections;
 pub mod credentials;
+pub mod disk;
 pub mod metrics;
 pub mod s3;
 pub mod server;

@@ -31,7 +31,8 @@ struct ServeArgs {
     /// TOML config file (fields: listen, data_dir, region, max_object_size, gc_grace_secs,
     /// log_level, log_format, tls_cert, tls_key, domain, post_max_size, swarm_listen,
     /// swarm_advertise, peers, cluster_secret_file, replicas, capacity, bootstrap_expect,
-    /// max_connections, header_timeout_secs, send_timeout_secs, body_timeout_secs, and [[keys]] tables
+    /// max_connections, header_timeout_secs, send_timeout_secs, body_timeout_secs,
+    /// disk_reserve_bytes, and [[keys]] tables
     /// with access_key and secret_key). Flags and environment variables override it.
     #[arg(long, env = "S3SWARM_CONFIG")]
     config: Option<PathBuf>,
@@ -94,6 +95,10 @@ struct ServeArgs {
     /// RequestTimeout [default: 30].
     #[arg(long, env = "S3SWARM_BODY_TIMEOUT_SECS")]
     body_timeout_secs: Option<u64>,
+    /// Free bytes uploads leave on the data directory's file system, so deletes (which need
+    /// metadata writes) work on a full node [default: 1% of it, at least 64 MiB, at most 4 GiB].
+    #[arg(long, env = "S3SWARM_DISK_RESERVE_BYTES")]
+    disk_reserve_bytes: Option<u64>,
     /// Join a swarm: the UDP address this node's QUIC endpoint binds, e.g. 10.0.0.5:7400
     /// [default: none, a stand-alone node].
     #[arg(long, env = "S3SWARM_SWARM_LISTEN")]
@@ -250,6 +255,7 @@ fn main() -> ExitCode {
                 header_timeout_secs: a.header_timeout_secs,
                 send_timeout_secs: a.send_timeout_secs,
                 body_timeout_secs: a.body_timeout_secs,
+                disk_reserve_bytes: a.disk_reserve_bytes,
                 swarm_listen: a.swarm_listen,
                 swarm_advertise: a.swarm_advertise,
                 peers: a.peers,

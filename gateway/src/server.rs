@@ -134,6 +134,15 @@ pub async fn serve(
         metrics.swarm_started(sw);
     }
     tokio::spawn(crate::metrics::census::run(store.clone(), metrics.clone()));
+    let reserve = match config.disk_reserve_bytes {
+        Some(b) => b,
+        None => store
+            .disk_space()
+            .map(|d| crate::disk::default_reserve(d.size_bytes))
+            .unwrap_or(64 << 20),
+    };
+    crate::disk::set_reserve(reserve);
+    tokio::spawn(crate::disk::watch(store.clone()));
 
     let gateway = Gateway::new(
         store.clone(),
@@ -299,6 +308,14 @@ async fn readyz(State(st): State<AppState>, req: Request) -> Response {
         return s3_handler(State(st), req).await;
     }
     OperationName::set(req.extensions(), "Readyz");
+    if let Some(since) = crate::disk::full_since() {
+        let secs = (time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - since) / 1000;
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the disk is full; writes have been refused for {secs} s\n"),
+        )
+            .into_response();
+    }
     if let Some(Err(why)) = st.swarm.as_ref().map(swarm::Swarm::readiness) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

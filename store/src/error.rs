@@ -67,5 +67,25 @@ pub enum StoreError {
     ClockAhead(String),
 }
 
+impl StoreError {
+    /// Whether this failure is the disk being full (or the quota reached): a condition that
+    /// clears by itself once space is freed, unlike a broken disk.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Self::Io(e) => matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)),
+            // RocksDB reports its own ENOSPC as text: "IO error: No space left on device".
+            Self::Db(e) => no_space_text(e.as_ref()),
+            Self::Commit(m) => no_space_text(m),
+            _ => false,
+        }
+    }
+}
+
+fn no_space_text(m: &str) -> bool {
+    m.contains("No space left on device")
+        || m.contains("Disk quota exceeded")
+        || m.contains("NoSpace")
+}
+
 /// Result alias for the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

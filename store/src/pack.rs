@@ -186,6 +186,19 @@ impl PackSet {
         Ok(Bytes::from_owner(MappedSlice { map, start, end }))
     }
 
+    /// Writes, syncs and removes a small file where packs are staged: whether a chunk write
+    /// could land now (after the disk was full).
+    pub fn probe(&self) -> Result<()> {
+        let path = self.tmp_dir.join("write-probe");
+        let outcome = (|| {
+            let mut f = File::create(&path)?;
+            f.write_all(&[0u8; 64 * 1024])?;
+            f.sync_all()
+        })();
+        let _ = fs::remove_file(&path);
+        Ok(outcome?)
+    }
+
     fn handle(&self, id: PackId) -> Result<Arc<Mmap>> {
         let mut open = self.open.lock().map_err(|_| StoreError::Closed)?;
         if let Some(m) = open.get(&id) {

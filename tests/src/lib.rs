@@ -157,6 +157,24 @@ impl Node {
         )
     }
 
+    /// A node with the test identity and `args` whose data directory is `dir` (for a file
+    /// system a test prepared, such as a small tmpfs); `dir` is not removed afterwards.
+    pub fn start_on(dir: &Path, args: &[&str]) -> Node {
+        let mut node = Node {
+            child: None,
+            endpoint: String::new(),
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            env: Self::identity(),
+            banner: String::new(),
+            tls: None,
+            host: "127.0.0.1".into(),
+        };
+        node.spawn(None);
+        node
+    }
+
     /// The test identity, as environment.
     fn identity() -> Vec<(String, String)> {
         vec![

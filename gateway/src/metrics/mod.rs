@@ -71,6 +71,7 @@ struct StoreMetrics {
     disk_size: IntGauge,
     disk_free: IntGauge,
     write_stopped: IntGauge,
+    disk_full: IntGauge,
     delayed_write_rate: IntGauge,
     stall_seconds: prometheus::Counter,
     pending_compaction: IntGauge,
@@ -123,6 +124,10 @@ impl StoreMetrics {
                 "rocksdb_write_stopped",
                 "1 while RocksDB refuses writes (a write stop)",
             ),
+            disk_full: gauge(
+                "store_disk_full",
+                "1 while writes are refused because the data directory's disk is full",
+            ),
             delayed_write_rate: gauge(
                 "rocksdb_delayed_write_rate_bytes",
                 "Bytes per second RocksDB slows writes to during a stall; 0 when not stalled",
@@ -166,6 +171,8 @@ impl StoreMetrics {
         }
         let f = store.db_figures();
         self.write_stopped.set(i64::from(f.write_stopped));
+        self.disk_full
+            .set(i64::from(crate::disk::full_since().is_some()));
         self.delayed_write_rate.set(clamp(f.delayed_write_rate));
         let stalled = f.stall_micros as f64 / 1e6;
         self.stall_seconds

@@ -92,6 +92,17 @@ pub(crate) fn s3_err(e: StoreError) -> S3Error {
             tracing::warn!(reason = %why, "write refused");
             s3_error!(ServiceUnavailable, "{why}")
         }
+        e if e.is_disk_full() => {
+            crate::disk::record_full();
+            tracing::warn!(error = %e, "write refused: disk full");
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("InsufficientStorage".into()),
+                "The node's disk is full, so nothing was stored. Free space on the node (or \
+                 write through another); writes resume by themselves once there is room.",
+            );
+            err.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
+            err
+        }
         e @ (E::Corrupt(_) | E::Db(_) | E::Io(_) | E::Commit(_) | E::Closed) => {
             tracing::error!(error = %e, "store failure");
             S3Error::with_message(

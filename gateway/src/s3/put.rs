@@ -65,6 +65,14 @@ pub(crate) async fn ingest(
         ));
     }
     let mut body = body;
+    if let Err(e) = crate::disk::check_room(store, declared.unwrap_or(0)).await {
+        // An HTTP/1.1 client still sending its body when the answer comes and the connection
+        // closes sees a broken pipe, not the 507: read (and drop) what it sends first.
+        if let Some(b) = body.as_mut() {
+            drain(b, DRAIN_MAX).await;
+        }
+        return Err(e);
+    }
     if declared.is_some_and(|n| n <= SMALL_BODY) || body.is_none() {
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
         if let Some(b) = body.as_mut() {
@@ -219,6 +227,20 @@ pub(crate) async fn ingest(
             checksums,
         }),
         None => Err(s3_error!(IncompleteBody, "the upload was interrupted")),
+    }
+}
+
+/// The most of a refused upload's body read (and dropped) so the client sees the answer.
+const DRAIN_MAX: u64 = 1 << 30;
+
+/// Reads and drops up to `max` bytes of `body`, stopping at its end or first error.
+async fn drain(body: &mut StreamingBlob, max: u64) {
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.next().await {
+        seen += frame.len() as u64;
+        if seen >= max {
+            break;
+        }
     }
 }
 

@@ -384,6 +384,19 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether a write could be made durable right now: a small file synced where packs are
+    /// staged, and a metadata commit (a put and delete of one key in a single batch, so
+    /// nothing is ever visible). Asked while writes were failing for a full disk.
+    pub fn probe_write(&self) -> Result<()> {
+        self.shared.packs.probe()?;
+        self.db.transact(|tx| {
+            const PROBE: &[u8] = b"\xffwrite-probe";
+            tx.put(Cf::Seen, PROBE.to_vec(), Vec::new());
+            tx.delete(Cf::Seen, PROBE.to_vec());
+            Ok(())
+        })
+    }
+
     /// Stops the store's background work and waits for it: the garbage collector, the
     /// commits already queued, RocksDB's flushes and compactions. Reads still work; writes
     /// fail with [`StoreError::Closed`]. A process calls this before it exits (see

@@ -70,6 +70,8 @@ pub struct Config {
     /// Free bytes uploads leave on the data directory's file system; `None`: 1% of it, at
     /// least 64 MiB, at most 4 GiB.
     pub disk_reserve_bytes: Option<u64>,
+    /// Incomplete multipart uploads older than this many seconds are aborted.
+    pub multipart_expiry_secs: u64,
 }
 
 impl Default for Config {
@@ -102,6 +104,7 @@ impl Default for Config {
             send_timeout_secs: 60,
             body_timeout_secs: 30,
             disk_reserve_bytes: None,
+            multipart_expiry_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -136,6 +139,7 @@ pub struct FileConfig {
     pub send_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
     pub disk_reserve_bytes: Option<u64>,
+    pub multipart_expiry_secs: Option<u64>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -167,6 +171,7 @@ pub struct Overrides {
     pub send_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
     pub disk_reserve_bytes: Option<u64>,
+    pub multipart_expiry_secs: Option<u64>,
 }
 
 /// Why a configuration could not be built.
@@ -223,6 +228,7 @@ impl Config {
             c.send_timeout_secs = f.send_timeout_secs.unwrap_or(c.send_timeout_secs);
             c.body_timeout_secs = f.body_timeout_secs.unwrap_or(c.body_timeout_secs);
             c.disk_reserve_bytes = f.disk_reserve_bytes.or(c.disk_reserve_bytes);
+            c.multipart_expiry_secs = f.multipart_expiry_secs.unwrap_or(c.multipart_expiry_secs);
         }
         c.listen = over.listen.unwrap_or(c.listen);
         c.data_dir = over.data_dir.unwrap_or(c.data_dir);
@@ -250,6 +256,9 @@ impl Config {
         c.send_timeout_secs = over.send_timeout_secs.unwrap_or(c.send_timeout_secs);
         c.body_timeout_secs = over.body_timeout_secs.unwrap_or(c.body_timeout_secs);
         c.disk_reserve_bytes = over.disk_reserve_bytes.or(c.disk_reserve_bytes);
+        c.multipart_expiry_secs = over
+            .multipart_expiry_secs
+            .unwrap_or(c.multipart_expiry_secs);
         match (over.access_key, over.secret_key) {
             (Some(access_key), Some(secret_key)) => {
                 c.keys.retain(|k| k.access_key != access_key);
@@ -320,6 +329,7 @@ impl Config {
             ("--header-timeout-secs", self.header_timeout_secs),
             ("--send-timeout-secs", self.send_timeout_secs),
             ("--body-timeout-secs", self.body_timeout_secs),
+            ("--multipart-expiry-secs", self.multipart_expiry_secs),
         ] {
             if v == 0 {
                 return Err(ConfigError::Invalid(format!("{flag} must be at least 1")));

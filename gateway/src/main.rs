@@ -32,7 +32,7 @@ struct ServeArgs {
     /// log_level, log_format, tls_cert, tls_key, domain, post_max_size, swarm_listen,
     /// swarm_advertise, peers, cluster_secret_file, replicas, capacity, bootstrap_expect,
     /// max_connections, header_timeout_secs, send_timeout_secs, body_timeout_secs,
-    /// disk_reserve_bytes, and [[keys]] tables
+    /// disk_reserve_bytes, multipart_expiry_secs, and [[keys]] tables
     /// with access_key and secret_key). Flags and environment variables override it.
     #[arg(long, env = "S3SWARM_CONFIG")]
     config: Option<PathBuf>,
@@ -99,6 +99,10 @@ struct ServeArgs {
     /// metadata writes) work on a full node [default: 1% of it, at least 64 MiB, at most 4 GiB].
     #[arg(long, env = "S3SWARM_DISK_RESERVE_BYTES")]
     disk_reserve_bytes: Option<u64>,
+    /// Seconds after which an incomplete multipart upload is aborted and its parts freed
+    /// [default: 604800, 7 days].
+    #[arg(long, env = "S3SWARM_MULTIPART_EXPIRY_SECS")]
+    multipart_expiry_secs: Option<u64>,
     /// Join a swarm: the UDP address this node's QUIC endpoint binds, e.g. 10.0.0.5:7400
     /// [default: none, a stand-alone node].
     #[arg(long, env = "S3SWARM_SWARM_LISTEN")]
@@ -256,6 +260,7 @@ fn main() -> ExitCode {
                 send_timeout_secs: a.send_timeout_secs,
                 body_timeout_secs: a.body_timeout_secs,
                 disk_reserve_bytes: a.disk_reserve_bytes,
+                multipart_expiry_secs: a.multipart_expiry_secs,
                 swarm_listen: a.swarm_listen,
                 swarm_advertise: a.swarm_advertise,
                 peers: a.peers,

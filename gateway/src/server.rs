@@ -143,6 +143,10 @@ pub async fn serve(
     };
     crate::disk::set_reserve(reserve);
     tokio::spawn(crate::disk::watch(store.clone()));
+    tokio::spawn(crate::s3::expire_incomplete_uploads(
+        store.clone(),
+        std::time::Duration::from_secs(config.multipart_expiry_secs),
+    ));
 
     let gateway = Gateway::new(
         store.clone(),
@@ -169,6 +173,10 @@ pub async fn serve(
     // ceiling is 5 GB.
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.post_object_max_file_size = config.post_max_size;
+    // XML bodies are read whole: the largest S3 sends are DeleteObjects (1,000 keys of up to
+    // 1 KiB, escaped) and CompleteMultipartUpload (10,000 parts); configuration documents are
+    // capped at 64 KiB before this (see `s3::limits`).
+    s3_config.xml_max_body_size = 8 << 20;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
         s3_config,
     ))));
@@ -360,6 +368,20 @@ fn s3_error_response(status: StatusCode, code: &str, message: &str) -> Response 
     crate::s3::error::response(status, code, message, "")
 }
 
+/// Reads and drops up to 64 MiB of a refused request's body: an HTTP/1.1 client still sending
+/// it when the answer comes and the connection closes sees a broken pipe, not the answer.
+async fn drain(req: Request) {
+    use http_body_util::BodyExt as _;
+    let mut body = req.into_body();
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen >= 64 << 20 {
+            break;
+        }
+    }
+}
+
 /// `/bucket?query` as `/bucket/?query`.
 fn with_trailing_slash(uri: &http::Uri) -> Option<http::Uri> {
     let pq = match uri.query() {
@@ -405,8 +427,14 @@ async fn s3_handler(State(st): State<AppState>, mut req: Request) -> Response {
         Err(refusal) => {
             let (status, code, message, extra) = refusal.as_s3(&st.region);
             tracing::debug!(?refusal, "request refused before signature verification");
+            drain(req).await;
             return crate::s3::error::response(status, code, &message, &extra);
         }
+    }
+    if let Err(exceeded) = crate::s3::limits::check(req.method(), req.uri(), req.headers()) {
+        let (status, code, message, extra) = exceeded.as_s3();
+        drain(req).await;
+        return crate::s3::error::response(status, code, &message, &extra);
     }
     let is_head = req.method() == http::Method::HEAD;
     let form_post = post::is_form_post(req.method(), req.headers());

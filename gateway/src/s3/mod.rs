@@ -10,6 +10,7 @@ mod decide;
 mod delete;
 pub(crate) mod error;
 mod get;
+pub(crate) mod limits;
 mod list;
 mod multipart;
 pub(crate) mod post;
@@ -26,6 +27,7 @@ use s3s::{S3, S3Request, S3Response, S3Result};
 use store::{ObjectMeta, Store, StoreError};
 
 pub(crate) use access::BucketOwnership;
+pub(crate) use multipart::expire_incomplete as expire_incomplete_uploads;
 pub(crate) use vhost::DomainHost;
 
 use crate::metrics::Metrics;

@@ -473,3 +473,30 @@ pub(crate) async fn list_uploads(
     };
     Ok(S3Response::new(output))
 }
+
+/// Runs for the life of the node: aborts incomplete uploads older than `max_age` (S3's
+/// lifecycle rule `AbortIncompleteMultipartUpload`, here for every bucket), checking every
+/// quarter of `max_age`, at most hourly.
+pub(crate) async fn expire_incomplete(
+    store: std::sync::Arc<store::Store>,
+    max_age: std::time::Duration,
+) {
+    let every = (max_age / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3600),
+    );
+    loop {
+        tokio::time::sleep(every).await;
+        let before = time::OffsetDateTime::now_utc().unix_timestamp() * 1000
+            - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.expire_uploads(before)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(uploads = n, "expired incomplete multipart uploads"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "expiring incomplete multipart uploads failed")
+            }
+            Err(e) => tracing::warn!(error = %e, "expiring incomplete multipart uploads failed"),
+        }
+    }
+}

@@ -198,6 +198,37 @@ impl Store {
         Ok(out)
     }
 
+    /// Aborts every incomplete upload, in any bucket, initiated before `before_ms` (Unix ms),
+    /// releasing its parts; returns how many. Uploads nobody completes or aborts would
+    /// otherwise hold their parts' chunks for good.
+    pub fn expire_uploads(&self, before_ms: i64) -> Result<usize> {
+        let mut stale = Vec::new();
+        self.shared.meta.scan(Cf::Uploads, &[], |k, v| {
+            let rec: UploadRecord = from_json(v)?;
+            if rec.initiated_ms < before_ms {
+                stale.push(k.to_vec());
+            }
+            Ok(true)
+        })?;
+        let mut expired = 0;
+        for ukey in stale {
+            let Some(at) = ukey.iter().rposition(|b| *b == 0) else {
+                continue;
+            };
+            let Some((bucket, key)) = split_object_key(&ukey[..at]) else {
+                continue;
+            };
+            let upload_id = String::from_utf8_lossy(&ukey[at + 1..]).into_owned();
+            match self.abort_upload(&bucket, &key, &upload_id) {
+                Ok(()) => expired += 1,
+                // Completed or aborted meanwhile, or its bucket went: nothing to expire.
+                Err(StoreError::NoSuchUpload(_) | StoreError::NoSuchBucket(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(expired)
+    }
+
     /// Completes an upload from the listed `(part number, etag)` pairs, making the object
     /// visible atomically. Computes the S3 multipart ETag and the whole-content BLAKE3
     /// (which needs one sequential read of the parts).

@@ -469,40 +469,20 @@ impl Node {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> String {
-        use aws_sigv4::http_request::{
-            PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
-        };
-        use aws_sigv4::sign::v4;
         let host = self.endpoint.trim_start_matches("http://");
         let url = format!("{}{}", self.endpoint, path_and_query);
-        let identity = Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "s3swarm-tests").into();
-        let mut settings = SigningSettings::default();
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region("us-east-1")
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .expect("signing params")
-            .into();
         let mut all: Vec<(String, String)> = vec![("host".into(), host.into())];
         all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let signable = SignableRequest::new(
+        let signed = sigv4_headers(
             method,
             &url,
-            all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignableBody::UnsignedPayload,
-        )
-        .expect("signable");
-        let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+            &all,
+            aws_sigv4::http_request::SignableBody::UnsignedPayload,
+            ACCESS_KEY,
+            SECRET_KEY,
+        );
         let mut head = format!("{method} {path_and_query} HTTP/1.1\r\n");
-        for (k, v) in all
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .chain(instructions.headers())
-        {
+        for (k, v) in all.iter().chain(&signed) {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
@@ -519,23 +499,7 @@ impl Node {
         access: &str,
         secret: &str,
     ) -> reqwest::Response {
-        use aws_sigv4::http_request::{
-            PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
-        };
-        use aws_sigv4::sign::v4;
         let url = format!("{}{}", self.endpoint, path_and_query);
-        let identity = Credentials::new(access, secret, None, None, "s3swarm-tests").into();
-        let mut settings = SigningSettings::default();
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region("us-east-1")
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .expect("signing params")
-            .into();
         let mut req = http::Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -546,15 +510,19 @@ impl Node {
             .iter()
             .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
             .collect();
-        let signable = SignableRequest::new(
+        let signed = sigv4_headers(
             method,
             &url,
-            hdrs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignableBody::Bytes(req.body()),
-        )
-        .expect("signable");
-        let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
-        instructions.apply_to_request_http1x(&mut req);
+            &hdrs,
+            aws_sigv4::http_request::SignableBody::Bytes(req.body()),
+            access,
+            secret,
+        );
+        for (k, v) in signed {
+            let name = http::HeaderName::from_bytes(k.as_bytes()).expect("header name");
+            req.headers_mut()
+                .insert(name, v.parse().expect("header value"));
+        }
         let client = self.http();
         let mut rb = client.request(req.method().clone(), url);
         for (k, v) in req.headers() {
@@ -831,4 +799,42 @@ pub async fn set_versioning(
         .send()
         .await
         .expect("PutBucketVersioning");
+}
+
+/// The headers SigV4 adds to a request (`x-amz-date`, `x-amz-content-sha256`,
+/// `authorization`), signed for `access`/`secret` in us-east-1 over `headers` and `body`.
+fn sigv4_headers(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: aws_sigv4::http_request::SignableBody<'_>,
+    access: &str,
+    secret: &str,
+) -> Vec<(String, String)> {
+    use aws_sigv4::http_request::{PayloadChecksumKind, SignableRequest, SigningSettings, sign};
+    use aws_sigv4::sign::v4;
+    let identity = Credentials::new(access, secret, None, None, "s3swarm-tests").into();
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(SystemTime::now())
+        .settings(settings)
+        .build()
+        .expect("signing params")
+        .into();
+    let signable = SignableRequest::new(
+        method,
+        url,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        body,
+    )
+    .expect("signable");
+    let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+    instructions
+        .headers()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }

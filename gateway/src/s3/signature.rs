@@ -152,12 +152,7 @@ pub fn screen(req: &Request<'_>, now: OffsetDateTime, keys: &KeyStore) -> Result
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let q = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let q = |name: &str| param(&query, name);
     let authorization = req
         .headers
         .get(http::header::AUTHORIZATION)
@@ -194,6 +189,14 @@ pub fn screen(req: &Request<'_>, now: OffsetDateTime, keys: &KeyStore) -> Result
         // Anonymous, or a scheme s3s refuses itself.
         _ => Ok(Passed::AsSent),
     }
+}
+
+/// The first value of query parameter `name`.
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// `AWS4-HMAC-SHA256 Credential=..., SignedHeaders=a;b, Signature=...` as (name, value) pairs.
@@ -274,12 +277,7 @@ fn v2_query(
     now: OffsetDateTime,
     keys: &KeyStore,
 ) -> Result<Passed, Refusal> {
-    let q = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let q = |name: &str| param(query, name);
     let expires = q("Expires")
         .ok_or(Refusal::MalformedQuery("Expires"))?
         .parse::<i64>()
@@ -398,13 +396,7 @@ fn v2_string_to_sign(
         // With x-amz-date, the Date line is empty (the x-amz-date header is signed below).
         V2Mode::Header if req.headers.contains_key("x-amz-date") => {}
         V2Mode::Header => s.push_str(header("date")),
-        V2Mode::Query => s.push_str(
-            query
-                .iter()
-                .find(|(k, _)| k == "Expires")
-                .map(|(_, v)| v.as_str())
-                .unwrap_or_default(),
-        ),
+        V2Mode::Query => s.push_str(param(query, "Expires").unwrap_or_default()),
     }
     s.push('\n');
     let mut names: Vec<&str> = req
@@ -433,7 +425,7 @@ fn v2_string_to_sign(
     s.push_str(path);
     let mut first = true;
     for name in V2_SUBRESOURCES {
-        if let Some((_, v)) = query.iter().find(|(k, _)| k == name) {
+        if let Some(v) = param(query, name) {
             s.push(if first { '?' } else { '&' });
             first = false;
             s.push_str(name);

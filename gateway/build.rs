@@ -23,10 +23,16 @@ fn main() {
     let commit = given.or_else(|| {
         // Build again when HEAD moves: a new commit on the branch, or another branch.
         if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-            println!("cargo:rerun-if-changed={dir}/HEAD");
-            println!("cargo:rerun-if-changed={dir}/packed-refs");
+            // Only files that exist: cargo takes a missing one as changed on every build,
+            // which rebuilt this crate every time (a fresh clone has no packed-refs).
+            let mut watched = vec![format!("{dir}/HEAD"), format!("{dir}/packed-refs")];
             if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                println!("cargo:rerun-if-changed={dir}/{head_ref}");
+                watched.push(format!("{dir}/{head_ref}"));
+            }
+            for path in watched {
+                if std::path::Path::new(&path).exists() {
+                    println!("cargo:rerun-if-changed={path}");
+                }
             }
         }
         git(&["rev-parse", "--short=12", "HEAD"])

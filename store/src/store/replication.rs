@@ -124,8 +124,21 @@ pub(super) fn seen_in(tx: &Tx<'_>, origin: &NodeId) -> Result<u64> {
 
 /// Appends this node's journal entry for `change` and stamps the name with it.
 fn journal(tx: &mut Tx<'_>, shared: &Shared, change: Change) -> Result<Hlc> {
-    let at = (shared.clock)().map_err(StoreError::ClockAhead)?;
+    let mut at = (shared.clock)().map_err(StoreError::ClockAhead)?;
     let me = shared.node;
+    // A local write replaces what the register holds here, so its stamp must be newer than
+    // the held one everywhere: a stamp from a clock behind the writer of the held value (or
+    // the same millisecond with a lower node id) would win here and lose on every peer.
+    if let Some(held) = tx.get(Cf::Stamps, &change.name_key())? {
+        let held = Hlc::decode(&held)?;
+        if held >= at {
+            at = Hlc {
+                wall_ms: held.wall_ms,
+                logical: held.logical.saturating_add(1),
+                node: me,
+            };
+        }
+    }
     let seq = seen_in(tx, &me)? + 1;
     let entry = Entry { at, change };
     tx.put(Cf::Stamps, entry.change.name_key(), at.encode());

@@ -1,8 +1,8 @@
 //! What a signature must cover, checked on every S3 request before s3s verifies it.
 //!
 //! s3s 0.14.1 verifies a signature over the headers the client chose to sign, and that is all
-//! (`ops/signature.rs` in s3s: "FIXME: throw error if any signed header is not in the
-//! request"). Left alone it would take:
+//! (`ops/signature.rs` in s3s marks the check of unsigned headers as still to be written).
+//! Left alone it would take:
 //! - `x-amz-*` headers the signature does not cover: a presigned PUT URL sent with an added
 //!   `x-amz-copy-source` becomes a copy of any of the signer's objects, and unsigned
 //!   `x-amz-meta-*` or `x-amz-tagging` headers are stored as if the signer sent them;

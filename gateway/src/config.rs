@@ -72,6 +72,10 @@ pub struct Config {
     pub disk_reserve_bytes: Option<u64>,
     /// Incomplete multipart uploads older than this many seconds are aborted.
     pub multipart_expiry_secs: u64,
+    /// Bytes per second the scrub re-hashes held chunks at; 0: no scrub.
+    pub scrub_rate: u64,
+    /// Seconds from the start of one scrub pass to the start of the next.
+    pub scrub_every_secs: u64,
 }
 
 impl Default for Config {
@@ -105,6 +109,8 @@ impl Default for Config {
             body_timeout_secs: 30,
             disk_reserve_bytes: None,
             multipart_expiry_secs: 7 * 24 * 3600,
+            scrub_rate: 32 * 1024 * 1024,
+            scrub_every_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -140,6 +146,8 @@ pub struct FileConfig {
     pub body_timeout_secs: Option<u64>,
     pub disk_reserve_bytes: Option<u64>,
     pub multipart_expiry_secs: Option<u64>,
+    pub scrub_rate: Option<u64>,
+    pub scrub_every_secs: Option<u64>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -172,6 +180,8 @@ pub struct Overrides {
     pub body_timeout_secs: Option<u64>,
     pub disk_reserve_bytes: Option<u64>,
     pub multipart_expiry_secs: Option<u64>,
+    pub scrub_rate: Option<u64>,
+    pub scrub_every_secs: Option<u64>,
 }
 
 /// Why a configuration could not be built.
@@ -229,6 +239,8 @@ impl Config {
             c.body_timeout_secs = f.body_timeout_secs.unwrap_or(c.body_timeout_secs);
             c.disk_reserve_bytes = f.disk_reserve_bytes.or(c.disk_reserve_bytes);
             c.multipart_expiry_secs = f.multipart_expiry_secs.unwrap_or(c.multipart_expiry_secs);
+            c.scrub_rate = f.scrub_rate.unwrap_or(c.scrub_rate);
+            c.scrub_every_secs = f.scrub_every_secs.unwrap_or(c.scrub_every_secs);
         }
         c.listen = over.listen.unwrap_or(c.listen);
         c.data_dir = over.data_dir.unwrap_or(c.data_dir);
@@ -259,6 +271,8 @@ impl Config {
         c.multipart_expiry_secs = over
             .multipart_expiry_secs
             .unwrap_or(c.multipart_expiry_secs);
+        c.scrub_rate = over.scrub_rate.unwrap_or(c.scrub_rate);
+        c.scrub_every_secs = over.scrub_every_secs.unwrap_or(c.scrub_every_secs);
         match (over.access_key, over.secret_key) {
             (Some(access_key), Some(secret_key)) => {
                 c.keys.retain(|k| k.access_key != access_key);
@@ -330,6 +344,7 @@ impl Config {
             ("--send-timeout-secs", self.send_timeout_secs),
             ("--body-timeout-secs", self.body_timeout_secs),
             ("--multipart-expiry-secs", self.multipart_expiry_secs),
+            ("--scrub-every-secs", self.scrub_every_secs),
         ] {
             if v == 0 {
                 return Err(ConfigError::Invalid(format!("{flag} must be at least 1")));

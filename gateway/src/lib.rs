@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod disk;
 pub mod metrics;
 pub mod s3;
+pub mod scrub;
 pub mod server;
 pub mod tls;
 

@@ -32,8 +32,8 @@ struct ServeArgs {
     /// log_level, log_format, tls_cert, tls_key, domain, post_max_size, swarm_listen,
     /// swarm_advertise, peers, cluster_secret_file, replicas, capacity, bootstrap_expect,
     /// max_connections, header_timeout_secs, send_timeout_secs, body_timeout_secs,
-    /// disk_reserve_bytes, multipart_expiry_secs, and [[keys]] tables
-    /// with access_key and secret_key). Flags and environment variables override it.
+    /// disk_reserve_bytes, multipart_expiry_secs, scrub_rate, scrub_every_secs, and [[keys]]
+    /// tables with access_key and secret_key). Flags and environment variables override it.
     #[arg(long, env = "S3SWARM_CONFIG")]
     config: Option<PathBuf>,
     /// Address for S3, /metrics and /healthz [default: 127.0.0.1:9000].
@@ -103,6 +103,15 @@ struct ServeArgs {
     /// [default: 604800, 7 days].
     #[arg(long, env = "S3SWARM_MULTIPART_EXPIRY_SECS")]
     multipart_expiry_secs: Option<u64>,
+    /// Bytes per second the scrub re-reads and re-hashes stored chunks at, replacing damaged
+    /// copies from peers; 0 turns it off (reads still verify what they serve)
+    /// [default: 33554432, 32 MiB/s].
+    #[arg(long, env = "S3SWARM_SCRUB_RATE")]
+    scrub_rate: Option<u64>,
+    /// Seconds from the start of one scrub pass to the start of the next [default: 604800,
+    /// 7 days].
+    #[arg(long, env = "S3SWARM_SCRUB_EVERY_SECS")]
+    scrub_every_secs: Option<u64>,
     /// Join a swarm: the UDP address this node's QUIC endpoint binds, e.g. 10.0.0.5:7400
     /// [default: none, a stand-alone node].
     #[arg(long, env = "S3SWARM_SWARM_LISTEN")]
@@ -261,6 +270,8 @@ fn main() -> ExitCode {
                 body_timeout_secs: a.body_timeout_secs,
                 disk_reserve_bytes: a.disk_reserve_bytes,
                 multipart_expiry_secs: a.multipart_expiry_secs,
+                scrub_rate: a.scrub_rate,
+                scrub_every_secs: a.scrub_every_secs,
                 swarm_listen: a.swarm_listen,
                 swarm_advertise: a.swarm_advertise,
                 peers: a.peers,

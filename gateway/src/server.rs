@@ -143,6 +143,15 @@ pub async fn serve(
     };
     crate::disk::set_reserve(reserve);
     tokio::spawn(crate::disk::watch(store.clone()));
+    tokio::spawn(crate::scrub::run(
+        store.clone(),
+        swarm.clone(),
+        config.data_dir.clone(),
+        crate::scrub::ScrubConfig {
+            rate: config.scrub_rate,
+            every: std::time::Duration::from_secs(config.scrub_every_secs),
+        },
+    ));
     tokio::spawn(crate::s3::expire_incomplete_uploads(
         store.clone(),
         std::time::Duration::from_secs(config.multipart_expiry_secs),

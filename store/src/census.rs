@@ -31,6 +31,9 @@ pub struct Census {
     pub held_chunks: u64,
     /// Chunks known from replicated manifests whose bytes only peers hold.
     pub absent_chunks: u64,
+    /// Chunks whose copy here failed verification and was dropped, not yet replaced (on a
+    /// node alone: lost).
+    pub damaged_chunks: u64,
     /// Bytes of the distinct chunks held here.
     pub stored_bytes: u64,
     /// For held chunks, length times references (manifests that use them): what they would
@@ -101,7 +104,9 @@ impl Store {
         }
         view.scan(Cf::Chunks, &[], |_, v| {
             let e = ChunkEntry::decode(v)?;
-            if e.location == ChunkLocation::Absent {
+            if e.location == ChunkLocation::Damaged {
+                c.damaged_chunks += 1;
+            } else if e.location == ChunkLocation::Absent {
                 c.absent_chunks += 1;
             } else {
                 let len = e.location.stored_len();

@@ -52,6 +52,9 @@ pub enum StoreError {
     /// The chunk is referenced here but its bytes are held by peers only.
     #[error("chunk {0} is not held on this node")]
     ChunkAbsent(crate::hash::ChunkHash),
+    /// The copy held here failed verification and was dropped; no good copy is held here.
+    #[error("chunk {0} failed verification on this node's disk and its copy was dropped")]
+    ChunkDamaged(crate::hash::ChunkHash),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("metadata database: {0}")]
@@ -76,6 +79,19 @@ impl StoreError {
             // RocksDB reports its own ENOSPC as text: "IO error: No space left on device".
             Self::Db(e) => no_space_text(e.as_ref()),
             Self::Commit(m) => no_space_text(m),
+            _ => false,
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether reading stored bytes failed because they are damaged (a pack missing or cut
+    /// short, or the disk reporting an I/O error), as opposed to the process running out of
+    /// something.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Self::Corrupt(_) => true,
+            Self::Io(e) => e.raw_os_error() == Some(libc::EIO),
             _ => false,
         }
     }

@@ -33,8 +33,9 @@ pub use records::{
     BucketRecord, CorsRule, ObjectMeta, ObjectRecord, PartRecord, StoredChecksum, UploadRecord,
 };
 pub use store::{
-    BatchOutcome, BlobHolder, ChunkState, Deleted, Fate, HeldChunk, INLINE_MAX, KeyState,
+    BatchOutcome, BlobHolder, ChunkState, Deleted, Fate, FoundBy, HeldChunk, INLINE_MAX, KeyState,
     ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE, NewObject, ObjectWriter, Replacement,
-    StagedObject, Store, StoreOptions, StoreStats, UploadRef, VersionsPage, WritePrecondition,
+    ScrubStep, StagedObject, Store, StoreOptions, StoreStats, UploadRef, VersionsPage,
+    WritePrecondition,
 };
 pub use version::{DeleteMarker, Version, VersionId, Versioning};

@@ -186,6 +186,31 @@ impl PackSet {
         Ok(Bytes::from_owner(MappedSlice { map, start, end }))
     }
 
+    /// Copies `len` bytes at `offset` of pack `id` into `buf` with plain reads: a disk error
+    /// comes back as `EIO` here, where touching a mapping of the same bytes would kill the
+    /// process with SIGBUS.
+    pub fn read_into(&self, id: PackId, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let file = File::open(self.packs_dir.join(id.file_name())).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::Corrupt(format!("pack {id:?} is missing"))
+            } else {
+                StoreError::Io(e)
+            }
+        })?;
+        buf.resize(len, 0);
+        file.read_exact_at(buf, offset).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                StoreError::Corrupt(format!(
+                    "pack {id:?} is shorter than {} bytes",
+                    offset + len as u64
+                ))
+            } else {
+                StoreError::Io(e)
+            }
+        })
+    }
+
     /// Writes, syncs and removes a small file where packs are staged: whether a chunk write
     /// could land now (after the disk was full).
     pub fn probe(&self) -> Result<()> {

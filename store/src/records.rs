@@ -201,6 +201,9 @@ pub(crate) struct ChunkEntry {
 pub(crate) enum ChunkLocation {
     /// Referenced by a replicated manifest, bytes held by peers only (until fetched).
     Absent,
+    /// Not held: the copy this node had failed verification (bit rot, a truncated or missing
+    /// pack) and was dropped. Like `Absent` until a good copy is stored again.
+    Damaged,
     /// Small chunks live in the database itself: a file and an fsync for 4 KiB is waste.
     Inline(Vec<u8>),
     Pack {
@@ -211,10 +214,15 @@ pub(crate) enum ChunkLocation {
 }
 
 impl ChunkLocation {
+    /// Whether this node holds the chunk's bytes.
+    pub(crate) fn is_held(&self) -> bool {
+        !matches!(self, ChunkLocation::Absent | ChunkLocation::Damaged)
+    }
+
     /// Bytes this node spends on the chunk.
     pub(crate) fn stored_len(&self) -> u64 {
         match self {
-            ChunkLocation::Absent => 0,
+            ChunkLocation::Absent | ChunkLocation::Damaged => 0,
             ChunkLocation::Inline(d) => d.len() as u64,
             ChunkLocation::Pack { len, .. } => u64::from(*len),
         }
@@ -222,24 +230,26 @@ impl ChunkLocation {
 }
 
 /// Layout: refs (u64 LE), a kind byte (bit 0: in a pack, bit 1: a death time follows, bit 2:
-/// absent, bit 3: cached), the death time (i64 LE) if flagged, then the inline bytes or
+/// absent, bit 3: cached, bit 4: absent because damaged), the death time (i64 LE) if flagged, then the inline bytes or
 /// (pack id, offset, length); nothing for an absent chunk.
 impl ChunkEntry {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = self.refs.to_le_bytes().to_vec();
         let in_pack = matches!(self.location, ChunkLocation::Pack { .. });
-        let absent = matches!(self.location, ChunkLocation::Absent);
+        let absent = !self.location.is_held();
+        let damaged = self.location == ChunkLocation::Damaged;
         out.push(
             u8::from(in_pack)
                 | if self.dead_ms.is_some() { 2 } else { 0 }
                 | if absent { 4 } else { 0 }
-                | if self.cached { 8 } else { 0 },
+                | if self.cached { 8 } else { 0 }
+                | if damaged { 16 } else { 0 },
         );
         if let Some(t) = self.dead_ms {
             out.extend_from_slice(&t.to_le_bytes());
         }
         match &self.location {
-            ChunkLocation::Absent => {}
+            ChunkLocation::Absent | ChunkLocation::Damaged => {}
             ChunkLocation::Inline(data) => out.extend_from_slice(data),
             ChunkLocation::Pack { pack, offset, len } => {
                 out.extend_from_slice(&pack.0.to_le_bytes());
@@ -262,7 +272,8 @@ impl ChunkEntry {
         };
         let refs = u64_at(0)?;
         let kind = *b.get(8).ok_or_else(bad)?;
-        if kind > 15 || (kind & 5) == 5 {
+        // Damaged implies absent; absent excludes a pack location.
+        if kind > 31 || (kind & 5) == 5 || (kind & 20) == 16 {
             return Err(bad());
         }
         let (dead_ms, rest) = if kind & 2 != 0 {
@@ -274,7 +285,11 @@ impl ChunkEntry {
             if b.len() != rest {
                 return Err(bad());
             }
-            ChunkLocation::Absent
+            if kind & 16 != 0 {
+                ChunkLocation::Damaged
+            } else {
+                ChunkLocation::Absent
+            }
         } else if kind & 1 == 0 {
             ChunkLocation::Inline(b[rest..].to_vec())
         } else {
@@ -410,6 +425,7 @@ mod tests {
     fn chunk_entries_round_trip() {
         for loc in [
             ChunkLocation::Absent,
+            ChunkLocation::Damaged,
             ChunkLocation::Inline(b"tiny".to_vec()),
             ChunkLocation::Pack {
                 pack: PackId(7),
@@ -433,6 +449,10 @@ mod tests {
         assert!(
             ChunkEntry::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 5]).is_err(),
             "unknown location kind"
+        );
+        assert!(
+            ChunkEntry::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 16]).is_err(),
+            "damaged but not absent"
         );
         assert!(
             ChunkEntry::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 1, 5]).is_err(),

@@ -735,6 +735,27 @@ pub async fn until<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// Chunk bytes a swarm node holds, from its own `/_admin/cluster` status. Panics when the
+/// route fails or the figure is missing: "held nothing" must never be a broken route.
+pub async fn held_bytes(n: &Node) -> u64 {
+    let resp = n.signed("GET", "/_admin/cluster", Vec::new()).await;
+    let status = resp.status();
+    let body = resp.bytes().await.expect("cluster status body");
+    assert!(
+        status.is_success(),
+        "GET /_admin/cluster on {}: {status}: {}",
+        n.endpoint,
+        String::from_utf8_lossy(&body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("cluster status is not JSON ({e}): {body:?}"));
+    v["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["is_self"] == true))
+        .and_then(|m| m["bytes_held"].as_u64())
+        .unwrap_or_else(|| panic!("cluster status names no bytes_held for this node: {v}"))
+}
+
 /// Members this node sees alive, itself included (0 while it does not answer).
 pub async fn alive(n: &Node) -> f64 {
     n.metric_or_zero("s3swarm_swarm_members{state=\"alive\"}")

@@ -33,22 +33,6 @@ async fn event(n: &Node, name: &str) -> f64 {
     n.metric(&format!("s3swarm_swarm_{name}_total")).await
 }
 
-/// Chunk bytes a node holds, from its own status.
-async fn held_bytes(n: &Node) -> u64 {
-    let body = n
-        .signed("GET", "/_admin/cluster", Vec::new())
-        .await
-        .bytes()
-        .await;
-    let Ok(body) = body else { return 0 };
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    v["members"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["is_self"] == true))
-        .and_then(|m| m["bytes_held"].as_u64())
-        .unwrap_or(0)
-}
-
 /// A swarm backlog gauge, `s3swarm_swarm_<kind>`.
 async fn backlog(n: &Node, kind: &str) -> f64 {
     n.metric(&format!("s3swarm_swarm_{kind}")).await

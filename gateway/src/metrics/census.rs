@@ -58,7 +58,8 @@ impl CensusMetrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "store_chunks",
-                        "Chunk entries: held here, or known but held by peers only",
+                        "Chunk entries: held here, known but held by peers only (absent), or damaged (the \
+                         copy here failed verification and no good copy has replaced it yet)",
                     ),
                     &["state"],
                 ),
@@ -101,6 +102,9 @@ impl CensusMetrics {
         self.chunks
             .with_label_values(&["absent"])
             .set(clamp(c.absent_chunks));
+        self.chunks
+            .with_label_values(&["damaged"])
+            .set(clamp(c.damaged_chunks));
         self.pack_bytes.set(clamp(c.pack_bytes));
         self.took.set(c.took.as_secs_f64());
         let now = SystemTime::now()

@@ -67,6 +67,11 @@ struct StoreMetrics {
     gc_runs: IntCounter,
     gc_freed_bytes: IntCounter,
     gc_packs_removed: IntCounter,
+    damaged: IntCounterVec,
+    repaired: IntCounter,
+    scrub_chunks: IntCounter,
+    scrub_bytes: IntCounter,
+    scrub_passes: IntCounter,
     fsync: Histogram,
     disk_size: IntGauge,
     disk_free: IntGauge,
@@ -101,6 +106,33 @@ impl StoreMetrics {
             gc_packs_removed: counter(
                 "store_gc_packs_removed_total",
                 "Pack files unlinked after their last chunk died",
+            ),
+            damaged: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "store_chunks_damaged_total",
+                        "Held chunk copies that failed verification and were dropped (never \
+                         served), by what found them: a client read, a peer's read, the scrub",
+                    ),
+                    &["found_by"],
+                ),
+            ),
+            repaired: counter(
+                "store_chunks_repaired_total",
+                "Damaged chunk copies replaced by a verified copy from a peer",
+            ),
+            scrub_chunks: counter(
+                "store_scrub_chunks_total",
+                "Held chunks the scrub re-hashed",
+            ),
+            scrub_bytes: counter(
+                "store_scrub_bytes_total",
+                "Bytes of held chunks the scrub re-hashed",
+            ),
+            scrub_passes: counter(
+                "store_scrub_passes_total",
+                "Scrub passes completed over every held chunk",
             ),
             fsync: reg(
                 r,
@@ -162,6 +194,20 @@ impl StoreMetrics {
         catch_up(&self.gc_runs, s.gc_runs.load(Relaxed));
         catch_up(&self.gc_freed_bytes, s.gc_bytes_freed.load(Relaxed));
         catch_up(&self.gc_packs_removed, s.packs_removed.load(Relaxed));
+        for (by, n) in [
+            (store::FoundBy::Read, &s.damaged_by_read),
+            (store::FoundBy::Peer, &s.damaged_by_peer),
+            (store::FoundBy::Scrub, &s.damaged_by_scrub),
+        ] {
+            catch_up(
+                &self.damaged.with_label_values(&[by.label()]),
+                n.load(Relaxed),
+            );
+        }
+        catch_up(&self.repaired, s.repaired.load(Relaxed));
+        catch_up(&self.scrub_chunks, s.scrub_chunks.load(Relaxed));
+        catch_up(&self.scrub_bytes, s.scrub_bytes.load(Relaxed));
+        catch_up(&self.scrub_passes, s.scrub_passes.load(Relaxed));
         match store.disk_space() {
             Ok(d) => {
                 self.disk_size.set(clamp(d.size_bytes));

@@ -88,6 +88,14 @@ pub(crate) fn s3_err(e: StoreError) -> S3Error {
                 "Part of this object is held by other nodes only; retry, or read it through another node.",
             )
         }
+        E::ChunkDamaged(h) => {
+            tracing::error!(chunk = %h, "request needs a chunk whose copy here is damaged");
+            S3Error::with_message(
+                S3ErrorCode::InternalError,
+                "Part of this object failed verification on this node's disk, so it was not \
+                 used; no good copy is held here. Read it through a node that holds one.",
+            )
+        }
         E::ClockAhead(why) => {
             tracing::warn!(reason = %why, "write refused");
             s3_error!(ServiceUnavailable, "{why}")

@@ -75,13 +75,14 @@ pub(crate) fn stream_range(
                 };
                 match read {
                     Ok(b) => break Ok(b),
-                    // A cache-only node may evict a chunk between its arrival and this read:
-                    // fetch it again (a few times at most).
-                    Err(StoreError::ChunkAbsent(h)) if fetched < 3 => {
+                    // Held by peers only, or the copy here failed verification and was
+                    // dropped: fetch a verified copy. A cache-only node may evict a chunk
+                    // between its arrival and this read: fetch it again (a few times at most).
+                    Err(e @ (StoreError::ChunkAbsent(h) | StoreError::ChunkDamaged(h)))
+                        if fetched < 3 =>
+                    {
                         let Some(sw) = swarm.as_ref() else {
-                            break Err(std::io::Error::other(
-                                StoreError::ChunkAbsent(h).to_string(),
-                            ));
+                            break Err(std::io::Error::other(e.to_string()));
                         };
                         if fetched > 0 {
                             download = None;

@@ -7,28 +7,9 @@ impl Store {
     /// Whether this node holds the chunk's bytes.
     pub fn has_chunk(&self, hash: &ChunkHash) -> Result<bool> {
         Ok(match self.shared.meta.get(Cf::Chunks, hash.as_bytes())? {
-            Some(v) => ChunkEntry::decode(&v)?.location != ChunkLocation::Absent,
+            Some(v) => ChunkEntry::decode(&v)?.location.is_held(),
             None => false,
         })
-    }
-
-    /// A whole chunk's bytes and the kind of copy this node holds, if held here.
-    pub fn held_chunk(&self, hash: &ChunkHash) -> Result<Option<HeldChunk>> {
-        let Some(v) = self.shared.meta.get(Cf::Chunks, hash.as_bytes())? else {
-            return Ok(None);
-        };
-        let entry = ChunkEntry::decode(&v)?;
-        let bytes = match entry.location {
-            ChunkLocation::Absent => return Ok(None),
-            ChunkLocation::Inline(data) => Bytes::from(data),
-            ChunkLocation::Pack { pack, offset, len } => {
-                self.shared.packs.read(pack, offset, len as usize)?
-            }
-        };
-        Ok(Some(HeldChunk {
-            bytes,
-            cached: entry.cached,
-        }))
     }
 
     /// Stores the bytes of a chunk this node references but does not hold (fetched from a
@@ -60,12 +41,13 @@ impl Store {
         let stored = self.db.transact(move |tx| {
             let key = hash.as_bytes().to_vec();
             let Some(v) = tx.get(Cf::Chunks, &key)? else {
-                return Ok(false);
+                return Ok(None);
             };
             let mut e = ChunkEntry::decode(&v)?;
-            if e.location != ChunkLocation::Absent {
-                return Ok(false);
+            if e.location.is_held() {
+                return Ok(None);
             }
+            let repaired = e.location == ChunkLocation::Damaged;
             e.location = location;
             e.cached = cached;
             tx.put(Cf::Chunks, key, e.encode());
@@ -80,14 +62,18 @@ impl Store {
                     .encode(),
                 );
             }
-            Ok(true)
+            Ok(Some(repaired))
         });
-        if !matches!(stored, Ok(true))
+        if !matches!(stored, Ok(Some(_)))
             && let Some((pack, _)) = pack
         {
             let _ = packs.remove(pack);
         }
-        stored
+        if matches!(stored, Ok(Some(true))) {
+            self.shared.stats.repaired.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(chunk = %hash, "a damaged chunk was replaced by a verified copy");
+        }
+        stored.map(|s| s.is_some())
     }
 
     /// Every chunk entry (including ones no manifest references any more, awaiting
@@ -111,7 +97,7 @@ impl Store {
             for h in hashes {
                 if let Some(v) = tx.get(Cf::Chunks, h.as_bytes())? {
                     let mut e = ChunkEntry::decode(&v)?;
-                    if e.location != ChunkLocation::Absent && e.cached != cached {
+                    if e.location.is_held() && e.cached != cached {
                         e.cached = cached;
                         tx.put(Cf::Chunks, h.as_bytes().to_vec(), e.encode());
                     }

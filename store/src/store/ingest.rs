@@ -61,7 +61,7 @@ impl ChunkSink {
         // A chunk at zero references may be swept any moment: store its bytes again rather
         // than race the sweeper (the commit still reuses the entry if it survives).
         let live = matches!(&stored, Ok(Some(v)) if ChunkEntry::decode(v)
-            .is_ok_and(|e| e.refs > 0 && e.location != ChunkLocation::Absent));
+            .is_ok_and(|e| e.refs > 0 && e.location.is_held()));
         if live {
             self.pinned.insert(hash);
             return Ok(());

@@ -31,6 +31,7 @@ mod multipart;
 mod objects;
 mod refcounts;
 mod replication;
+mod scrub;
 mod versions;
 use crate::manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
 use crate::meta::{Cf, Database, Meta, Tx, View};
@@ -41,6 +42,7 @@ use crate::version::{DeleteMarker, Version, VersionId, Versioning, next_seq};
 pub use decisions::{Fate, KeyState};
 pub use ingest::{ObjectWriter, StagedObject};
 pub use replication::BatchOutcome;
+pub use scrub::{FoundBy, ScrubStep};
 // Shared by the sibling files (each has `use super::*`).
 use ingest::NewChunk;
 use multipart::{decode_part_sizes, encode_part_sizes};
@@ -82,6 +84,16 @@ pub struct StoreStats {
     pub packs_removed: AtomicU64,
     pub packs_written: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Held copies that failed verification and were dropped, by who found them.
+    pub damaged_by_read: AtomicU64,
+    pub damaged_by_peer: AtomicU64,
+    pub damaged_by_scrub: AtomicU64,
+    /// Damaged copies replaced by a good one fetched from a peer.
+    pub repaired: AtomicU64,
+    /// The scrub pass's progress: chunks and bytes re-hashed, passes completed.
+    pub scrub_chunks: AtomicU64,
+    pub scrub_bytes: AtomicU64,
+    pub scrub_passes: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -94,6 +106,7 @@ pub(crate) struct Shared {
     node: NodeId,
     clock: StampSource,
     on_pack_sealed: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
+    trusted: scrub::Trusted,
 }
 
 impl Shared {
@@ -365,6 +378,7 @@ impl Store {
             node,
             clock,
             on_pack_sealed: options.on_pack_sealed,
+            trusted: scrub::Trusted::new(),
         });
         let store = Arc::new(Self {
             db,

@@ -132,11 +132,6 @@ impl Store {
         Ok(Some(decode_part_sizes(&v)))
     }
 
-    /// Reads one slice of a chunk.
-    pub fn read_slice(&self, slice: &ChunkSlice) -> Result<Bytes> {
-        read_slice(&self.shared, slice)
-    }
-
     /// Streams `range` of `manifest` to `sink`, one chunk slice at a time, in order; stops
     /// early when `sink` returns false (the client went away).
     pub fn read_range(

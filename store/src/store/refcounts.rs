@@ -10,6 +10,7 @@ pub(super) fn load_manifest(meta: &Meta, id: ManifestId) -> Result<Manifest> {
     Manifest::decode(&v)
 }
 
+/// One slice of a held chunk, unchecked: only for a chunk verified whole moments ago.
 pub(super) fn read_slice(shared: &Shared, slice: &ChunkSlice) -> Result<Bytes> {
     let v = shared
         .meta
@@ -18,6 +19,7 @@ pub(super) fn read_slice(shared: &Shared, slice: &ChunkSlice) -> Result<Bytes> {
     let (offset, len) = (slice.offset as usize, slice.len as usize);
     match ChunkEntry::decode(&v)?.location {
         ChunkLocation::Absent => Err(StoreError::ChunkAbsent(slice.chunk.hash)),
+        ChunkLocation::Damaged => Err(StoreError::ChunkDamaged(slice.chunk.hash)),
         ChunkLocation::Inline(data) => data
             .get(offset..offset + len)
             .map(Bytes::copy_from_slice)
@@ -65,7 +67,7 @@ pub(super) fn commit_staged(
             .map(|v| ChunkEntry::decode(&v))
             .transpose()?;
         let entry = match existing {
-            Some(mut e) if e.location != ChunkLocation::Absent => {
+            Some(mut e) if e.location.is_held() => {
                 e.refs += 1;
                 e.dead_ms = None;
                 e
@@ -229,6 +231,7 @@ fn grave_key(dead_ms: i64, hash: &ChunkHash) -> Vec<u8> {
     k
 }
 
+/// Deletes a chunk's entry and releases its pack space.
 pub(super) fn drop_chunk(tx: &mut Tx<'_>, hash: &ChunkHash, e: &ChunkEntry) -> Result<()> {
     tx.delete(Cf::Chunks, hash.as_bytes().to_vec());
     if let ChunkLocation::Pack { pack, len, .. } = e.location {

@@ -141,6 +141,13 @@ impl Manifest {
             .map(|e| {
                 let hash = ChunkHash::from_slice(&e[..32])?;
                 let len = u32::from_le_bytes([e[32], e[33], e[34], e[35]]);
+                // The chunker cuts 1..=MAX_CHUNK bytes; anything else came from a broken
+                // record or a hostile peer (found by the manifest fuzz target).
+                if len == 0 || len as usize > crate::chunker::MAX_CHUNK {
+                    return Err(StoreError::Corrupt(format!(
+                        "manifest names a chunk of {len} bytes"
+                    )));
+                }
                 Ok(ChunkRef { hash, len })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -151,6 +158,22 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_of_no_bytes_or_beyond_the_largest_cut_are_refused() {
+        for len in [0u32, crate::chunker::MAX_CHUNK as u32 + 1, u32::MAX] {
+            let bad = Manifest::new(vec![ChunkRef {
+                hash: ChunkHash::of(b"x"),
+                len,
+            }]);
+            assert!(Manifest::decode(&bad.encode()).is_err(), "{len}");
+        }
+        let good = Manifest::new(vec![ChunkRef {
+            hash: ChunkHash::of(b"x"),
+            len: crate::chunker::MAX_CHUNK as u32,
+        }]);
+        assert_eq!(Manifest::decode(&good.encode()).unwrap(), good);
+    }
 
     fn manifest(lens: &[u32]) -> Manifest {
         Manifest::new(

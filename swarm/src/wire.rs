@@ -120,7 +120,15 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
             "frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"
         )));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
+    // Grow the buffer as bytes arrive rather than trusting the announced length: a peer
+    // that announces 8 MiB frames on many streams and sends nothing must not cost 8 MiB each.
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    (&mut *r).take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        return Err(SwarmError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("stream ended {} bytes into a {len}-byte frame", body.len()),
+        )));
+    }
     postcard::from_bytes(&body).map_err(|e| SwarmError::Protocol(e.to_string()))
 }

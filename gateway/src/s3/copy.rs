@@ -264,7 +264,7 @@ pub(crate) async fn upload_part_copy(
 }
 
 /// `x-amz-copy-source-range: bytes=first-last`, inclusive, inside the source.
-fn copy_range(r: &str, size: u64) -> S3Result<ByteRange> {
+pub(crate) fn copy_range(r: &str, size: u64) -> S3Result<ByteRange> {
     let bad = || {
         s3_error!(
             InvalidArgument,

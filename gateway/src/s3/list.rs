@@ -11,14 +11,14 @@ const MAX_KEYS: i32 = 1000;
 
 /// Continuation tokens are opaque to clients; ours name the last key or common prefix
 /// returned, so a listing resumes exactly after it even if keys were added meanwhile.
-fn encode_token(c: &ListCursor) -> String {
+pub(crate) fn encode_token(c: &ListCursor) -> String {
     match c {
         ListCursor::Key(k) => format!("k{}", hex::encode(k)),
         ListCursor::Prefix(p) => format!("p{}", hex::encode(p)),
     }
 }
 
-fn decode_token(t: &str) -> S3Result<ListCursor> {
+pub(crate) fn decode_token(t: &str) -> S3Result<ListCursor> {
     let bad = || {
         s3_error!(
             InvalidArgument,

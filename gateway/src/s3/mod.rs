@@ -9,6 +9,8 @@ pub(crate) mod cors;
 mod decide;
 mod delete;
 pub(crate) mod error;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod get;
 pub(crate) mod limits;
 mod list;

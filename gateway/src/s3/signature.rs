@@ -439,7 +439,7 @@ fn v2_string_to_sign(
 }
 
 /// RFC 2822 (`Tue, 27 Mar 2007 19:36:42 +0000`, as s3cmd sends) or HTTP-date (`... GMT`).
-fn parse_http_date(s: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_http_date(s: &str) -> Option<OffsetDateTime> {
     use time::format_description::well_known::Rfc2822;
     OffsetDateTime::parse(s.trim(), &Rfc2822).ok().or_else(|| {
         httpdate::parse_http_date(s.trim())

@@ -81,7 +81,7 @@ pub(crate) fn from_header(header: Option<&str>) -> S3Result<BTreeMap<String, Str
     }
 }
 
-fn from_document(t: Tagging) -> S3Result<BTreeMap<String, String>> {
+pub(crate) fn from_document(t: Tagging) -> S3Result<BTreeMap<String, String>> {
     collect(
         t.tag_set
             .into_iter()

@@ -72,6 +72,22 @@ class NodeProc:
         assert self.endpoint.startswith("https://" if tls else "http://"), self.endpoint
         with urllib.request.urlopen(self.endpoint + "/healthz", context=self.ssl_context()) as r:
             assert r.status == 200
+        LIVE_NODES.append(self)
+
+    def server_errors(self) -> dict[str, float]:
+        """The retried server errors this node answered, by operation and status (its metrics)."""
+        if self.proc.poll() is not None:
+            return {}
+        with urllib.request.urlopen(self.endpoint + "/metrics", context=self.ssl_context(), timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if 'operation="Readyz"' in line:
+                continue  # readiness answers 503 while not ready: that is its job
+            if line.startswith("s3swarm_s3_requests_total{") and any(f'status="{s}"' in line for s in RETRIED):
+                labels, value = line.rsplit(" ", 1)
+                out[labels] = float(value)
+        return out
 
     def ssl_context(self):
         """For urllib: trusts this node's certificate (None over plain HTTP)."""
@@ -99,6 +115,36 @@ class NodeProc:
     def stop(self):
         self.proc.kill()
         self.proc.wait()
+        if self in LIVE_NODES:
+            LIVE_NODES.remove(self)
+
+
+# Statuses botocore retries by itself (501 NotImplemented and 507 InsufficientStorage are
+# final answers).
+RETRIED = (500, 502, 503, 504)
+
+# Every node started and not yet stopped, for the server-error check below.
+LIVE_NODES: list[NodeProc] = []
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "server_errors: the test makes a node answer 5xx on purpose (not a failure)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_server_errors(request):
+    """Fails a test during which a node answered a 5xx it did not provoke on purpose: boto3
+    retries 500 and 503 by itself, so without this a test could pass through a server error."""
+    before = {n: n.server_errors() for n in LIVE_NODES}
+    yield
+    if request.node.get_closest_marker("server_errors"):
+        return
+    for n in list(LIVE_NODES):
+        now = n.server_errors()
+        grown = {k: v - before.get(n, {}).get(k, 0) for k, v in now.items() if v > before.get(n, {}).get(k, 0)}
+        assert not grown, f"{n.endpoint} answered server errors during the test: {grown}"
 
 
 def start_node(**kwargs):

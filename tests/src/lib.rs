@@ -27,6 +27,9 @@ pub fn binary() -> PathBuf {
     target.join("release/s3swarm")
 }
 
+/// HTTP statuses the AWS SDKs retry by default.
+const RETRIED: [u16; 4] = [500, 502, 503, 504];
+
 /// One running node with its own data directory.
 pub struct Node {
     child: Option<Child>,
@@ -41,6 +44,10 @@ pub struct Node {
     pub tls: Option<TestCert>,
     /// The loopback address it listens on.
     pub host: String,
+    /// Whether the test provokes server errors (5xx) on purpose; otherwise any 5xx the node
+    /// answered fails the test when the node is stopped or dropped (see
+    /// [`Node::expect_server_errors`]).
+    server_errors_expected: std::sync::atomic::AtomicBool,
 }
 
 /// The swarm address of node `i` in test network `net`: `127.0.<net>.<i>:7400`. Each test
@@ -170,6 +177,7 @@ impl Node {
             banner: String::new(),
             tls: None,
             host: "127.0.0.1".into(),
+            server_errors_expected: Default::default(),
         };
         node.spawn(None);
         node
@@ -214,6 +222,7 @@ impl Node {
             banner: String::new(),
             tls,
             host: host.into(),
+            server_errors_expected: Default::default(),
         };
         node.spawn(None);
         node
@@ -352,17 +361,85 @@ impl Node {
             .unwrap_or(0)
     }
 
+    /// Declares that this test makes the node answer 5xx on purpose (a full disk, a lost
+    /// quorum, a killed peer), so they do not fail it.
+    pub fn expect_server_errors(&self) {
+        self.server_errors_expected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The server errors SDKs retry (500, 502, 503, 504) the node answered, as its request
+    /// metrics count them; `None` when it cannot be asked (not running, or HTTPS only). 501
+    /// (an operation not implemented) and 507 (disk full) are final answers, not retried.
+    pub fn server_errors(&self) -> Option<Vec<String>> {
+        use std::io::{Read, Write};
+        if self.child.is_none() || self.tls.is_some() {
+            return None;
+        }
+        let addr = self.endpoint.strip_prefix("http://")?;
+        let mut sock = std::net::TcpStream::connect(addr).ok()?;
+        sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        sock.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .ok()?;
+        let mut text = String::new();
+        sock.read_to_string(&mut text).ok()?;
+        Some(
+            text.lines()
+                .filter(|l| l.starts_with("s3swarm_s3_requests_total{"))
+                // Readiness answers 503 while not ready: that is its job.
+                .filter(|l| !l.contains("operation=\"Readyz\""))
+                .filter(|l| {
+                    RETRIED
+                        .iter()
+                        .any(|s| l.contains(&format!("status=\"{s}\"")))
+                })
+                .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    /// What to fail the test with if the node answered a retried 5xx it was not expected
+    /// to: a test that passes only because a client retried a server error has found a bug,
+    /// not passed. Read before the node is stopped; the test fails after it is.
+    fn unexpected_server_errors(&self) -> Option<String> {
+        if std::thread::panicking()
+            || self
+                .server_errors_expected
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
+        let errors = self.server_errors()?;
+        (!errors.is_empty()).then(|| {
+            format!(
+                "node {} answered server errors the test did not expect (a retrying client \
+                 hides them; call expect_server_errors() where they are provoked):\n{}",
+                self.endpoint,
+                errors.join("\n")
+            )
+        })
+    }
+
     /// SIGKILL: no chance to flush or clean up.
     pub fn kill9(&mut self) {
+        let unexpected = self.unexpected_server_errors();
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(m) = unexpected {
+            panic!("{m}");
         }
     }
 
     /// SIGTERM, as a service manager stops a node; waits up to `secs` for it to exit and
     /// returns how it exited (`None`: it had to be killed).
     pub fn stop(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        if let Some(m) = self.unexpected_server_errors() {
+            self.kill9();
+            panic!("{m}");
+        }
         let mut c = self.child.take()?;
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
@@ -756,19 +833,36 @@ pub async fn held_bytes(n: &Node) -> u64 {
         .unwrap_or_else(|| panic!("cluster status names no bytes_held for this node: {v}"))
 }
 
+/// Waits until the node's `/readyz` answers 200 (a swarm node refuses creates and
+/// conditional writes with 503 until it can reach the registry), as a load balancer would.
+pub async fn ready(n: &Node) {
+    let http = n.http();
+    until("the node is ready", 30, || async {
+        http.get(format!("{}/readyz", n.endpoint))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+}
+
 /// Members this node sees alive, itself included (0 while it does not answer).
 pub async fn alive(n: &Node) -> f64 {
     n.metric_or_zero("s3swarm_swarm_members{state=\"alive\"}")
         .await
 }
 
-/// Waits until every node in `nodes` sees `count` members alive.
+/// Waits until every node in `nodes` sees `count` members alive, and is ready (reaches the
+/// registry), so that what the test does next is not refused for a start still under way.
 pub async fn all_alive(nodes: &[&Node], count: f64) {
     for n in nodes {
         until("every member alive", 20, || async {
             alive(n).await == count
         })
         .await;
+    }
+    for n in nodes {
+        ready(n).await;
     }
 }
 

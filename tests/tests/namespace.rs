@@ -345,6 +345,7 @@ async fn a_node_that_has_not_caught_up_refuses_creates_and_conditional_writes_un
     let secret = SecretFile::new(SECRET);
     // Told to join through a member that is not there yet.
     let b = Node::start_swarm(23, 2, &secret, &[1], &[]);
+    b.expect_server_errors(); // 503s until it has caught up, on purpose
     let (status, body) = readyz(&b).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("has not reached any swarm member"), "{body}");

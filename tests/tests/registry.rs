@@ -228,6 +228,7 @@ async fn racing_creates_of_one_bucket_name_by_two_identities_acknowledge_one_and
 async fn without_a_majority_of_voters_creates_and_conditional_writes_answer_503_and_plain_writes_go_on()
  {
     let (_secret, mut nodes) = three(26, &[]).await;
+    nodes[0].expect_server_errors(); // 503s without a majority, on purpose
     let a = nodes[0].client();
     a.create_bucket().bucket("kept").send().await.unwrap();
     wait_for_bucket(&nodes, ACCESS_KEY, SECRET_KEY, "kept").await;

@@ -384,6 +384,7 @@ async fn a_node_without_the_secret_is_refused() {
     let secret = SecretFile::new(SECRET);
     let wrong = SecretFile::new("another-secret-entirely-0123456789");
     let a = Node::start_swarm(4, 1, &secret, &[], &[]);
+    ready(&a).await;
     a.client()
         .create_bucket()
         .bucket("private")
@@ -748,6 +749,7 @@ async fn nodes_stopped_with_sigterm_exit_cleanly_and_keep_what_they_hold() {
     let mut a = Node::start_swarm(8, 1, &secret, &[], &[]);
     let mut b = Node::start_swarm(8, 2, &secret, &[1], &["--capacity", "1000000000"]);
     all_alive(&[&a, &b], 2.0).await;
+    ready(&a).await;
     let ca = a.client();
     ca.create_bucket()
         .bucket("keep")

@@ -191,13 +191,7 @@ impl PackSet {
     /// process with SIGBUS.
     pub fn read_into(&self, id: PackId, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let file = File::open(self.packs_dir.join(id.file_name())).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                StoreError::Corrupt(format!("pack {id:?} is missing"))
-            } else {
-                StoreError::Io(e)
-            }
-        })?;
+        let file = self.open_sealed(id)?;
         buf.resize(len, 0);
         file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -224,18 +218,23 @@ impl PackSet {
         Ok(outcome?)
     }
 
-    fn handle(&self, id: PackId) -> Result<Arc<Mmap>> {
-        let mut open = self.open.lock().map_err(|_| StoreError::Closed)?;
-        if let Some(m) = open.get(&id) {
-            return Ok(m.clone());
-        }
-        let file = File::open(self.packs_dir.join(id.file_name())).map_err(|e| {
+    /// Opens a sealed pack; one that is not there is damage (a record points to it).
+    fn open_sealed(&self, id: PackId) -> Result<File> {
+        File::open(self.packs_dir.join(id.file_name())).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 StoreError::Corrupt(format!("pack {id:?} is missing"))
             } else {
                 StoreError::Io(e)
             }
-        })?;
+        })
+    }
+
+    fn handle(&self, id: PackId) -> Result<Arc<Mmap>> {
+        let mut open = self.open.lock().map_err(|_| StoreError::Closed)?;
+        if let Some(m) = open.get(&id) {
+            return Ok(m.clone());
+        }
+        let file = self.open_sealed(id)?;
         // SAFETY: sealed packs are never modified or truncated, only unlinked, which keeps an
         // existing mapping valid (see `MappedSlice`).
         let map = Arc::new(unsafe { Mmap::map(&file)? });

@@ -69,6 +69,11 @@ impl Store {
         {
             let _ = packs.remove(pack);
         }
+        if matches!(stored, Ok(Some(_))) {
+            // The bytes were verified on their way in: a read right after (the GET that
+            // fetched them) need not hash them again.
+            self.shared.trusted.record(&hash);
+        }
         if matches!(stored, Ok(Some(true))) {
             self.shared.stats.repaired.fetch_add(1, Ordering::Relaxed);
             tracing::info!(chunk = %hash, "a damaged chunk was replaced by a verified copy");

@@ -70,7 +70,7 @@ impl Trusted {
         })
     }
 
-    fn record(&self, h: &ChunkHash) {
+    pub(super) fn record(&self, h: &ChunkHash) {
         if let Ok(mut t) = self.0.lock() {
             t[Self::slot(h)] = Some((*h, Instant::now()));
         }
@@ -98,7 +98,7 @@ impl Store {
         }
         let entry = self.chunk_entry(&hash)?;
         let (offset, len) = (slice.offset as usize, slice.len as usize);
-        let bytes = self.checked(&hash, &entry.location, FoundBy::Read)?;
+        let bytes = self.checked(&hash, entry.location, FoundBy::Read)?;
         bytes
             .get(offset..offset + len)
             .map(|_| bytes.slice(offset..offset + len))
@@ -112,11 +112,9 @@ impl Store {
             return Ok(None);
         };
         let entry = ChunkEntry::decode(&v)?;
-        match self.checked(hash, &entry.location, FoundBy::Peer) {
-            Ok(bytes) => Ok(Some(HeldChunk {
-                bytes,
-                cached: entry.cached,
-            })),
+        let cached = entry.cached;
+        match self.checked(hash, entry.location, FoundBy::Peer) {
+            Ok(bytes) => Ok(Some(HeldChunk { bytes, cached })),
             Err(StoreError::ChunkAbsent(_) | StoreError::ChunkDamaged(_)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -208,24 +206,31 @@ impl Store {
     }
 
     /// The whole bytes at `location`, checked against `hash`; a copy that fails is dropped.
-    fn checked(&self, hash: &ChunkHash, location: &ChunkLocation, by: FoundBy) -> Result<Bytes> {
+    /// Takes the location by value so that an inline chunk's bytes are handed on, not copied.
+    fn checked(&self, hash: &ChunkHash, location: ChunkLocation, by: FoundBy) -> Result<Bytes> {
         let bytes = match location {
             ChunkLocation::Absent => return Err(StoreError::ChunkAbsent(*hash)),
             ChunkLocation::Damaged => return Err(StoreError::ChunkDamaged(*hash)),
-            ChunkLocation::Inline(data) => Bytes::copy_from_slice(data),
+            ChunkLocation::Inline(data) => {
+                if ChunkHash::of(&data) != *hash {
+                    return self.lost_copy(hash, &ChunkLocation::Inline(data), by, Ok(()));
+                }
+                Bytes::from(data)
+            }
             ChunkLocation::Pack { pack, offset, len } => {
-                match self.shared.packs.read(*pack, *offset, *len as usize) {
+                let bytes = match self.shared.packs.read(pack, offset, len as usize) {
                     Ok(b) => b,
                     Err(e) if e.is_damage() => {
-                        return self.lost_copy(hash, location, by, Err(e));
+                        return self.lost_copy(hash, &location, by, Err(e));
                     }
                     Err(e) => return Err(e),
+                };
+                if ChunkHash::of(&bytes) != *hash {
+                    return self.lost_copy(hash, &location, by, Ok(()));
                 }
+                bytes
             }
         };
-        if ChunkHash::of(&bytes) != *hash {
-            return self.lost_copy(hash, location, by, Ok(()));
-        }
         self.shared.trusted.record(hash);
         Ok(bytes)
     }

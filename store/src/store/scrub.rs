@@ -307,15 +307,7 @@ mod tests {
         store
             .create_bucket(&BucketName::new("rot").unwrap(), "owner", None)
             .unwrap();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let body: Vec<u8> = (0..12_000_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let body = crate::chunker::tests::pseudo_random(12_000_000, 1);
         let mut w = store.writer();
         w.write(&body).unwrap();
         let staged = w.finish().unwrap();

@@ -10,6 +10,11 @@
 //! A pack's record counts its live bytes; when the last chunk in it is released the file is
 //! unlinked. Readers hold open file handles (`Arc<File>`), so an unlink never cuts a read
 //! that already started.
+//!
+//! Reads are plain `pread`s into a buffer, never a mapping: a disk that fails a read then
+//! returns `EIO` to one request (the copy is dropped and fetched again from a peer), where a
+//! mapped page that cannot be read kills the whole process with SIGBUS. The copy this costs
+//! is small beside the BLAKE3 check every read is given.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -18,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use memmap2::Mmap;
 
 use crate::error::{Result, StoreError};
 
@@ -40,47 +44,11 @@ impl PackId {
     }
 }
 
-/// The pack directories of one store, and a cache of read-only mappings of packs.
+/// The pack directories of one store, and a cache of open pack files.
 pub struct PackSet {
     packs_dir: PathBuf,
     tmp_dir: PathBuf,
-    open: Mutex<HashMap<PackId, Arc<Mmap>>>,
-}
-
-const PAGE: usize = 4096;
-
-/// A slice of a mapped pack, handed to the network without copying: the socket write reads
-/// straight from the page cache. Packs are immutable once sealed and only ever unlinked,
-/// never truncated, so a mapping stays valid for as long as this slice lives.
-struct MappedSlice {
-    map: Arc<Mmap>,
-    start: usize,
-    end: usize,
-}
-
-impl AsRef<[u8]> for MappedSlice {
-    fn as_ref(&self) -> &[u8] {
-        &self.map[self.start..self.end]
-    }
-}
-
-impl Drop for MappedSlice {
-    /// Once the bytes are on the wire, drop our page mappings: the pages stay in the page
-    /// cache, but no longer count towards this process's RSS (a 1 GiB GET otherwise shows
-    /// as 1 GiB resident).
-    fn drop(&mut self) {
-        let from = self.start.next_multiple_of(PAGE);
-        let to = self.end / PAGE * PAGE;
-        if to > from {
-            // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops page
-            // table entries, and any later access (another slice of the same range) faults the
-            // identical, immutable bytes back in from the page cache.
-            let _ = unsafe {
-                self.map
-                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
-            };
-        }
-    }
+    open: Mutex<HashMap<PackId, Arc<File>>>,
 }
 
 impl PackSet {
@@ -169,29 +137,17 @@ impl PackSet {
         })
     }
 
-    /// `len` bytes at `offset` of pack `id`, without copying them.
+    /// `len` bytes at `offset` of pack `id`.
     pub fn read(&self, id: PackId, offset: u64, len: usize) -> Result<Bytes> {
-        let map = self.handle(id)?;
-        let short = || {
-            StoreError::Corrupt(format!(
-                "pack {id:?} is shorter than {} bytes",
-                offset + len as u64
-            ))
-        };
-        let start = usize::try_from(offset).map_err(|_| short())?;
-        let end = start
-            .checked_add(len)
-            .filter(|e| *e <= map.len())
-            .ok_or_else(short)?;
-        Ok(Bytes::from_owner(MappedSlice { map, start, end }))
+        let mut buf = Vec::new();
+        self.read_into(id, offset, len, &mut buf)?;
+        Ok(Bytes::from(buf))
     }
 
-    /// Copies `len` bytes at `offset` of pack `id` into `buf` with plain reads: a disk error
-    /// comes back as `EIO` here, where touching a mapping of the same bytes would kill the
-    /// process with SIGBUS.
+    /// Copies `len` bytes at `offset` of pack `id` into `buf` (resized to `len`).
     pub fn read_into(&self, id: PackId, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let file = self.open_sealed(id)?;
+        let file = self.handle(id)?;
         buf.resize(len, 0);
         file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -229,27 +185,23 @@ impl PackSet {
         })
     }
 
-    fn handle(&self, id: PackId) -> Result<Arc<Mmap>> {
+    fn handle(&self, id: PackId) -> Result<Arc<File>> {
         let mut open = self.open.lock().map_err(|_| StoreError::Closed)?;
-        if let Some(m) = open.get(&id) {
-            return Ok(m.clone());
+        if let Some(f) = open.get(&id) {
+            return Ok(f.clone());
         }
-        let file = self.open_sealed(id)?;
-        // SAFETY: sealed packs are never modified or truncated, only unlinked, which keeps an
-        // existing mapping valid (see `MappedSlice`).
-        let map = Arc::new(unsafe { Mmap::map(&file)? });
-        let _ = map.advise(memmap2::Advice::Sequential);
-        // The cache only saves open()+mmap() calls; bound it so a huge store keeps few mappings.
+        let file = Arc::new(self.open_sealed(id)?);
+        // The cache only saves open() calls; bound it so a huge store keeps few descriptors.
         if open.len() >= 512 {
             open.clear();
         }
-        open.insert(id, map.clone());
-        Ok(map)
+        open.insert(id, file.clone());
+        Ok(file)
     }
 
     /// Unlinks a pack whose last live chunk was released (after that release is durable).
     pub fn remove(&self, id: PackId) -> Result<()> {
-        // Unlink under the cache lock, so a concurrent read cannot map the file again and
+        // Unlink under the cache lock, so a concurrent read cannot open the file again and
         // keep the space of a deleted pack alive in the cache.
         let mut open = self.open.lock().map_err(|_| StoreError::Closed)?;
         open.remove(&id);

@@ -266,9 +266,8 @@ impl Inner {
                     send.finish().ok();
                     return Ok(());
                 }
-                // One lookup: the bytes are a view of the pack (or inline), so holding them
-                // while the request waits for a slot copies nothing, and the mapping stays
-                // valid even if the chunk is evicted meanwhile.
+                // One lookup: the bytes are read (and checked) once, and stay valid while the
+                // request waits for a slot even if the chunk is evicted meanwhile.
                 let held = tokio::task::spawn_blocking(move || store.held_chunk(&h))
                     .await
                     .map_err(|e| SwarmError::Protocol(e.to_string()))??;

@@ -456,6 +456,11 @@ impl Node {
         None
     }
 
+    /// How the node's process ended, if it has (a crash shows here as a signal or an exit code).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// SIGSTOP: the process is frozen (its sockets stay open, nothing answers), as a node
     /// stalled by its host or a long GC pause looks to its peers.
     pub fn pause(&self) {

@@ -8,6 +8,11 @@
 //! metadata writes, keep working, and are how a user frees space. RocksDB itself stops at a
 //! truly full disk and resumes on its own once there is room (its error handler polls).
 //!
+//! Other write failures that a retry on this node would not fix (the metadata database has
+//! stopped accepting writes, the data directory went read-only, the store is closing) are
+//! kept the same way: writes answer 503 with the reason, `/readyz` reports it, and the probe
+//! clears it once a write lands again.
+//!
 //! The state is process-wide because the one place that sees the failure is the conversion
 //! of store errors into S3 errors (`s3::error::s3_err`), which has no request context; one
 //! process serves one data directory.
@@ -20,6 +25,9 @@ use store::Store;
 
 /// Unix milliseconds of the first write refused for a full disk; 0 when writes succeed.
 static FULL_SINCE_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Why writes are failing for a reason other than a full disk, while they are.
+static FAILING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// How often the probe looks once the disk was found full.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -77,6 +85,21 @@ pub fn record_full() {
     }
 }
 
+/// Called when a write failed in a way that retrying on this node will not fix soon.
+pub fn record_failure(reason: String) {
+    if let Ok(mut f) = FAILING.lock() {
+        if f.is_none() {
+            tracing::error!(%reason, "writes are failing on this node; /readyz reports it until a probe write lands");
+        }
+        *f = Some(reason);
+    }
+}
+
+/// Why writes are failing (other than for a full disk), if they are.
+pub fn failing() -> Option<String> {
+    FAILING.lock().ok().and_then(|f| f.clone())
+}
+
 /// Since when writes have been refused for a full disk (Unix ms), if they are.
 pub fn full_since() -> Option<i64> {
     match FULL_SINCE_MS.load(Ordering::Relaxed) {
@@ -92,7 +115,8 @@ pub async fn watch(store: Arc<Store>) {
     let mut failed_probes = 0u64;
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
-        if full_since().is_none() {
+        let failing = failing().is_some();
+        if full_since().is_none() && !failing {
             continue;
         }
         let s = store.clone();
@@ -113,8 +137,15 @@ pub async fn watch(store: Arc<Store>) {
         match probe {
             Ok(Probe::Lands) => {
                 failed_probes = 0;
-                FULL_SINCE_MS.store(0, Ordering::Relaxed);
-                tracing::info!("the data directory has room again: writes resume");
+                if FULL_SINCE_MS.swap(0, Ordering::Relaxed) != 0 {
+                    tracing::info!("the data directory has room again: writes resume");
+                }
+                if failing {
+                    if let Ok(mut f) = FAILING.lock() {
+                        *f = None;
+                    }
+                    tracing::info!("a probe write landed: writes resume");
+                }
             }
             Ok(Probe::Fails(free, e)) => {
                 // RocksDB, stopped by a full disk, resumes by itself once its write buffer

@@ -333,6 +333,20 @@ async fn readyz(State(st): State<AppState>, req: Request) -> Response {
         )
             .into_response();
     }
+    if !st.store.committer_running() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the metadata committer has stopped; no write can land until the node restarts\n",
+        )
+            .into_response();
+    }
+    if let Some(why) = crate::disk::failing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: writes are failing: {why}\n"),
+        )
+            .into_response();
+    }
     if let Some(Err(why)) = st.swarm.as_ref().map(swarm::Swarm::readiness) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -384,6 +384,13 @@ impl Database {
         self.meta.db.cancel_all_background_work(true);
     }
 
+    /// Whether the committer thread is there to take writes (false once closed).
+    pub(crate) fn committer_running(&self) -> bool {
+        self.committer
+            .lock()
+            .is_ok_and(|c| c.as_ref().is_some_and(|h| !h.is_finished()))
+    }
+
     /// Runs `f` in the next group commit and returns its value once the group is durable.
     /// If `f` fails, none of its writes are applied.
     pub(crate) fn transact<T: Send + 'static>(
@@ -429,10 +436,18 @@ fn committer(meta: &Meta, rx: &mpsc::Receiver<Job>, reap: &PackReaper) {
                 mine: HashMap::new(),
                 after_commit: Vec::new(),
             };
-            let (succeeded, reply) = job(&mut tx);
+            // A transaction that panics (a bug) fails alone: its writes are dropped, its caller
+            // sees the store as closed for that one call, and the committer carries on, so one
+            // bad request cannot stop every later write of the node.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)));
             let Tx {
                 mine, after_commit, ..
             } = tx;
+            let Ok((succeeded, reply)) = ran else {
+                tracing::error!("a metadata transaction panicked; its writes were dropped");
+                next = rx.try_recv().ok();
+                continue;
+            };
             // A closure that returned an error has its writes dropped; its reply carries the error.
             if succeeded {
                 group.extend(mine);
@@ -503,5 +518,37 @@ impl Tx<'_> {
             }
         }
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_that_panics_fails_alone_and_the_committer_keeps_committing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::open(&dir.path().join("meta"), Box::new(|_| {})).expect("open");
+        let kept = db.transact(|tx| {
+            tx.put(Cf::Seen, b"before".to_vec(), b"1".to_vec());
+            Ok(())
+        });
+        assert!(kept.is_ok());
+        let panicked = db.transact(|tx| -> Result<()> {
+            tx.put(Cf::Seen, b"dropped".to_vec(), b"1".to_vec());
+            panic!("a bug in a transaction step");
+        });
+        assert!(matches!(panicked, Err(StoreError::Closed)), "{panicked:?}");
+        assert!(db.committer_running());
+        let after = db.transact(|tx| {
+            tx.put(Cf::Seen, b"after".to_vec(), b"1".to_vec());
+            Ok(())
+        });
+        assert!(after.is_ok(), "{after:?}");
+        assert!(db.meta.get(Cf::Seen, b"before").expect("read").is_some());
+        assert!(db.meta.get(Cf::Seen, b"after").expect("read").is_some());
+        assert!(db.meta.get(Cf::Seen, b"dropped").expect("read").is_none());
+        db.close();
+        assert!(!db.committer_running());
     }
 }

@@ -111,7 +111,11 @@ pub(crate) fn s3_err(e: StoreError) -> S3Error {
             err.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
             err
         }
-        e @ (E::Corrupt(_) | E::Db(_) | E::Io(_) | E::Commit(_) | E::Closed) => {
+        e @ (E::Commit(_) | E::Closed) => cannot_write(e.to_string()),
+        E::Io(e) if e.raw_os_error() == Some(libc::EROFS) => {
+            cannot_write(format!("the data directory is read-only ({e})"))
+        }
+        e @ (E::Corrupt(_) | E::Db(_) | E::Io(_)) => {
             tracing::error!(error = %e, "store failure");
             S3Error::with_message(
                 S3ErrorCode::InternalError,
@@ -119,6 +123,21 @@ pub(crate) fn s3_err(e: StoreError) -> S3Error {
             )
         }
     }
+}
+
+/// 503 for a write this node cannot make until something changes on it (retrying through
+/// another node works); `/readyz` says so meanwhile.
+fn cannot_write(reason: String) -> S3Error {
+    tracing::error!(%reason, "write failed");
+    crate::disk::record_failure(reason.clone());
+    let mut err = S3Error::with_message(
+        S3ErrorCode::ServiceUnavailable,
+        format!(
+            "This node cannot store writes right now ({reason}); nothing was stored. Write through another node."
+        ),
+    );
+    err.set_status_code(http::StatusCode::SERVICE_UNAVAILABLE);
+    err
 }
 
 /// An S3 error answered outside s3s (before it runs, or around it), in S3's XML; `extra` is

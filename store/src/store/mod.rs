@@ -398,6 +398,12 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether the thread that commits metadata writes is running (false once the store is
+    /// closed): without it every write fails.
+    pub fn committer_running(&self) -> bool {
+        self.db.committer_running()
+    }
+
     /// Whether a write could be made durable right now: a small file synced where packs are
     /// staged, and a metadata commit (a put and delete of one key in a single batch, so
     /// nothing is ever visible). Asked while writes were failing for a full disk.

@@ -483,6 +483,24 @@ async fn s3_handler(State(st): State<AppState>, mut req: Request) -> Response {
                 "Your proposed upload exceeds the maximum allowed object size.",
             );
         }
+        // The form's own signature first (crate::s3::form): only a form signed by a known
+        // key reserves memory for its file.
+        let content_type = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let (parts, body) = req.into_parts();
+        match crate::s3::form::screen(&content_type, body, &st.keys).await {
+            Ok(body) => req = Request::from_parts(parts, body),
+            Err((refusal, rest)) => {
+                tracing::debug!(?refusal, "form upload refused before its file was read");
+                drain(Request::from_parts(parts, rest)).await;
+                let (status, code, message) = refusal.as_s3();
+                return s3_error_response(status, code, &message);
+            }
+        }
         let kib = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
         match st.post_budget.clone().acquire_many_owned(kib).await {
             Ok(p) => Some(p),

@@ -2,12 +2,19 @@
 sent as multipart/form-data with urllib3, as a browser would."""
 
 import hashlib
+import hmac
 import os
+import socket
 import time
+import urllib.request
 
 import pytest
 import urllib3
-from conftest import start_node
+from conftest import SECRET_KEY, start_node
+
+FORM_HEAD = (
+    b'--XB\r\nContent-Disposition: form-data; name="key"\r\n\r\nuploads/stalled.bin\r\n'
+)
 
 POST_MAX = 256 * 1024
 
@@ -33,6 +40,17 @@ def post_form(post: dict, data: bytes, key: str | None = None, extra: dict | Non
     # The file must be the form's last field.
     form = list(fields.items()) + [("file", (filename, data, "application/octet-stream"))]
     return urllib3.PoolManager().request("POST", post["url"], fields=form)
+
+
+def resigned(fields: dict, policy: str) -> dict:
+    """`fields` with another policy, signed with the test key as the SigV4 form rules say
+    (so a test can send a policy boto3 would never produce)."""
+    _, date, region, service, term = fields["x-amz-credential"].split("/")
+    key = ("AWS4" + SECRET_KEY).encode()
+    for part in (date, region, service, term):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(key, policy.encode(), hashlib.sha256).hexdigest()
+    return dict(fields, policy=policy, **{"x-amz-signature": sig})
 
 
 def error_code(resp) -> str:
@@ -88,7 +106,7 @@ def test_policy_violations_are_refused_and_store_nothing(v4):
             # S3's wording, which browser code matches on.
             assert b"Invalid according to Policy: Policy Condition failed" in r.data, r.data
     # A policy that is not a policy at all stays InvalidPolicyDocument, as in S3.
-    garbled = dict(post, fields=dict(post["fields"], policy="bm90IGpzb24="))
+    garbled = dict(post, fields=resigned(post["fields"], "bm90IGpzb24="))
     r = post_form(garbled, b"x" * 10, key="uploads/g.bin")
     assert (r.status, error_code(r)) == (400, "InvalidPolicyDocument"), r.data
     tampered = dict(post, fields=dict(post["fields"]))
@@ -122,3 +140,70 @@ def test_post_max_size_bounds_a_form_upload_whatever_the_policy_allows(small_pos
     r = post_form(post, os.urandom(POST_MAX), key="uploads/at-limit.bin")
     assert r.status == 204, r.data
     assert keys(s3, "post-capped") == ["uploads/at-limit.bin"]
+
+
+def in_flight(node) -> float:
+    with urllib.request.urlopen(node.endpoint + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("s3swarm_s3_requests_in_flight "):
+                return float(line.split()[1])
+    raise AssertionError("no in-flight gauge")
+
+
+def stalled_form(node, bucket: str, head: bytes) -> socket.socket:
+    """A form POST that declares the largest allowed body (64 MiB file plus fields), sends
+    `head` and then nothing more."""
+    host, port = node.endpoint.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)))
+    s.sendall(
+        b"POST /%s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: multipart/form-data; boundary=XB\r\n"
+        b"Content-Length: %d\r\n\r\n" % (bucket.encode(), host.encode(), port.encode(), 65 * 1024 * 1024)
+        + head
+    )
+    return s
+
+
+def test_stalled_unsigned_forms_hold_no_memory_and_signed_forms_go_ahead(node, v4):
+    """The memory a form's file may take (four maximal forms at once) is reserved only after
+    the form's signature is checked. Tried: six connections declaring 65 MiB forms, five
+    stalled before their signature fields arrive and one sending a wrong signature; a signed
+    form sent meanwhile is stored at once. Before, the stalled ones held the whole budget and
+    the signed form waited behind them."""
+    v4.create_bucket(Bucket="post-stall")
+    before = in_flight(node)
+    stalled = [stalled_form(node, "post-stall", FORM_HEAD) for _ in range(5)]
+    forged = stalled_form(
+        node,
+        "post-stall",
+        FORM_HEAD
+        + b'--XB\r\nContent-Disposition: form-data; name="policy"\r\n\r\neyJ9\r\n'
+        + b'--XB\r\nContent-Disposition: form-data; name="x-amz-credential"\r\n\r\n'
+        + b"%s/20261207/us-east-1/s3/aws4_request\r\n" % v4._request_signer._credentials.access_key.encode()
+        + b'--XB\r\nContent-Disposition: form-data; name="x-amz-signature"\r\n\r\n' + b"ab" * 32 + b"\r\n"
+        + b'--XB\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n',
+    )
+    try:
+        # The forged form is refused as soon as its file begins (the rest of its body is
+        # read and dropped, so it stays in flight until the drain's bound): its answer is
+        # not awaited here. The six are in flight before the signed form is sent.
+        deadline = time.time() + 10
+        while in_flight(node) < before + 6:
+            assert time.time() < deadline, "the stalled forms never reached the server"
+            time.sleep(0.05)
+        data = os.urandom(50_000)
+        started = time.time()
+        r = urllib3.PoolManager().request(
+            "POST",
+            presigned(v4, "post-stall")["url"],
+            fields=list(presigned(v4, "post-stall", key="uploads/real.bin")["fields"].items())
+            + [("file", ("f.bin", data, "application/octet-stream"))],
+            timeout=urllib3.Timeout(total=10),
+            retries=False,
+        )
+        assert r.status == 204, r.data
+        assert time.time() - started < 5
+        assert v4.get_object(Bucket="post-stall", Key="uploads/real.bin")["Body"].read() == data
+    finally:
+        for s in stalled + [forged]:
+            s.close()
+    assert keys(v4, "post-stall") == ["uploads/real.bin"]

@@ -9,6 +9,7 @@ pub(crate) mod cors;
 mod decide;
 mod delete;
 pub(crate) mod error;
+pub(crate) mod form;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 mod get;

@@ -17,6 +17,9 @@
 //! s3s, and one that is right is checked there again at no risk. SigV4 signatures are left to
 //! s3s, which compares them in constant time. The screen is pure: the server hands it the
 //! request's parts and the time, and turns a [`Refusal`] into S3's error.
+//!
+//! A form upload (POST Object) carries its signature in its body, not its headers; its screen
+//! is [`super::form`], which also verifies SigV2 form signatures in constant time.
 
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, Method, Uri};

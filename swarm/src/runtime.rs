@@ -77,6 +77,8 @@ pub struct SwarmStats {
     pub chunks_served: AtomicU64,
     pub verification_failures: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Peers' request and notice frames refused (no room, too slow, or malformed).
+    pub frames_refused: AtomicU64,
     pub peers_dropped: AtomicU64,
     pub journal_applied: AtomicU64,
     /// Entries recorded whose bucket incarnation was already deleted (nothing to apply).
@@ -202,6 +204,8 @@ pub(crate) struct Inner {
     pub readiness: Mutex<Readiness>,
     /// This node's member of the registry group, once started.
     pub registry: std::sync::OnceLock<Arc<Registry>>,
+    /// Memory for peers' request and notice frames being read (see [`crate::wire::FrameBudget`]).
+    pub frame_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -401,6 +405,7 @@ impl Swarm {
             upload_queue: std::sync::atomic::AtomicUsize::new(0),
             readiness: Mutex::new(readiness),
             registry: std::sync::OnceLock::new(),
+            frame_budget: crate::wire::FrameBudget::node(),
         });
         let dir = cfg.registry_dir.clone();
         let log = tokio::task::spawn_blocking(move || {

@@ -29,6 +29,8 @@ use crate::wire::{self, Hello, Notice, PROTOCOL, Request, Response};
 const CONTROL: i32 = 1;
 const BULK: i32 = 0;
 
+/// The code a stream is stopped with when its frame is refused (see `refuse_frame`).
+const FRAME_REFUSED: u32 = 2;
 /// How long the proof exchange may take before the connection is dropped.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request may wait for its response header.
@@ -72,7 +74,7 @@ impl Inner {
     async fn admit(&self, conn: &quinn::Connection) -> Result<Member, SwarmError> {
         let remote = conn.remote_address().to_string();
         let (mut send, mut recv) = conn.accept_bi().await?;
-        let hello: Hello = wire::read_frame(&mut recv).await?;
+        let hello: Hello = wire::read_frame_max(&mut recv, wire::MAX_HELLO).await?;
         let keying = session_keying(conn)?;
         if hello.protocol != PROTOCOL
             || !self
@@ -121,13 +123,15 @@ impl Inner {
             };
             wire::write_frame(&mut send, &hello).await?;
             send.finish().ok();
-            let reply: Hello = wire::read_frame(&mut recv).await.map_err(|e| {
-                // A listener that refuses us closes the connection: say so plainly.
-                match conn.close_reason() {
-                    Some(reason) => SwarmError::Unauthorized(format!("{addr}: {reason}")),
-                    None => e,
-                }
-            })?;
+            let reply: Hello = wire::read_frame_max(&mut recv, wire::MAX_HELLO)
+                .await
+                .map_err(|e| {
+                    // A listener that refuses us closes the connection: say so plainly.
+                    match conn.close_reason() {
+                        Some(reason) => SwarmError::Unauthorized(format!("{addr}: {reason}")),
+                        None => e,
+                    }
+                })?;
             if reply.protocol != PROTOCOL
                 || !self
                     .cfg
@@ -160,14 +164,20 @@ impl Inner {
         lock(&self.conns).insert(peer.id, (conn.clone(), peer.clone()));
         // A peer that reached us is worth telling the failure detector about.
         let _ = self.gossip.send(GossipEvent::Announce(peer.clone()));
+        let budget = wire::FrameBudget::for_connection(&self.frame_budget);
         loop {
             tokio::select! {
                 bi = conn.accept_bi() => match bi {
-                    Ok((send, recv)) => {
+                    Ok((send, mut recv)) => {
                         let me = self.clone();
                         let p = peer.clone();
+                        let budget = budget.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = me.answer(&p, send, recv).await {
+                            let req = match wire::read_frame_within(&mut recv, &budget).await {
+                                Ok(req) => req,
+                                Err(e) => return me.refuse_frame(&p, recv, &e),
+                            };
+                            if let Err(e) = me.answer(&p, req, send, recv).await {
                                 tracing::debug!(peer = %p.id, error = %e, "request failed");
                             }
                         });
@@ -177,9 +187,12 @@ impl Inner {
                 uni = conn.accept_uni() => match uni {
                     Ok(mut recv) => {
                         let me = self.clone();
+                        let p = peer.clone();
+                        let budget = budget.clone();
                         tokio::spawn(async move {
-                            if let Ok(n) = wire::read_frame::<_, Notice>(&mut recv).await {
-                                me.on_notice(peer.id, n);
+                            match wire::read_frame_within::<_, Notice>(&mut recv, &budget).await {
+                                Ok(n) => me.on_notice(peer.id, n),
+                                Err(e) => me.refuse_frame(&p, recv, &e),
                             }
                         });
                     }
@@ -196,6 +209,17 @@ impl Inner {
         }
     }
 
+    /// Drops a frame that could not be read: the stream is stopped, so quinn discards what it
+    /// buffered for it and the peer learns at once. A stream that simply ended is no news.
+    fn refuse_frame(&self, peer: &Member, mut recv: quinn::RecvStream, e: &SwarmError) {
+        if matches!(e, SwarmError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof) {
+            return;
+        }
+        self.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer = %peer.id, error = %e, "frame refused");
+        let _ = recv.stop(FRAME_REFUSED.into());
+    }
+
     fn on_notice(&self, from: NodeId, n: Notice) {
         match n {
             Notice::Gossip(data) => {
@@ -210,10 +234,11 @@ impl Inner {
     async fn answer(
         self: Arc<Self>,
         peer: &Member,
+        req: Request,
         mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
+        // Held until answered, as the peer's side of the stream.
+        _recv: quinn::RecvStream,
     ) -> Result<(), SwarmError> {
-        let req: Request = wire::read_frame(&mut recv).await?;
         let store = self.store.clone();
         let _ = send.set_priority(match req {
             Request::Chunk { .. } => BULK,

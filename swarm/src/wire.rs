@@ -2,8 +2,12 @@
 //! length-prefixed postcard frame each way; a chunk's bytes follow its response frame raw, so
 //! QUIC flow control paces them.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 
 use crate::error::SwarmError;
 use crate::member::Member;
@@ -112,14 +116,102 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
 pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
     r: &mut R,
 ) -> Result<T, SwarmError> {
+    read_frame_max(r, MAX_FRAME).await
+}
+
+/// [`read_frame`] for a message known to be small (a hello): a longer frame is refused before
+/// any of it is read.
+pub async fn read_frame_max<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+    max: usize,
+) -> Result<T, SwarmError> {
+    let len = read_len(r, max).await?;
+    read_body(r, len).await
+}
+
+/// Largest hello accepted, before the sender has proven anything (a real one is ~100 bytes).
+pub const MAX_HELLO: usize = 4096;
+
+/// Memory for frames being read from peers' requests and notices: the node's whole allowance
+/// and one connection's share, both taken (whole frame lengths, connection first) before a
+/// frame's bytes are read. A frame that finds no room within [`BUDGET_WAIT`] is refused and
+/// its stream stopped, so quinn drops what it buffered for it: what a peer makes this node
+/// hold stays within the allowance, however many streams it opens and however it stalls.
+#[derive(Clone)]
+pub struct FrameBudget {
+    node: Arc<Semaphore>,
+    conn: Arc<Semaphore>,
+}
+
+/// Bytes of peers' frames a node holds at once, all connections together.
+pub const NODE_FRAME_BUDGET: usize = 64 << 20;
+/// Bytes of frames one connection may have in flight (two maximal frames).
+pub const CONN_FRAME_BUDGET: usize = 2 * MAX_FRAME;
+/// How long a frame may wait for room before it is refused.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
+/// How long a frame's bytes may take to arrive once its length is known.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(30);
+
+impl FrameBudget {
+    /// The node's allowance, shared by all its connections.
+    pub fn node() -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(NODE_FRAME_BUDGET >> 10))
+    }
+
+    /// A new connection's share of `node`.
+    pub fn for_connection(node: &Arc<Semaphore>) -> Self {
+        Self {
+            node: node.clone(),
+            conn: Arc::new(Semaphore::new(CONN_FRAME_BUDGET >> 10)),
+        }
+    }
+}
+
+/// Reads one frame of a peer's request or notice within `budget` (see [`FrameBudget`]).
+pub async fn read_frame_within<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+    budget: &FrameBudget,
+) -> Result<T, SwarmError> {
+    let len = read_len(r, MAX_FRAME).await?;
+    let kib = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    let busy =
+        || SwarmError::Protocol(format!("no room for a {len}-byte frame from this peer now"));
+    let room = async {
+        let conn = budget.conn.clone().acquire_many_owned(kib).await;
+        let node = budget.node.clone().acquire_many_owned(kib).await;
+        (conn, node)
+    };
+    let (Ok(_conn), Ok(_node)) = tokio::time::timeout(BUDGET_WAIT, room)
+        .await
+        .map_err(|_| busy())?
+    else {
+        return Err(busy());
+    };
+    tokio::time::timeout(FRAME_DEADLINE, read_body(r, len))
+        .await
+        .map_err(|_| {
+            SwarmError::Protocol(format!(
+                "a {len}-byte frame took over {FRAME_DEADLINE:?} to arrive"
+            ))
+        })?
+}
+
+async fn read_len<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<usize, SwarmError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(SwarmError::Protocol(format!(
-            "frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"
+            "frame of {len} bytes exceeds the {max}-byte limit"
         )));
     }
+    Ok(len)
+}
+
+async fn read_body<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+    len: usize,
+) -> Result<T, SwarmError> {
     // Grow the buffer as bytes arrive rather than trusting the announced length: a peer
     // that announces 8 MiB frames on many streams and sends nothing must not cost 8 MiB each.
     let mut body = Vec::with_capacity(len.min(64 * 1024));

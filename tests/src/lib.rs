@@ -456,6 +456,22 @@ impl Node {
         None
     }
 
+    /// The node's resident memory now and its peak so far, in MiB (`VmRSS`, `VmHWM`).
+    pub fn rss_mib(&self) -> (u64, u64) {
+        let pid = self.child.as_ref().expect("a running node").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+                .expect("a memory figure")
+                / 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// How the node's process ended, if it has (a crash shows here as a signal or an exit code).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut()?.try_wait().ok().flatten()

@@ -241,7 +241,7 @@ type StatField = fn(&swarm::SwarmStats) -> &AtomicU64;
 /// A swarm counter: its name, help, and where `SwarmStats` keeps it.
 type SwarmCounter = (&'static str, &'static str, StatField);
 
-const SWARM_COUNTERS: [SwarmCounter; 9] = [
+const SWARM_COUNTERS: [SwarmCounter; 10] = [
     (
         "swarm_chunks_fetched_total",
         "Chunks fetched from peers and stored (reads, repairs, placement)",
@@ -259,6 +259,11 @@ const SWARM_COUNTERS: [SwarmCounter; 9] = [
         "swarm_auth_failures_total",
         "Connections refused because the cluster proof failed",
         |s| &s.auth_failures,
+    ),
+    (
+        "swarm_peer_frames_refused_total",
+        "Peers' request or notice frames refused: no room in the memory allowed for them, too slow to arrive, or malformed",
+        |s| &s.frames_refused,
     ),
     (
         "swarm_peers_dropped_total",

@@ -182,7 +182,7 @@ async fn noise(conn: quinn::Connection, stop: Arc<AtomicBool>) {
             .expect("encode"),
             _ => postcard::to_allocvec(&Notice::Poke).expect("encode"),
         };
-        let on_uni = matches!(n % 8, 5..=7) || (n % 8 == 0 && n % 16 == 0);
+        let on_uni = matches!(n % 8, 5..=7) || n.is_multiple_of(16);
         let wrote = async {
             if on_uni {
                 let mut s = conn.open_uni().await?;

@@ -856,6 +856,11 @@ pub async fn held_bytes(n: &Node) -> u64 {
 
 /// Waits until the node's `/readyz` answers 200 (a swarm node refuses creates and
 /// conditional writes with 503 until it can reach the registry), as a load balancer would.
+/// Requests the node is handling now, not counting the scrape that asks.
+pub async fn in_flight(n: &Node) -> f64 {
+    n.metric("s3swarm_s3_requests_in_flight").await - 1.0
+}
+
 pub async fn ready(n: &Node) {
     let http = n.http();
     until("the node is ready", 30, || async {

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::presigning::PresigningConfig;
-use s3swarm_tests::{ACCESS_KEY, Node, SECRET_KEY, code, files_under, pseudo_random};
+use s3swarm_tests::{
+    ACCESS_KEY, Node, SECRET_KEY, code, files_under, in_flight, pseudo_random, until,
+};
 
 fn xml_code(body: &str) -> String {
     body.split("<Code>")
@@ -389,7 +391,11 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
     }
     // Now 8 MiB of a declared 64 MiB, then the socket closes.
     abandoned_put(&node, "/dcx/partial", 64 << 20, 8 << 20);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The node has finished with the cut request (not merely been given time to).
+    until("the abandoned PUT is over", 10, || async {
+        in_flight(&node).await == 0.0
+    })
+    .await;
     assert_eq!(
         code(
             &s3.head_object()

@@ -1,7 +1,7 @@
 //! Object reads and writes through aws-sdk-s3: bodies, ranges, metadata, BLAKE3 addressing.
 
 use aws_sdk_s3::primitives::ByteStream;
-use s3swarm_tests::{Node, code, pseudo_random};
+use s3swarm_tests::{Node, code, in_flight, pseudo_random, until};
 
 async fn get_bytes(
     s3: &aws_sdk_s3::Client,
@@ -307,7 +307,31 @@ async fn identical_content_is_stored_once_and_freed_when_unreferenced() {
         .send()
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await; // several sweeps
+    // A canary written and deleted after `a`: once its pack is gone, the collector has run
+    // since `a` went, and whatever it would take of `a`'s chunks it has taken.
+    let packs_before = node.packs();
+    s3.put_object()
+        .bucket("dedup")
+        .key("canary")
+        .body(ByteStream::from(vec![9u8; 300_000]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(node.packs(), packs_before + 1);
+    s3.delete_object()
+        .bucket("dedup")
+        .key("canary")
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while node.packs() > packs_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the canary was never collected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(node.packs() >= 1, "still referenced by b");
     assert_eq!(get_bytes(&s3, "dedup", "b", None).await, body);
     s3.delete_object()
@@ -475,8 +499,12 @@ async fn a_conditional_write_that_loses_a_race_gets_409() {
             .send(),
     );
     tx.send(Ok(vec![1u8; 1024 * 1024])).await.unwrap();
-    // Let the slow writer pass its up-front check, then another writer creates the key.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the slow writer is being handled (past its up-front check), another writer
+    // creates the key.
+    until("the slow PUT is under way", 10, || async {
+        in_flight(&node).await >= 1.0
+    })
+    .await;
     s3.put_object()
         .bucket("race409")
         .key("k")

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use s3swarm_tests::{Node, pseudo_random, put};
+use s3swarm_tests::{Node, in_flight, pseudo_random, put, until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -166,7 +166,11 @@ async fn a_node_under_thousands_of_stalled_and_trickling_clients_still_answers_w
         (uploads, loris)
     });
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every stalled reader and trickling upload is a request the node is in the middle of.
+    until("2,300 requests in flight", 20, || async {
+        in_flight(&node).await >= 2300.0
+    })
+    .await;
     let (busy_health, busy_io) = worst_latency(&node, 10).await;
     println!(
         "quiet: healthz {quiet_health:?}, 4 KiB put+get {quiet_io:?}; \

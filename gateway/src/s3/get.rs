@@ -16,9 +16,49 @@ use super::error::{join_err, s3_err, version_arg};
 use super::{Gateway, timestamp, with_blake3};
 use crate::metrics::Metrics;
 
-/// Chunk slices in flight between the reading thread and the socket; each is at most one
-/// maximum chunk (4 MiB), so a GET holds at most this many of them.
-const READ_AHEAD: usize = 4;
+/// Pieces in flight between the reading task and the socket.
+const READ_AHEAD: usize = 2;
+
+/// Bytes of pieces held by all GETs at once above which new pieces are small: a client that
+/// stops reading holds its pieces until the send timeout, and thousands of them must not add
+/// up to gigabytes (2,000 stalled readers with 1 MiB pieces would hold 6 GiB; with 32 KiB
+/// pieces, about 200 MiB). Below it, GETs read 1 MiB at a time.
+const HELD_FOR_SPEED: usize = 64 << 20;
+const LARGE_PIECE: u32 = 1 << 20;
+const SMALL_PIECE: u32 = 32 << 10;
+
+/// Bytes of pieces read by GETs and not yet sent.
+static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn piece_len() -> u32 {
+    if HELD.load(std::sync::atomic::Ordering::Relaxed) < HELD_FOR_SPEED {
+        LARGE_PIECE
+    } else {
+        SMALL_PIECE
+    }
+}
+
+/// A piece on its way to the socket, counted in [`HELD`] until dropped.
+struct Piece(Bytes);
+
+impl Piece {
+    fn counted(b: Bytes) -> Bytes {
+        HELD.fetch_add(b.len(), std::sync::atomic::Ordering::Relaxed);
+        Bytes::from_owner(Piece(b))
+    }
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.0.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// The bytes of an object range, read by a blocking thread and handed over in order.
 pub(crate) struct ChunkStream {
@@ -50,10 +90,11 @@ impl ByteStream for ChunkStream {
 
 /// Starts reading `range` of `manifest` in a task. A read error ends the stream with an error
 /// (the client sees a truncated body, never wrong bytes); a client that goes away stops the
-/// reader at its next chunk. Chunks this node does not hold are fetched from the swarm (only
+/// reader at its next piece. Chunks this node does not hold are fetched from the swarm (only
 /// those the range covers, in reading order), each streamed as soon as it is verified and
-/// stored. Each slice is one short blocking read (a metadata lookup and a mapped pack slice):
-/// a client that stops reading holds a socket and at most `READ_AHEAD` slices, no thread.
+/// stored. Each chunk is checked whole first (a short blocking hash, nothing kept), then read
+/// in pieces of one short blocking read each: a client that stops reading holds a socket and
+/// at most `READ_AHEAD` pieces, no thread.
 pub(crate) fn stream_range(
     store: Arc<Store>,
     swarm: Option<swarm::Swarm>,
@@ -67,14 +108,14 @@ pub(crate) fn stream_range(
         let mut download: Option<swarm::transfer::Download> = None;
         for (i, slice) in manifest.slices(range).enumerate() {
             let mut fetched = 0;
-            let bytes = loop {
-                let (s, sl) = (store.clone(), slice);
-                let read = match tokio::task::spawn_blocking(move || s.read_slice(&sl)).await {
+            let checked = loop {
+                let (s, h) = (store.clone(), slice.chunk.hash);
+                let check = match tokio::task::spawn_blocking(move || s.verify_for_read(&h)).await {
                     Ok(r) => r,
                     Err(e) => break Err(std::io::Error::other(e.to_string())),
                 };
-                match read {
-                    Ok(b) => break Ok(b),
+                match check {
+                    Ok(()) => break Ok(()),
                     // Held by peers only, or the copy here failed verification and was
                     // dropped: fetch a verified copy. A cache-only node may evict a chunk
                     // between its arrival and this read: fetch it again (a few times at most).
@@ -102,20 +143,39 @@ pub(crate) fn stream_range(
                     Err(e) => break Err(std::io::Error::other(e.to_string())),
                 }
             };
-            match bytes {
-                Ok(b) => {
-                    if let Some(m) = &metrics {
-                        m.chunk_read(fetched > 0, b.len());
+            if let Err(e) = checked {
+                tracing::error!(error = %e, "reading object failed mid-stream");
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            if let Some(m) = &metrics {
+                m.chunk_read(fetched > 0, slice.len as usize);
+            }
+            let mut at = 0u32;
+            while at < slice.len {
+                let part = store::ChunkSlice {
+                    chunk: slice.chunk,
+                    offset: slice.offset + at,
+                    len: piece_len().min(slice.len - at),
+                };
+                let s = store.clone();
+                let read = tokio::task::spawn_blocking(move || s.read_checked_part(&part))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                    .and_then(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
+                match read {
+                    Ok(b) => {
+                        if tx.send(Ok(Piece::counted(b))).await.is_err() {
+                            return;
+                        }
                     }
-                    if tx.send(Ok(b)).await.is_err() {
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading object failed mid-stream");
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "reading object failed mid-stream");
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
+                at += part.len;
             }
         }
     });

@@ -105,6 +105,63 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("chunk {hash} is shorter than its slice")))
     }
 
+    /// Checks the chunk behind `hash` against its hash (unless it was checked whole in the last
+    /// seconds) without holding it: a pack chunk is hashed in 256 KiB reads. A GET checks each
+    /// chunk so, then streams it in pieces ([`Store::read_checked_part`]): a client that stops
+    /// reading then holds a piece, not a 4 MiB chunk.
+    pub fn verify_for_read(&self, hash: &ChunkHash) -> Result<()> {
+        if self.shared.trusted.holds(hash) {
+            return Ok(());
+        }
+        let entry = self.chunk_entry(hash)?;
+        match entry.location {
+            ChunkLocation::Absent => return Err(StoreError::ChunkAbsent(*hash)),
+            ChunkLocation::Damaged => return Err(StoreError::ChunkDamaged(*hash)),
+            ChunkLocation::Inline(ref data) => {
+                if ChunkHash::of(data) != *hash {
+                    self.lost_copy(hash, &entry.location, FoundBy::Read, Ok(()))?;
+                }
+            }
+            ChunkLocation::Pack { pack, offset, len } => {
+                const STEP: usize = 256 * 1024;
+                thread_local! {
+                    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+                }
+                let hashed = BUF.with_borrow_mut(|buf| -> Result<ChunkHash> {
+                    let mut hasher = blake3::Hasher::new();
+                    let mut at = 0usize;
+                    while at < len as usize {
+                        let n = STEP.min(len as usize - at);
+                        self.shared
+                            .packs
+                            .read_into(pack, offset + at as u64, n, buf)?;
+                        hasher.update(buf);
+                        at += n;
+                    }
+                    Ok(ChunkHash::from(hasher.finalize()))
+                });
+                match hashed {
+                    Ok(h) if h == *hash => {}
+                    Ok(_) => {
+                        self.lost_copy(hash, &entry.location, FoundBy::Read, Ok(()))?;
+                    }
+                    Err(e) if e.is_damage() => {
+                        self.lost_copy(hash, &entry.location, FoundBy::Read, Err(e))?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.shared.trusted.record(hash);
+        Ok(())
+    }
+
+    /// The bytes of `part` (a part of a chunk [`Store::verify_for_read`] has just checked),
+    /// read without a second check.
+    pub fn read_checked_part(&self, part: &ChunkSlice) -> Result<Bytes> {
+        read_slice(&self.shared, part)
+    }
+
     /// A whole chunk's bytes, checked, and the kind of copy this node holds, if held here
     /// (a damaged copy is dropped and reported as not held).
     pub fn held_chunk(&self, hash: &ChunkHash) -> Result<Option<HeldChunk>> {

@@ -149,3 +149,28 @@ pub fn version_id(s: &str) {
 pub fn http_date(s: &str) {
     let _ = super::signature::parse_http_date(s);
 }
+
+/// A `Range` header (s3s parses it; this checks what we take from it) against an object of
+/// `size` bytes: a satisfiable range lies inside the object, is not empty, and re-parses from
+/// the header s3s writes for it to the same bytes.
+pub fn range_header(h: &str, size: u64) {
+    let Ok(r) = s3s::dto::Range::parse(h) else {
+        return;
+    };
+    let Ok(bytes) = r.check(size) else {
+        return;
+    };
+    assert!(
+        bytes.start < bytes.end && bytes.end <= size,
+        "{h:?} on {size} bytes: {bytes:?}"
+    );
+    let again = s3s::dto::Range::parse(&r.to_header_string())
+        .ok()
+        .and_then(|r| r.check(size).ok());
+    assert_eq!(again, Some(bytes.clone()), "{h:?} re-parsed differently");
+    let whole = store::ByteRange::new(bytes.start, bytes.end, size);
+    assert!(
+        whole.is_ok(),
+        "{h:?}: {bytes:?} of {size} refused by the store"
+    );
+}

@@ -108,74 +108,87 @@ pub(crate) fn stream_range(
         let mut download: Option<swarm::transfer::Download> = None;
         for (i, slice) in manifest.slices(range).enumerate() {
             let mut fetched = 0;
-            let checked = loop {
-                let (s, h) = (store.clone(), slice.chunk.hash);
-                let check = match tokio::task::spawn_blocking(move || s.verify_for_read(&h)).await {
-                    Ok(r) => r,
-                    Err(e) => break Err(std::io::Error::other(e.to_string())),
-                };
-                match check {
-                    Ok(()) => break Ok(()),
-                    // Held by peers only, or the copy here failed verification and was
-                    // dropped: fetch a verified copy. A cache-only node may evict a chunk
-                    // between its arrival and this read: fetch it again (a few times at most).
-                    Err(e @ (StoreError::ChunkAbsent(h) | StoreError::ChunkDamaged(h)))
-                        if fetched < 3 =>
-                    {
-                        let Some(sw) = swarm.as_ref() else {
-                            break Err(std::io::Error::other(e.to_string()));
-                        };
-                        if fetched > 0 {
-                            download = None;
-                        }
-                        let dl = download.get_or_insert_with(|| {
-                            let wanted = manifest.slices(range).skip(i).map(|s| s.chunk.hash);
-                            sw.fetch(wanted.collect())
-                        });
-                        tracing::trace!(chunk = %h, "read waits for a fetch");
-                        if let Err(e) = dl.wait(&h).await {
-                            break Err(std::io::Error::other(format!(
-                                "chunk {h} could not be fetched from any peer: {e}"
-                            )));
-                        }
-                        fetched += 1;
-                    }
-                    Err(e) => break Err(std::io::Error::other(e.to_string())),
-                }
-            };
-            if let Err(e) = checked {
-                tracing::error!(error = %e, "reading object failed mid-stream");
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-            if let Some(m) = &metrics {
-                m.chunk_read(fetched > 0, slice.len as usize);
-            }
             let mut at = 0u32;
-            while at < slice.len {
-                let part = store::ChunkSlice {
-                    chunk: slice.chunk,
-                    offset: slice.offset + at,
-                    len: piece_len().min(slice.len - at),
+            // Until the whole slice is sent: a verified copy here, then its pieces. A cache-only
+            // node may evict the chunk between the check and a piece: fetch it again and go on
+            // from where the pieces stopped (a few times at most).
+            'slice: loop {
+                let checked = loop {
+                    let (s, h) = (store.clone(), slice.chunk.hash);
+                    let check =
+                        match tokio::task::spawn_blocking(move || s.verify_for_read(&h)).await {
+                            Ok(r) => r,
+                            Err(e) => break Err(std::io::Error::other(e.to_string())),
+                        };
+                    match check {
+                        Ok(()) => break Ok(()),
+                        // Held by peers only, or the copy here failed verification and was
+                        // dropped: fetch a verified copy.
+                        Err(e @ (StoreError::ChunkAbsent(h) | StoreError::ChunkDamaged(h)))
+                            if fetched < 3 =>
+                        {
+                            let Some(sw) = swarm.as_ref() else {
+                                break Err(std::io::Error::other(e.to_string()));
+                            };
+                            if fetched > 0 {
+                                download = None;
+                            }
+                            let dl = download.get_or_insert_with(|| {
+                                let wanted = manifest.slices(range).skip(i).map(|s| s.chunk.hash);
+                                sw.fetch(wanted.collect())
+                            });
+                            tracing::trace!(chunk = %h, "read waits for a fetch");
+                            if let Err(e) = dl.wait(&h).await {
+                                break Err(std::io::Error::other(format!(
+                                    "chunk {h} could not be fetched from any peer: {e}"
+                                )));
+                            }
+                            fetched += 1;
+                        }
+                        Err(e) => break Err(std::io::Error::other(e.to_string())),
+                    }
                 };
-                let s = store.clone();
-                let read = tokio::task::spawn_blocking(move || s.read_checked_part(&part))
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-                    .and_then(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
-                match read {
-                    Ok(b) => {
-                        if tx.send(Ok(Piece::counted(b))).await.is_err() {
+                if let Err(e) = checked {
+                    tracing::error!(error = %e, "reading object failed mid-stream");
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                while at < slice.len {
+                    let part = store::ChunkSlice {
+                        chunk: slice.chunk,
+                        offset: slice.offset + at,
+                        len: piece_len().min(slice.len - at),
+                    };
+                    let s = store.clone();
+                    let read = match tokio::task::spawn_blocking(move || s.read_checked_part(&part))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(e) => Err(StoreError::Io(std::io::Error::other(e.to_string()))),
+                    };
+                    match read {
+                        Ok(b) => {
+                            if tx.send(Ok(Piece::counted(b))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(StoreError::ChunkAbsent(_) | StoreError::ChunkDamaged(_))
+                            if fetched < 3 && swarm.is_some() =>
+                        {
+                            continue 'slice;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading object failed mid-stream");
+                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                             return;
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "reading object failed mid-stream");
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
+                    at += part.len;
                 }
-                at += part.len;
+                break;
+            }
+            if let Some(m) = &metrics {
+                m.chunk_read(fetched > 0, slice.len as usize);
             }
         }
     });

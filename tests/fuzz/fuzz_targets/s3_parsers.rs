@@ -10,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let text = String::from_utf8_lossy(rest);
-    match which % 8 {
+    // Selectors 0-7 as first written (the committed seeds use them); 8 and up came later.
+    match which % 16 {
         0 => f::continuation_token(&text),
         1 => {
             let size = rest.len() as u64 * 1_000_003;
@@ -30,6 +31,11 @@ fuzz_target!(|data: &[u8]| {
             f::cors(xml, &request)
         }
         6 => f::version_id(&text),
+        7 => f::http_date(&text),
+        8 => {
+            let size = rest.len() as u64 * 7_919;
+            f::range_header(&text, size)
+        }
         _ => f::http_date(&text),
     }
 });

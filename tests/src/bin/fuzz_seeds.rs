@@ -233,7 +233,7 @@ fn main() {
     c.put("wire_frames", "registry-commands", &reg);
 
     // s3_parsers: the selector byte, then the input.
-    let parsers: [(u8, &str, &[u8]); 12] = [
+    let parsers: [(u8, &str, &[u8]); 15] = [
         (0, "token-key", b"k747261696e2f"),
         (0, "token-prefix", b"p747261696e2f"),
         (1, "copy-range", b"bytes=0-99"),
@@ -254,6 +254,9 @@ fn main() {
         (7, "date-rfc2822", b"Tue, 27 Mar 2007 19:36:42 +0000"),
         (7, "date-http", b"Tue, 27 Mar 2007 19:36:42 GMT"),
         (2, "tagging-empty", b""),
+        (8, "range-int", b"bytes=100-199"),
+        (8, "range-open", b"bytes=4096-"),
+        (8, "range-suffix", b"bytes=-500"),
     ];
     for (sel, name, input) in parsers {
         let mut v = vec![sel];

@@ -288,8 +288,9 @@ async fn a_holder_killed_mid_download_and_a_node_that_comes_back() {
         },
     )
     .await;
-    // The reader streams the object; after the first bytes, b (a holder of about two
-    // thirds of the chunks, each also on a or c) is killed without warning.
+    // The reader streams the object; at its first bytes, b (a holder of about two thirds of
+    // the chunks, each also on a or c) is killed without warning. The reader must still have
+    // lacked chunks then (what it holds just after the kill is at least what it held at it).
     let mut body = reader
         .client()
         .get_object()
@@ -303,9 +304,14 @@ async fn a_holder_killed_mid_download_and_a_node_that_comes_back() {
     let mut killed = false;
     while let Some(bytes) = body.try_next().await.expect("the GET completes") {
         got.extend_from_slice(&bytes);
-        if !killed && got.len() >= 4 << 20 {
+        if !killed {
             b.kill9();
             killed = true;
+            let held = held_bytes(&reader).await;
+            assert!(
+                held < data.len() as u64,
+                "the reader held all {held} bytes when b died: the kill was not mid-download"
+            );
         }
     }
     assert!(killed);

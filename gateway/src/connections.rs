@@ -29,7 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 
 /// hyper's HTTP/1 buffer limit (see where it is set).
-const HTTP1_BUFFER: usize = 64 * 1024;
+const HTTP1_BUFFER: usize = 32 * 1024;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
@@ -89,8 +89,8 @@ pub async fn serve<L>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 // What hyper queues for a client that does not read (and the most a request
-                // head may take): ~400 KiB by default, 64 KiB here, so 2,000 stalled readers
-                // hold ~0.3 GiB of GET pieces instead of ~1 GiB.
+                // head may take): ~400 KiB by default, 32 KiB here, so 2,000 stalled readers
+                // hold ~0.1 GiB of GET pieces instead of ~1 GiB.
                 .max_buf_size(HTTP1_BUFFER);
             builder
                 .http2()

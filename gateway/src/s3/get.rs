@@ -17,15 +17,15 @@ use super::{Gateway, timestamp, with_blake3};
 use crate::metrics::Metrics;
 
 /// Pieces in flight between the reading task and the socket.
-const READ_AHEAD: usize = 2;
+const READ_AHEAD: usize = 1;
 
 /// Bytes of pieces held by all GETs at once above which new pieces are small: a client that
 /// stops reading holds its pieces until the send timeout, and thousands of them must not add
-/// up to gigabytes (2,000 stalled readers with 1 MiB pieces would hold 6 GiB; with 32 KiB
-/// pieces, about 200 MiB). Below it, GETs read 1 MiB at a time.
-const HELD_FOR_SPEED: usize = 64 << 20;
+/// up to gigabytes (2,000 stalled readers with 1 MiB pieces would hold 6 GiB; with 16 KiB
+/// pieces and hyper's 32 KiB buffer, about 130 MiB). Below it, GETs read 1 MiB at a time.
+const HELD_FOR_SPEED: usize = 32 << 20;
 const LARGE_PIECE: u32 = 1 << 20;
-const SMALL_PIECE: u32 = 32 << 10;
+const SMALL_PIECE: u32 = 16 << 10;
 
 /// Bytes of pieces read by GETs and not yet sent.
 static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

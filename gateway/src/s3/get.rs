@@ -154,10 +154,18 @@ pub(crate) fn stream_range(
                     return;
                 }
                 while at < slice.len {
+                    // A chunk just fetched from a peer is read whole at once: on a cache-only
+                    // node it is the first to be evicted while the download fetches ahead,
+                    // and a pause between pieces would let it go.
+                    let len = if fetched > 0 {
+                        slice.len - at
+                    } else {
+                        piece_len().min(slice.len - at)
+                    };
                     let part = store::ChunkSlice {
                         chunk: slice.chunk,
                         offset: slice.offset + at,
-                        len: piece_len().min(slice.len - at),
+                        len,
                     };
                     let s = store.clone();
                     let read = match tokio::task::spawn_blocking(move || s.read_checked_part(&part))

@@ -161,6 +161,26 @@ impl PackSet {
         })
     }
 
+    /// The BLAKE3 of `len` bytes at `offset` of pack `id`, read in 256 KiB steps into one
+    /// buffer per thread: a chunk is checked without being held (GET checks, the scrub).
+    pub fn hash(&self, id: PackId, offset: u64, len: usize) -> Result<crate::ChunkHash> {
+        const STEP: usize = 256 * 1024;
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with_borrow_mut(|buf| {
+            let mut hasher = blake3::Hasher::new();
+            let mut at = 0usize;
+            while at < len {
+                let n = STEP.min(len - at);
+                self.read_into(id, offset + at as u64, n, buf)?;
+                hasher.update(buf);
+                at += n;
+            }
+            Ok(crate::ChunkHash::from(hasher.finalize()))
+        })
+    }
+
     /// Writes, syncs and removes a small file where packs are staged: whether a chunk write
     /// could land now (after the disk was full).
     pub fn probe(&self) -> Result<()> {

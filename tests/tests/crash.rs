@@ -163,21 +163,10 @@ async fn kill9_during_put_leaves_old_or_new_object_and_no_leaks() {
         node.restart();
 
         let s3 = node.client();
-        let got = s3
-            .get_object()
-            .bucket("crash")
-            .key("k")
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
-        if got.as_ref() == old.as_slice() {
+        let got = get(&node).await;
+        if got == old {
             saw_old += 1;
-        } else if got.as_ref() == new.as_slice() {
+        } else if got == new {
             saw_new += 1;
         } else {
             panic!(

@@ -114,43 +114,23 @@ impl Store {
             return Ok(());
         }
         let entry = self.chunk_entry(hash)?;
-        match entry.location {
+        let hashed = match entry.location {
             ChunkLocation::Absent => return Err(StoreError::ChunkAbsent(*hash)),
             ChunkLocation::Damaged => return Err(StoreError::ChunkDamaged(*hash)),
-            ChunkLocation::Inline(ref data) => {
-                if ChunkHash::of(data) != *hash {
-                    self.lost_copy(hash, &entry.location, FoundBy::Read, Ok(()))?;
-                }
-            }
+            ChunkLocation::Inline(ref data) => Ok(ChunkHash::of(data)),
             ChunkLocation::Pack { pack, offset, len } => {
-                const STEP: usize = 256 * 1024;
-                thread_local! {
-                    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-                }
-                let hashed = BUF.with_borrow_mut(|buf| -> Result<ChunkHash> {
-                    let mut hasher = blake3::Hasher::new();
-                    let mut at = 0usize;
-                    while at < len as usize {
-                        let n = STEP.min(len as usize - at);
-                        self.shared
-                            .packs
-                            .read_into(pack, offset + at as u64, n, buf)?;
-                        hasher.update(buf);
-                        at += n;
-                    }
-                    Ok(ChunkHash::from(hasher.finalize()))
-                });
-                match hashed {
-                    Ok(h) if h == *hash => {}
-                    Ok(_) => {
-                        self.lost_copy(hash, &entry.location, FoundBy::Read, Ok(()))?;
-                    }
-                    Err(e) if e.is_damage() => {
-                        self.lost_copy(hash, &entry.location, FoundBy::Read, Err(e))?;
-                    }
-                    Err(e) => return Err(e),
-                }
+                self.shared.packs.hash(pack, offset, len as usize)
             }
+        };
+        match hashed {
+            Ok(h) if h == *hash => {}
+            Ok(_) => {
+                self.lost_copy(hash, &entry.location, FoundBy::Read, Ok(()))?;
+            }
+            Err(e) if e.is_damage() => {
+                self.lost_copy(hash, &entry.location, FoundBy::Read, Err(e))?;
+            }
+            Err(e) => return Err(e),
         }
         self.shared.trusted.record(hash);
         Ok(())
@@ -178,8 +158,7 @@ impl Store {
     }
 
     /// Re-hashes held chunks in hash order after `after` (from the start: `None`), about
-    /// `max_bytes` of them, dropping the copies that fail. Pack bytes are read with plain
-    /// reads, not the mapping GETs use, so a disk error is an error here, not a signal.
+    /// `max_bytes` of them, dropping the copies that fail.
     pub fn scrub_step(&self, after: Option<ChunkHash>, max_bytes: u64) -> Result<ScrubStep> {
         let mut todo: Vec<(ChunkHash, ChunkLocation)> = Vec::new();
         let mut planned = 0u64;
@@ -202,17 +181,12 @@ impl Store {
             Ok(true)
         })?;
         let mut step = ScrubStep::default();
-        let mut buf = Vec::new();
         for (hash, location) in &todo {
             let good = match location {
                 ChunkLocation::Inline(data) => ChunkHash::of(data) == *hash,
                 ChunkLocation::Pack { pack, offset, len } => {
-                    match self
-                        .shared
-                        .packs
-                        .read_into(*pack, *offset, *len as usize, &mut buf)
-                    {
-                        Ok(()) => ChunkHash::of(&buf) == *hash,
+                    match self.shared.packs.hash(*pack, *offset, *len as usize) {
+                        Ok(h) => h == *hash,
                         Err(e) if e.is_damage() => false,
                         Err(e) => return Err(e),
                     }

@@ -76,6 +76,10 @@ pub struct Config {
     pub scrub_rate: u64,
     /// Seconds from the start of one scrub pass to the start of the next.
     pub scrub_every_secs: u64,
+    /// Local buckets that front an upstream bucket.
+    pub origins: Vec<crate::origin::OriginSpec>,
+    /// Settings shared by every origin.
+    pub origin: crate::origin::OriginSettings,
 }
 
 impl Default for Config {
@@ -111,6 +115,8 @@ impl Default for Config {
             multipart_expiry_secs: 7 * 24 * 3600,
             scrub_rate: 32 * 1024 * 1024,
             scrub_every_secs: 7 * 24 * 3600,
+            origins: Vec::new(),
+            origin: crate::origin::OriginSettings::default(),
         }
     }
 }
@@ -148,6 +154,14 @@ pub struct FileConfig {
     pub multipart_expiry_secs: Option<u64>,
     pub scrub_rate: Option<u64>,
     pub scrub_every_secs: Option<u64>,
+    #[serde(default)]
+    pub origins: Vec<crate::origin::spec::OriginTable>,
+    pub origin_endpoint: Option<String>,
+    pub origin_region: Option<String>,
+    pub origin_path_style: Option<bool>,
+    pub origin_revalidate_secs: Option<u64>,
+    pub origin_piece_size: Option<u64>,
+    pub origin_max_connections: Option<usize>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -182,6 +196,14 @@ pub struct Overrides {
     pub multipart_expiry_secs: Option<u64>,
     pub scrub_rate: Option<u64>,
     pub scrub_every_secs: Option<u64>,
+    /// `--origin LOCAL=s3://BUCKET[/PREFIX]` flags.
+    pub origins: Vec<String>,
+    pub origin_endpoint: Option<String>,
+    pub origin_region: Option<String>,
+    pub origin_path_style: Option<bool>,
+    pub origin_revalidate_secs: Option<u64>,
+    pub origin_piece_size: Option<u64>,
+    pub origin_max_connections: Option<usize>,
 }
 
 /// Why a configuration could not be built.
@@ -205,6 +227,8 @@ impl Config {
     /// Builds the configuration: defaults < `file` < environment/flags.
     pub fn load(file: Option<&Path>, over: Overrides) -> Result<Self, ConfigError> {
         let mut c = Config::default();
+        let mut tables = Vec::new();
+        let mut defaults = crate::origin::spec::OriginDefaults::default();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.into(),
@@ -241,6 +265,13 @@ impl Config {
             c.multipart_expiry_secs = f.multipart_expiry_secs.unwrap_or(c.multipart_expiry_secs);
             c.scrub_rate = f.scrub_rate.unwrap_or(c.scrub_rate);
             c.scrub_every_secs = f.scrub_every_secs.unwrap_or(c.scrub_every_secs);
+            tables = f.origins;
+            defaults.endpoint = f.origin_endpoint;
+            defaults.region = f.origin_region;
+            defaults.path_style = f.origin_path_style;
+            c.origin.revalidate_secs = f.origin_revalidate_secs.unwrap_or(c.origin.revalidate_secs);
+            c.origin.piece_size = f.origin_piece_size.unwrap_or(c.origin.piece_size);
+            c.origin.max_connections = f.origin_max_connections.unwrap_or(c.origin.max_connections);
         }
         c.listen = over.listen.unwrap_or(c.listen);
         c.data_dir = over.data_dir.unwrap_or(c.data_dir);
@@ -273,6 +304,27 @@ impl Config {
             .unwrap_or(c.multipart_expiry_secs);
         c.scrub_rate = over.scrub_rate.unwrap_or(c.scrub_rate);
         c.scrub_every_secs = over.scrub_every_secs.unwrap_or(c.scrub_every_secs);
+        defaults.endpoint = over.origin_endpoint.or(defaults.endpoint);
+        defaults.region = over.origin_region.or(defaults.region);
+        defaults.path_style = over.origin_path_style.or(defaults.path_style);
+        c.origin.revalidate_secs = over
+            .origin_revalidate_secs
+            .unwrap_or(c.origin.revalidate_secs);
+        c.origin.piece_size = over.origin_piece_size.unwrap_or(c.origin.piece_size);
+        c.origin.max_connections = over
+            .origin_max_connections
+            .unwrap_or(c.origin.max_connections);
+        for t in tables {
+            c.origins.push(
+                crate::origin::OriginSpec::from_table(t, &defaults)
+                    .map_err(ConfigError::Invalid)?,
+            );
+        }
+        for f in &over.origins {
+            c.origins.push(
+                crate::origin::OriginSpec::from_flag(f, &defaults).map_err(ConfigError::Invalid)?,
+            );
+        }
         match (over.access_key, over.secret_key) {
             (Some(access_key), Some(secret_key)) => {
                 c.keys.retain(|k| k.access_key != access_key);
@@ -349,6 +401,17 @@ impl Config {
             if v == 0 {
                 return Err(ConfigError::Invalid(format!("{flag} must be at least 1")));
             }
+        }
+        if !(256 << 10..=1 << 30).contains(&self.origin.piece_size) {
+            return Err(ConfigError::Invalid(format!(
+                "--origin-piece-size {} must be between 256 KiB and 1 GiB",
+                self.origin.piece_size
+            )));
+        }
+        if self.origin.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "--origin-max-connections must be at least 1".into(),
+            ));
         }
         if self.bootstrap_expect == Some(0) {
             return Err(ConfigError::Invalid(

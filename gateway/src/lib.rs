@@ -4,7 +4,8 @@
 //! protocol layer, whose `S3` trait is implemented by [`s3::Gateway`] over the `store` crate.
 //! Credentials ([`credentials`]) and configuration ([`config`]) are loaded once at start;
 //! with a certificate the same app is served over HTTPS ([`tls`]); what a slow client may
-//! cost is bounded where connections are accepted ([`connections`]).
+//! cost is bounded where connections are accepted ([`connections`]). A bucket may front an
+//! upstream S3 bucket, read through once per piece ([`origin`]).
 
 pub mod admin;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod connections;
 pub mod credentials;
 pub mod disk;
 pub mod metrics;
+pub mod origin;
 pub mod s3;
 pub mod scrub;
 pub mod server;

@@ -32,8 +32,11 @@ struct ServeArgs {
     /// log_level, log_format, tls_cert, tls_key, domain, post_max_size, swarm_listen,
     /// swarm_advertise, peers, cluster_secret_file, replicas, capacity, bootstrap_expect,
     /// max_connections, header_timeout_secs, send_timeout_secs, body_timeout_secs,
-    /// disk_reserve_bytes, multipart_expiry_secs, scrub_rate, scrub_every_secs, and [[keys]]
-    /// tables with access_key and secret_key). Flags and environment variables override it.
+    /// disk_reserve_bytes, multipart_expiry_secs, scrub_rate, scrub_every_secs,
+    /// origin_endpoint, origin_region, origin_path_style, origin_revalidate_secs,
+    /// origin_piece_size, origin_max_connections, [[keys]] tables with access_key and
+    /// secret_key, and [[origins]] tables with bucket, upstream, endpoint, region, path_style,
+    /// access_key, secret_key and owner). Flags and environment variables override it.
     #[arg(long, env = "S3SWARM_CONFIG")]
     config: Option<PathBuf>,
     /// Address for S3, /metrics and /healthz [default: 127.0.0.1:9000].
@@ -142,6 +145,33 @@ struct ServeArgs {
     /// --peer founds it alone and the others join it.
     #[arg(long, env = "S3SWARM_BOOTSTRAP_EXPECT")]
     bootstrap_expect: Option<usize>,
+    /// Front an upstream S3 bucket: LOCAL_BUCKET=s3://UPSTREAM_BUCKET[/PREFIX] (repeat, or
+    /// comma-separate). The local bucket answers GET, HEAD and LIST as the upstream would,
+    /// reading each piece of an object from it once. Credentials: S3SWARM_ORIGIN_ACCESS_KEY and
+    /// S3SWARM_ORIGIN_SECRET_KEY, else the AWS chain (environment, profile, web identity,
+    /// instance metadata); per-origin settings in [[origins]] tables of the config file.
+    #[arg(long = "origin", env = "S3SWARM_ORIGINS", value_delimiter = ',')]
+    origins: Vec<String>,
+    /// The origins' S3 endpoint URL, e.g. http://minio:9000 [default: AWS's, by region].
+    #[arg(long, env = "S3SWARM_ORIGIN_ENDPOINT")]
+    origin_endpoint: Option<String>,
+    /// The origins' region [default: us-east-1].
+    #[arg(long, env = "S3SWARM_ORIGIN_REGION")]
+    origin_region: Option<String>,
+    /// Path-style origin requests (true) or virtual-hosted (false) [default: true with
+    /// --origin-endpoint, false for AWS].
+    #[arg(long, env = "S3SWARM_ORIGIN_PATH_STYLE")]
+    origin_path_style: Option<bool>,
+    /// Seconds an origin object's metadata is trusted before it is asked again; a new ETag
+    /// means new content [default: 60].
+    #[arg(long, env = "S3SWARM_ORIGIN_REVALIDATE_SECS")]
+    origin_revalidate_secs: Option<u64>,
+    /// Bytes per piece read from an origin with one ranged GET [default: 8388608, 8 MiB].
+    #[arg(long, env = "S3SWARM_ORIGIN_PIECE_SIZE")]
+    origin_piece_size: Option<u64>,
+    /// Requests to origins this node has open at once [default: 32].
+    #[arg(long, env = "S3SWARM_ORIGIN_MAX_CONNECTIONS")]
+    origin_max_connections: Option<usize>,
     /// Test-only fault: corrupt every chunk this node serves to peers.
     #[arg(long, hide = true)]
     fault_corrupt_chunks: bool,
@@ -280,6 +310,13 @@ fn main() -> ExitCode {
                 capacity: a.capacity,
                 bootstrap_expect: a.bootstrap_expect,
                 fault_corrupt_chunks: a.fault_corrupt_chunks,
+                origins: a.origins,
+                origin_endpoint: a.origin_endpoint,
+                origin_region: a.origin_region,
+                origin_path_style: a.origin_path_style,
+                origin_revalidate_secs: a.origin_revalidate_secs,
+                origin_piece_size: a.origin_piece_size,
+                origin_max_connections: a.origin_max_connections,
             };
             let config = match Config::load(a.config.as_deref(), over) {
                 Ok(c) => c,

@@ -39,6 +39,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Origin(String),
     #[error("swarm: {0}")]
     Swarm(#[from] swarm::SwarmError),
     #[error("server: {0}")]
@@ -157,17 +159,45 @@ pub async fn serve(
         std::time::Duration::from_secs(config.multipart_expiry_secs),
     ));
 
+    // An origin bucket's owner, unless its table names one: the first configured identity,
+    // or the generated one.
+    let default_owner = match (config.keys.first(), &origin) {
+        (Some(k), _) => k.access_key.clone(),
+        (None, KeyOrigin::Generated(k) | KeyOrigin::LoadedGenerated(k)) => k.access_key.clone(),
+        (None, KeyOrigin::Configured) => String::new(),
+    };
+    let origins = Arc::new(
+        crate::origin::Origins::start(
+            &config.origins,
+            &config.origin,
+            store.clone(),
+            metrics.clone(),
+            &default_owner,
+        )
+        .await
+        .map_err(ServeError::Origin)?,
+    );
+    for o in origins.iter() {
+        tracing::info!(
+            bucket = o.spec.bucket,
+            upstream = format!("s3://{}/{}", o.spec.upstream_bucket, o.spec.prefix),
+            owner = o.owner,
+            "fronting an origin"
+        );
+    }
     let gateway = Gateway::new(
         store.clone(),
         swarm.clone(),
         metrics.clone(),
         config.region.clone(),
         config.max_object_size,
-    );
+    )
+    .with_origins(origins.clone());
     let mut builder = S3ServiceBuilder::new(gateway);
     builder.set_auth(keys.clone());
     builder.set_access(BucketOwnership {
         store: store.clone(),
+        origins,
     });
     builder.set_route(BlobRoute {
         store: store.clone(),

@@ -52,10 +52,12 @@ pub(crate) enum Cf {
     /// Replicated entries waiting for a bucket incarnation to be decided (see
     /// [`crate::merge`]): awaited id, origin, number -> nothing (the entry is in `Journal`).
     Parked,
+    /// Pieces of upstream (origin) objects cached here: piece id -> manifest id.
+    Pieces,
 }
 
 impl Cf {
-    const ALL: [Cf; 18] = [
+    const ALL: [Cf; 19] = [
         Cf::Buckets,
         Cf::Objects,
         Cf::Manifests,
@@ -74,6 +76,7 @@ impl Cf {
         Cf::Stamps,
         Cf::Graves,
         Cf::Parked,
+        Cf::Pieces,
     ];
 
     fn name(self) -> &'static str {
@@ -96,6 +99,7 @@ impl Cf {
             Cf::Stamps => "stamps",
             Cf::Graves => "graves",
             Cf::Parked => "parked",
+            Cf::Pieces => "origin_pieces",
         }
     }
 }

@@ -43,7 +43,7 @@ def make_cert(directory: pathlib.Path) -> tuple[str, str]:
 
 
 class NodeProc:
-    def __init__(self, tmp: pathlib.Path, tls: bool = False, extra_args: tuple = ()):
+    def __init__(self, tmp: pathlib.Path, tls: bool = False, extra_args: tuple = (), extra_env: dict | None = None):
         self.data_dir = tmp / "data"
         self.ca_bundle = None
         args = list(extra_args)
@@ -51,7 +51,7 @@ class NodeProc:
             cert, key = make_cert(tmp)
             self.ca_bundle = cert
             args += ["--tls-cert", cert, "--tls-key", key]
-        env = dict(os.environ, S3SWARM_ACCESS_KEY=ACCESS_KEY, S3SWARM_SECRET_KEY=SECRET_KEY, S3SWARM_LOG="warn")
+        env = dict(os.environ, S3SWARM_ACCESS_KEY=ACCESS_KEY, S3SWARM_SECRET_KEY=SECRET_KEY, S3SWARM_LOG="warn", **(extra_env or {}))
         self.proc = subprocess.Popen(
             [binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *args],
             stdout=subprocess.PIPE,

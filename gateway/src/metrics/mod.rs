@@ -3,6 +3,7 @@
 //! - [`requests`]: every HTTP exchange, by S3 operation: status, error code, latency, time to
 //!   first byte, bytes both ways.
 //! - [`census`]: the store's contents, counted in the background.
+//! - `origin`: requests, bytes and errors of the origins this node fronts.
 //! - this module: the registry, and the figures refreshed at each scrape from the store's,
 //!   RocksDB's and the swarm's own counters.
 //!
@@ -10,6 +11,7 @@
 //! Prometheus.
 
 pub mod census;
+mod origin;
 pub mod requests;
 
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub struct Metrics {
     pub(crate) census: census::CensusMetrics,
     store: StoreMetrics,
     swarm: SwarmMetrics,
+    origin: origin::OriginMetrics,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -535,6 +538,7 @@ impl Metrics {
             census: census::CensusMetrics::new(r),
             store: StoreMetrics::new(r),
             swarm: SwarmMetrics::new(r),
+            origin: origin::OriginMetrics::new(r),
             registry,
             process,
         })
@@ -577,6 +581,26 @@ impl Metrics {
             .read_bytes
             .with_label_values(&[source])
             .inc_by(bytes as u64);
+    }
+
+    /// An origin bucket this node fronts.
+    pub fn origin_configured(&self, bucket: &str) {
+        self.origin.configured(bucket);
+    }
+
+    /// A request sent to an origin.
+    pub fn origin_request(&self, bucket: &str, op: &str) {
+        self.origin.request(bucket, op);
+    }
+
+    /// Object bytes read from an origin.
+    pub fn origin_bytes(&self, bucket: &str, n: u64) {
+        self.origin.bytes(bucket, n);
+    }
+
+    /// A failed origin request.
+    pub fn origin_error(&self, bucket: &str, e: &crate::origin::OriginError) {
+        self.origin.error(bucket, e);
     }
 
     /// Renders the text exposition, refreshing store and swarm figures first.

@@ -16,7 +16,20 @@ use crate::metrics::OperationName;
 
 pub(crate) struct BucketOwnership {
     pub(crate) store: Arc<Store>,
+    pub(crate) origins: Arc<crate::origin::Origins>,
 }
+
+/// What may be asked of a bucket that fronts an origin: reading. Writes through to the
+/// origin are not built yet, so everything else is refused before it touches the store.
+const ORIGIN_OPS: [&str; 7] = [
+    "GetObject",
+    "HeadObject",
+    "ListObjects",
+    "ListObjectsV2",
+    "HeadBucket",
+    "GetBucketLocation",
+    "CreateBucket",
+];
 
 #[async_trait::async_trait]
 impl S3Access for BucketOwnership {
@@ -36,6 +49,24 @@ impl S3Access for BucketOwnership {
         // The blob route is addressed by content hash, not by bucket.
         if bucket.as_ref() == super::blob::BLOB_PREFIX {
             return Ok(());
+        }
+        if let Some(o) = self.origins.get(bucket) {
+            return if op == "CreateBucket" {
+                Ok(()) // answers BucketAlreadyOwnedByYou or BucketAlreadyExists
+            } else if o.owner != creds.access_key {
+                Err(s3_error!(AccessDenied, "Access Denied"))
+            } else if !ORIGIN_OPS.contains(&op.as_str()) {
+                Err(s3_error!(
+                    AccessDenied,
+                    "Bucket {} fronts the origin s3://{}/{} and is read-only on this node \
+                     ({op} is not allowed; writing through to the origin is not supported yet)",
+                    o.spec.bucket,
+                    o.spec.upstream_bucket,
+                    o.spec.prefix
+                ))
+            } else {
+                Ok(())
+            };
         }
         match self.store.bucket(bucket) {
             Ok(rec) if may_use(&rec, &creds.access_key) => Ok(()),

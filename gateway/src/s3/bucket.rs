@@ -22,6 +22,19 @@ pub(crate) async fn create_bucket(
 ) -> S3Result<S3Response<CreateBucketOutput>> {
     let owner = owner_of(req.credentials.as_ref())?;
     let name = BucketName::new(&req.input.bucket).map_err(s3_err)?;
+    if let Some(o) = g.origins.get(name.as_str()) {
+        return Err(if o.owner == owner {
+            s3_error!(
+                BucketAlreadyOwnedByYou,
+                "This bucket fronts an origin and exists on every node; you own it."
+            )
+        } else {
+            s3_error!(
+                BucketAlreadyExists,
+                "The requested bucket name is not available."
+            )
+        });
+    }
     super::require_caught_up(g)?;
     let region = req
         .input
@@ -65,6 +78,12 @@ pub(crate) async fn head_bucket(
     g: &Gateway,
     req: S3Request<HeadBucketInput>,
 ) -> S3Result<S3Response<HeadBucketOutput>> {
+    if g.origins.get(&req.input.bucket).is_some() {
+        return Ok(S3Response::new(HeadBucketOutput {
+            bucket_region: Some(g.region.clone()),
+            ..Default::default()
+        }));
+    }
     let rec = g.store.bucket(&req.input.bucket).map_err(s3_err)?;
     let output = HeadBucketOutput {
         bucket_region: Some(rec.region.unwrap_or_else(|| g.region.clone())),
@@ -92,7 +111,7 @@ pub(crate) async fn list_buckets(
 ) -> S3Result<S3Response<ListBucketsOutput>> {
     let owner = owner_of(req.credentials.as_ref())?;
     let prefix = req.input.prefix.unwrap_or_default();
-    let buckets = g
+    let mut buckets: Vec<Bucket> = g
         .store
         .buckets()
         .map_err(s3_err)?
@@ -104,6 +123,17 @@ pub(crate) async fn list_buckets(
             bucket_region: Some(rec.region.unwrap_or_else(|| g.region.clone())),
         })
         .collect();
+    buckets.extend(
+        g.origins
+            .iter()
+            .filter(|o| o.owner == owner && o.spec.bucket.starts_with(&prefix))
+            .map(|o| Bucket {
+                name: Some(o.spec.bucket.clone()),
+                creation_date: Some(timestamp(o.since_ms)),
+                bucket_region: Some(g.region.clone()),
+            }),
+    );
+    buckets.sort_by(|a, b| a.name.cmp(&b.name));
     let output = ListBucketsOutput {
         buckets: Some(buckets),
         owner: Some(Owner {
@@ -119,9 +149,14 @@ pub(crate) async fn get_bucket_location(
     g: &Gateway,
     req: S3Request<GetBucketLocationInput>,
 ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-    let rec = g.store.bucket(&req.input.bucket).map_err(s3_err)?;
+    let region = match g.origins.get(&req.input.bucket) {
+        Some(_) => g.region.clone(),
+        None => {
+            let rec = g.store.bucket(&req.input.bucket).map_err(s3_err)?;
+            rec.region.unwrap_or_else(|| g.region.clone())
+        }
+    };
     // S3 reports us-east-1 as an empty LocationConstraint.
-    let region = rec.region.unwrap_or_else(|| g.region.clone());
     let location_constraint =
         (region != "us-east-1").then(|| BucketLocationConstraint::from(region));
     Ok(S3Response::new(GetBucketLocationOutput {

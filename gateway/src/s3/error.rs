@@ -1,4 +1,4 @@
-//! The one place where store errors become S3 error codes.
+//! The one place where store and origin errors become S3 error codes.
 
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 use store::StoreError;
@@ -122,6 +122,41 @@ pub(crate) fn s3_err(e: StoreError) -> S3Error {
                 "We encountered an internal error. Please try again.",
             )
         }
+    }
+}
+
+/// What a client is told when an origin could not answer: the upstream's own 404 and 403
+/// as theirs; an unreachable or failing upstream as 503 (SDKs retry it), never a hang.
+pub(crate) fn origin_err(e: crate::origin::OriginError) -> S3Error {
+    use crate::origin::OriginError as O;
+    let unavailable = |m: String| {
+        let mut err = S3Error::with_message(S3ErrorCode::ServiceUnavailable, m);
+        err.set_status_code(http::StatusCode::SERVICE_UNAVAILABLE);
+        err
+    };
+    match e {
+        O::NotFound => s3_error!(NoSuchKey, "The specified key does not exist."),
+        O::AccessDenied(why) => {
+            tracing::warn!(%why, "the origin refused access");
+            s3_error!(AccessDenied, "The origin refused access to this object")
+        }
+        O::Changed => {
+            unavailable("The object changed at the origin while it was read; retry".into())
+        }
+        O::Rejected(why) => {
+            tracing::warn!(%why, "the origin rejected a request");
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("BadGateway".into()),
+                format!("The origin rejected the request: {why}"),
+            );
+            err.set_status_code(http::StatusCode::BAD_GATEWAY);
+            err
+        }
+        O::Unavailable(why) => {
+            tracing::warn!(%why, "origin unavailable");
+            unavailable(format!("The origin is unavailable ({why}); retry shortly"))
+        }
+        O::Store(why) => cannot_write(why),
     }
 }
 

@@ -82,6 +82,14 @@ impl futures::Stream for ChunkStream {
     }
 }
 
+impl ChunkStream {
+    /// A stream fed by another task through the returned sender.
+    pub(crate) fn channel(len: u64) -> (mpsc::Sender<Result<Bytes, std::io::Error>>, ChunkStream) {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        (tx, ChunkStream { rx, remaining: len })
+    }
+}
+
 impl ByteStream for ChunkStream {
     fn remaining_length(&self) -> RemainingLength {
         RemainingLength::new_exact(self.remaining as usize)
@@ -203,11 +211,11 @@ pub(crate) fn stream_range(
     ChunkStream { rx, remaining }
 }
 
-struct Conditions<'a> {
-    if_match: Option<&'a ETagCondition>,
-    if_none_match: Option<&'a ETagCondition>,
-    if_modified_since: Option<&'a Timestamp>,
-    if_unmodified_since: Option<&'a Timestamp>,
+pub(crate) struct Conditions<'a> {
+    pub(crate) if_match: Option<&'a ETagCondition>,
+    pub(crate) if_none_match: Option<&'a ETagCondition>,
+    pub(crate) if_modified_since: Option<&'a Timestamp>,
+    pub(crate) if_unmodified_since: Option<&'a Timestamp>,
 }
 
 pub(crate) fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
@@ -312,7 +320,7 @@ fn checksum_enabled(mode: Option<&ChecksumMode>) -> bool {
     mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
 }
 
-fn expires(rec: &ObjectRecord) -> Option<Timestamp> {
+pub(crate) fn expires(rec: &ObjectRecord) -> Option<Timestamp> {
     rec.meta
         .expires
         .as_deref()
@@ -352,7 +360,7 @@ macro_rules! object_output {
 }
 
 /// Conditions, range and returned checksum of a GET or HEAD, decided from the record.
-fn plan_read(
+pub(crate) fn plan_read_for(
     c: &Conditions<'_>,
     range: Option<&Range>,
     part_number: Option<i32>,
@@ -375,10 +383,10 @@ fn plan_read(
     ))
 }
 
-/// `plan_read` over the fields GET and HEAD inputs share.
+/// `plan_read_for` over the fields GET and HEAD inputs share.
 macro_rules! plan_read {
     ($input:ident, $rec:expr, $sizes:expr) => {
-        plan_read(
+        plan_read_for(
             &Conditions {
                 if_match: $input.if_match.as_ref(),
                 if_none_match: $input.if_none_match.as_ref(),
@@ -393,6 +401,7 @@ macro_rules! plan_read {
         )
     };
 }
+pub(crate) use {object_output, plan_read};
 
 pub(crate) async fn get_object(
     g: &Gateway,

@@ -48,7 +48,7 @@ pub(crate) fn url_encode(s: &str) -> String {
     out
 }
 
-fn encoder(encoding: Option<&EncodingType>) -> S3Result<fn(&str) -> String> {
+pub(crate) fn encoder(encoding: Option<&EncodingType>) -> S3Result<fn(&str) -> String> {
     match encoding.map(EncodingType::as_str) {
         None => Ok(|s: &str| s.to_owned()),
         Some(e) if e.eq_ignore_ascii_case("url") => Ok(url_encode),
@@ -59,7 +59,7 @@ fn encoder(encoding: Option<&EncodingType>) -> S3Result<fn(&str) -> String> {
     }
 }
 
-fn max_keys(v: Option<i32>) -> S3Result<usize> {
+pub(crate) fn max_keys(v: Option<i32>) -> S3Result<usize> {
     match v {
         Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must be non-negative")),
         Some(n) => Ok(n.min(MAX_KEYS) as usize),

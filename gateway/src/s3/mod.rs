@@ -16,6 +16,7 @@ mod get;
 pub(crate) mod limits;
 mod list;
 mod multipart;
+mod origin;
 pub(crate) mod post;
 mod put;
 pub(crate) mod signature;
@@ -47,6 +48,8 @@ pub struct Gateway {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) region: String,
     pub(crate) max_object_size: u64,
+    /// Buckets that front an upstream bucket (see `crate::origin`).
+    pub(crate) origins: Arc<crate::origin::Origins>,
 }
 
 impl Gateway {
@@ -63,7 +66,18 @@ impl Gateway {
             metrics,
             region,
             max_object_size,
+            origins: Arc::default(),
         }
+    }
+
+    /// Answers for these origin buckets.
+    pub fn with_origins(mut self, origins: Arc<crate::origin::Origins>) -> Self {
+        self.origins = origins;
+        self
+    }
+
+    fn origin(&self, bucket: &str) -> Option<Arc<crate::origin::Origin>> {
+        self.origins.get(bucket).cloned()
     }
 }
 
@@ -342,6 +356,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        if let Some(o) = self.origin(&req.input.bucket) {
+            return origin::get_object(self, o, req).await;
+        }
         get::get_object(self, req).await
     }
 
@@ -349,6 +366,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        if let Some(o) = self.origin(&req.input.bucket) {
+            return origin::head_object(o, req).await;
+        }
         get::head_object(self, req).await
     }
 
@@ -363,6 +383,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        if let Some(o) = self.origin(&req.input.bucket) {
+            return origin::list_objects_v2(self, o, req).await;
+        }
         list::list_objects_v2(self, req).await
     }
 
@@ -370,6 +393,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
+        if let Some(o) = self.origin(&req.input.bucket) {
+            return origin::list_objects(self, o, req).await;
+        }
         list::list_objects(self, req).await
     }
 

@@ -29,6 +29,7 @@ mod ingest;
 mod listing;
 mod multipart;
 mod objects;
+mod pieces;
 mod refcounts;
 mod replication;
 mod scrub;
@@ -41,6 +42,7 @@ use crate::records::*;
 use crate::version::{DeleteMarker, Version, VersionId, Versioning, next_seq};
 pub use decisions::{Fate, KeyState};
 pub use ingest::{ObjectWriter, StagedObject};
+pub use pieces::PieceId;
 pub use replication::BatchOutcome;
 pub use scrub::{FoundBy, ScrubStep};
 // Shared by the sibling files (each has `use super::*`).

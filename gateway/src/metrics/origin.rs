@@ -1,0 +1,80 @@
+//! What this node asks of its origins: requests, bytes and errors per origin bucket.
+
+use prometheus::{IntCounterVec, Opts, Registry};
+
+use super::reg;
+use crate::origin::OriginError;
+
+pub(crate) struct OriginMetrics {
+    requests: IntCounterVec,
+    bytes: IntCounterVec,
+    errors: IntCounterVec,
+}
+
+impl OriginMetrics {
+    pub(crate) fn new(r: &Registry) -> Self {
+        Self {
+            requests: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "origin_requests_total",
+                        "Requests this node sent to an origin (the SDK's retries not counted), \
+                         by local bucket and S3 operation",
+                    ),
+                    &["bucket", "operation"],
+                ),
+            ),
+            bytes: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "origin_read_bytes_total",
+                        "Object bytes this node read from an origin, by local bucket",
+                    ),
+                    &["bucket"],
+                ),
+            ),
+            errors: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "origin_errors_total",
+                        "Origin requests that failed, by local bucket and kind (not_found, \
+                         access_denied, changed, rejected, unavailable, store)",
+                    ),
+                    &["bucket", "kind"],
+                ),
+            ),
+        }
+    }
+
+    /// Makes an origin's series exist from start (at zero), so rates and alerts see it.
+    pub(crate) fn configured(&self, bucket: &str) {
+        self.bytes.with_label_values(&[bucket]);
+        for op in ["HeadObject", "GetObject", "ListObjects"] {
+            self.requests.with_label_values(&[bucket, op]);
+        }
+        self.errors.with_label_values(&[bucket, "unavailable"]);
+    }
+
+    pub(crate) fn request(&self, bucket: &str, op: &str) {
+        self.requests.with_label_values(&[bucket, op]).inc();
+    }
+
+    pub(crate) fn bytes(&self, bucket: &str, n: u64) {
+        self.bytes.with_label_values(&[bucket]).inc_by(n);
+    }
+
+    pub(crate) fn error(&self, bucket: &str, e: &OriginError) {
+        let kind = match e {
+            OriginError::NotFound => "not_found",
+            OriginError::AccessDenied(_) => "access_denied",
+            OriginError::Changed => "changed",
+            OriginError::Rejected(_) => "rejected",
+            OriginError::Unavailable(_) => "unavailable",
+            OriginError::Store(_) => "store",
+        };
+        self.errors.with_label_values(&[bucket, kind]).inc();
+    }
+}

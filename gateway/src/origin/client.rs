@@ -1,0 +1,335 @@
+//! The upstream S3 API, through the AWS SDK for Rust: its credential chain, signing, retries
+//! with backoff and jitter (throttling included), and timeouts. Every request holds a permit
+//! of the node's origin connection budget while it runs (a ranged GET until its body is read).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_types::byte_stream::ByteStream;
+use store::ObjectMeta;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::OriginError;
+use super::spec::OriginSpec;
+
+/// What the origin says about one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamObject {
+    pub size: u64,
+    /// Without quotes, as the origin gave it.
+    pub etag: String,
+    pub last_modified_ms: i64,
+    pub meta: ObjectMeta,
+}
+
+/// One entry of an upstream listing, its key already local.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified_ms: i64,
+    pub storage_class: Option<String>,
+}
+
+/// One page of an upstream listing.
+#[derive(Clone, Debug, Default)]
+pub struct ListedPage {
+    pub objects: Vec<Listed>,
+    pub prefixes: Vec<String>,
+    pub truncated: bool,
+    /// V2: the upstream's continuation token, passed through as ours.
+    pub next_token: Option<String>,
+    /// V1: the upstream's next marker, as a local key.
+    pub next_marker: Option<String>,
+}
+
+/// What a listing asks for, in local keys.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub max_keys: Option<i32>,
+    /// V2 continuation token (the upstream's own).
+    pub token: Option<String>,
+    /// V2 start-after or V1 marker, a local key.
+    pub after: Option<String>,
+}
+
+/// A ranged GET's body, still holding its connection permit.
+pub struct Body {
+    pub stream: ByteStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// One upstream bucket.
+pub struct OriginClient {
+    s3: aws_sdk_s3::Client,
+    spec: OriginSpec,
+    permits: Arc<Semaphore>,
+}
+
+impl OriginClient {
+    pub async fn new(spec: &OriginSpec, permits: Arc<Semaphore>) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(spec.region.clone()));
+        let keys = spec.credentials.clone().or_else(|| {
+            match (
+                std::env::var("S3SWARM_ORIGIN_ACCESS_KEY"),
+                std::env::var("S3SWARM_ORIGIN_SECRET_KEY"),
+            ) {
+                (Ok(a), Ok(s)) => Some((a, s)),
+                _ => None,
+            }
+        });
+        if let Some((a, s)) = keys {
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                a,
+                s,
+                None,
+                None,
+                "s3swarm-origin",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(spec.path_style)
+            // A dead origin must answer within seconds (the client gets 503), not hang.
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .read_timeout(Duration::from_secs(20))
+                    .build(),
+            )
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3))
+            // Plain requests: some S3-compatible origins do not take the SDK's default
+            // checksum trailers.
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            );
+        if let Some(e) = &spec.endpoint {
+            conf = conf.endpoint_url(e);
+        }
+        Self {
+            s3: aws_sdk_s3::Client::from_conf(conf.build()),
+            spec: spec.clone(),
+            permits,
+        }
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, OriginError> {
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| OriginError::Unavailable("the node is shutting down".into()))
+    }
+
+    /// Whether the upstream bucket answers with these credentials (checked at start).
+    pub async fn check_bucket(&self) -> Result<(), OriginError> {
+        let _p = self.permit().await?;
+        self.s3
+            .head_bucket()
+            .bucket(&self.spec.upstream_bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    pub async fn head(&self, key: &str) -> Result<UpstreamObject, OriginError> {
+        let _p = self.permit().await?;
+        let out = self
+            .s3
+            .head_object()
+            .bucket(&self.spec.upstream_bucket)
+            .key(self.spec.upstream_key(key))
+            .send()
+            .await
+            .map_err(classify)?;
+        let size = out
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| OriginError::Rejected("HEAD answered without a length".into()))?;
+        let etag = out
+            .e_tag()
+            .map(unquote)
+            .ok_or_else(|| OriginError::Rejected("HEAD answered without an ETag".into()))?;
+        Ok(UpstreamObject {
+            size,
+            etag,
+            last_modified_ms: out.last_modified().map_or(0, millis),
+            meta: ObjectMeta {
+                content_type: out.content_type().map(str::to_owned),
+                content_encoding: out.content_encoding().map(str::to_owned),
+                content_disposition: out.content_disposition().map(str::to_owned),
+                content_language: out.content_language().map(str::to_owned),
+                cache_control: out.cache_control().map(str::to_owned),
+                expires: out.expires_string().map(str::to_owned),
+                user: out
+                    .metadata()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            },
+        })
+    }
+
+    /// Bytes `start..end` of the version whose ETag is `etag`: the origin answers 412 (and we
+    /// [`OriginError::Changed`]) if the object was replaced, so no piece mixes two versions.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        etag: &str,
+    ) -> Result<Body, OriginError> {
+        let permit = self.permit().await?;
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.spec.upstream_bucket)
+            .key(self.spec.upstream_key(key))
+            .range(format!("bytes={start}-{}", end.saturating_sub(1)))
+            .if_match(format!("\"{etag}\""))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(Body {
+            stream: out.body,
+            _permit: permit,
+        })
+    }
+
+    pub async fn list_v2(&self, q: &ListQuery) -> Result<ListedPage, OriginError> {
+        let _p = self.permit().await?;
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.spec.upstream_bucket)
+            .prefix(self.spec.upstream_key(&q.prefix))
+            .set_delimiter(q.delimiter.clone())
+            .set_max_keys(q.max_keys)
+            .set_continuation_token(q.token.clone())
+            .set_start_after(q.after.as_deref().map(|a| self.spec.upstream_key(a)))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(ListedPage {
+            objects: out
+                .contents()
+                .iter()
+                .filter_map(|o| {
+                    self.listed(
+                        o.key()?,
+                        o.size(),
+                        o.e_tag(),
+                        o.last_modified(),
+                        o.storage_class().map(|s| s.as_str().to_owned()),
+                    )
+                })
+                .collect(),
+            prefixes: self.prefixes(out.common_prefixes().iter().filter_map(|p| p.prefix())),
+            truncated: out.is_truncated().unwrap_or(false),
+            next_token: out.next_continuation_token().map(str::to_owned),
+            next_marker: None,
+        })
+    }
+
+    pub async fn list_v1(&self, q: &ListQuery) -> Result<ListedPage, OriginError> {
+        let _p = self.permit().await?;
+        let out = self
+            .s3
+            .list_objects()
+            .bucket(&self.spec.upstream_bucket)
+            .prefix(self.spec.upstream_key(&q.prefix))
+            .set_delimiter(q.delimiter.clone())
+            .set_max_keys(q.max_keys)
+            .set_marker(q.after.as_deref().map(|a| self.spec.upstream_key(a)))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(ListedPage {
+            objects: out
+                .contents()
+                .iter()
+                .filter_map(|o| {
+                    self.listed(
+                        o.key()?,
+                        o.size(),
+                        o.e_tag(),
+                        o.last_modified(),
+                        o.storage_class().map(|s| s.as_str().to_owned()),
+                    )
+                })
+                .collect(),
+            prefixes: self.prefixes(out.common_prefixes().iter().filter_map(|p| p.prefix())),
+            truncated: out.is_truncated().unwrap_or(false),
+            next_token: None,
+            next_marker: out
+                .next_marker()
+                .and_then(|m| self.spec.local_key(m))
+                .map(str::to_owned),
+        })
+    }
+
+    fn listed(
+        &self,
+        key: &str,
+        size: Option<i64>,
+        etag: Option<&str>,
+        modified: Option<&aws_smithy_types::DateTime>,
+        storage_class: Option<String>,
+    ) -> Option<Listed> {
+        Some(Listed {
+            key: self.spec.local_key(key)?.to_owned(),
+            size: size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+            etag: etag.map(unquote).unwrap_or_default(),
+            last_modified_ms: modified.map_or(0, millis),
+            storage_class,
+        })
+    }
+
+    fn prefixes<'a>(&self, upstream: impl Iterator<Item = &'a str>) -> Vec<String> {
+        upstream
+            .filter_map(|p| self.spec.local_key(p))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn unquote(s: &str) -> String {
+    s.trim_matches('"').to_owned()
+}
+
+fn millis(t: &aws_smithy_types::DateTime) -> i64 {
+    t.to_millis().unwrap_or(0)
+}
+
+/// What an SDK failure means for our client: the upstream's 404 and 403 are theirs, a 412 is
+/// a version change, other 4xx a request the origin would not take, and the rest (5xx after
+/// the SDK's retries, timeouts, refused connections) an unavailable origin.
+fn classify<E>(e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> OriginError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = match &e {
+        SdkError::ServiceError(se) => Some(se.raw().status().as_u16()),
+        _ => None,
+    };
+    let why = DisplayErrorContext(&e).to_string();
+    match status {
+        Some(404) => OriginError::NotFound,
+        Some(403) => OriginError::AccessDenied(why),
+        Some(412) => OriginError::Changed,
+        Some(s) if (400..500).contains(&s) && s != 429 && s != 408 => OriginError::Rejected(why),
+        _ => OriginError::Unavailable(why),
+    }
+}

@@ -1,0 +1,306 @@
+//! Origins: local buckets that front an upstream S3 bucket (pull-through).
+//!
+//! An origin bucket answers HEAD, GET and LIST as its upstream would (its sizes, ETags, dates
+//! and metadata). Object bytes are fetched from the upstream in fixed-size pieces, one ranged
+//! GET each (carrying `If-Match`, so a piece never mixes two versions), cut into chunks on
+//! arrival and kept in the store like any chunk; a piece is fetched once however many reads
+//! want it at the same time.
+//!
+//! - [`spec`]: what the operator configures.
+//! - [`client`]: the upstream S3 API through the AWS SDK.
+//! - [`catalog`]: upstream metadata, cached and revalidated.
+//! - [`pieces`]: which pieces a range covers, and their ids in the store.
+
+pub mod catalog;
+pub mod client;
+pub mod pieces;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use store::{Manifest, PieceId, Store};
+
+pub use client::{ListQuery, ListedPage, OriginClient, UpstreamObject};
+pub use spec::{OriginSettings, OriginSpec};
+
+use crate::metrics::Metrics;
+
+/// Why an origin could not answer.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("the key does not exist upstream")]
+    NotFound,
+    #[error("the origin refused access: {0}")]
+    AccessDenied(String),
+    #[error("the object changed upstream while it was being read; retry")]
+    Changed,
+    #[error("the origin rejected the request: {0}")]
+    Rejected(String),
+    #[error("the origin is unavailable: {0}")]
+    Unavailable(String),
+    #[error("keeping what the origin sent failed: {0}")]
+    Store(String),
+}
+
+type Flight = Shared<BoxFuture<'static, Result<Manifest, OriginError>>>;
+
+/// One origin bucket on this node.
+pub struct Origin {
+    pub spec: OriginSpec,
+    pub client: OriginClient,
+    pub catalog: catalog::Catalog,
+    /// The local identity that owns the bucket.
+    pub owner: String,
+    /// When this node started fronting it (unix ms): the bucket's creation date in listings.
+    pub since_ms: i64,
+    piece_size: u64,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    /// Pieces being fetched from the upstream now, so a second reader waits for the first
+    /// fetch instead of starting its own.
+    inflight: Mutex<HashMap<PieceId, Flight>>,
+}
+
+impl Origin {
+    /// The upstream's metadata of `key` (cached, revalidated). When the upstream now has
+    /// another version, the pieces kept of the old one are dropped.
+    pub async fn object(&self, key: &str) -> Result<UpstreamObject, OriginError> {
+        let found = self
+            .catalog
+            .lookup(key, || {
+                self.metrics.origin_request(&self.spec.bucket, "HeadObject");
+                self.client.head(key)
+            })
+            .await;
+        if let Err(e) = &found {
+            self.metrics.origin_error(&self.spec.bucket, e);
+        }
+        let found = found?;
+        if found.replaced.is_some() {
+            let object = pieces::object_id(&self.spec, key);
+            let keep = pieces::version_id(&found.object, self.piece_size);
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.drop_pieces(object, Some(keep))).await {
+                Ok(Ok(n)) => tracing::info!(key, dropped = n, "object changed upstream"),
+                Ok(Err(e)) => {
+                    tracing::warn!(key, error = %e, "dropping a replaced object's pieces failed")
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "dropping a replaced object's pieces failed")
+                }
+            }
+        }
+        Ok(found.object)
+    }
+
+    /// Which pieces hold bytes `start..end` of an object of `size`.
+    pub fn layout(&self, size: u64) -> pieces::Layout {
+        pieces::Layout {
+            size,
+            piece_size: self.piece_size,
+        }
+    }
+
+    /// The chunks of piece `index` of `object`: kept here, or fetched from the upstream
+    /// (once, however many callers ask at the same time; the fetch goes on if they leave).
+    pub async fn piece(
+        self: &Arc<Self>,
+        key: &str,
+        object: &UpstreamObject,
+        index: u32,
+    ) -> Result<Manifest, OriginError> {
+        let id = pieces::piece_id(&self.spec, key, object, self.piece_size, index);
+        let store = self.store.clone();
+        let kept = tokio::task::spawn_blocking(move || store.piece(&id))
+            .await
+            .map_err(|e| OriginError::Store(e.to_string()))?
+            .map_err(|e| OriginError::Store(e.to_string()))?;
+        if let Some(m) = kept {
+            return Ok(m);
+        }
+        let flight = {
+            let mut map = self
+                .inflight
+                .lock()
+                .map_err(|_| OriginError::Store("piece table poisoned".into()))?;
+            match map.get(&id) {
+                Some(f) => f.clone(),
+                None => {
+                    let me = self.clone();
+                    let (key, object) = (key.to_owned(), object.clone());
+                    let task = tokio::spawn(async move {
+                        let r = me.fetch(&key, &object, index, id).await;
+                        if let Ok(mut map) = me.inflight.lock() {
+                            map.remove(&id);
+                        }
+                        r
+                    });
+                    let f = async move {
+                        task.await
+                            .unwrap_or_else(|e| Err(OriginError::Store(e.to_string())))
+                    }
+                    .boxed()
+                    .shared();
+                    map.insert(id, f.clone());
+                    f
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// One ranged GET into the store.
+    async fn fetch(
+        &self,
+        key: &str,
+        object: &UpstreamObject,
+        index: u32,
+        id: PieceId,
+    ) -> Result<Manifest, OriginError> {
+        let (start, end) = self.layout(object.size).piece(index);
+        let want = end - start;
+        self.metrics.origin_request(&self.spec.bucket, "GetObject");
+        let r = self.fetch_bytes(key, object, start, end, want, id).await;
+        match &r {
+            Ok(_) => tracing::debug!(key, index, bytes = want, "piece fetched from the origin"),
+            Err(e) => {
+                self.metrics.origin_error(&self.spec.bucket, e);
+                if matches!(e, OriginError::Changed) {
+                    self.catalog.forget(key);
+                }
+            }
+        }
+        r
+    }
+
+    async fn fetch_bytes(
+        &self,
+        key: &str,
+        object: &UpstreamObject,
+        start: u64,
+        end: u64,
+        want: u64,
+        id: PieceId,
+    ) -> Result<Manifest, OriginError> {
+        let mut body = self.client.get_range(key, start, end, &object.etag).await?;
+        // The bytes go to a blocking thread that cuts and stores chunks as they arrive: at
+        // most a few network buffers are held, never the piece.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let store = self.store.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut w = store.writer();
+            while let Some(b) = rx.blocking_recv() {
+                w.write(&b)?;
+            }
+            w.finish()
+        });
+        let mut got = 0u64;
+        while let Some(next) = body.stream.next().await {
+            let b = next.map_err(|e| OriginError::Unavailable(format!("reading a piece: {e}")))?;
+            got += b.len() as u64;
+            self.metrics.origin_bytes(&self.spec.bucket, b.len() as u64);
+            if got > want {
+                break;
+            }
+            if tx.send(b).await.is_err() {
+                break; // the writer failed; its error is below
+            }
+        }
+        drop(tx);
+        let staged = writer
+            .await
+            .map_err(|e| OriginError::Store(e.to_string()))?
+            .map_err(|e| OriginError::Store(e.to_string()))?;
+        if got != want {
+            return Err(OriginError::Unavailable(format!(
+                "the origin sent {got} bytes for a piece of {want}"
+            )));
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.put_piece(&id, staged))
+            .await
+            .map_err(|e| OriginError::Store(e.to_string()))?
+            .map_err(|e| OriginError::Store(e.to_string()))
+    }
+}
+
+/// Every origin bucket of this node, by local bucket name.
+#[derive(Default)]
+pub struct Origins {
+    by_bucket: HashMap<String, Arc<Origin>>,
+}
+
+impl Origins {
+    /// Builds each origin's client and checks that its upstream bucket answers with the
+    /// configured credentials: refused credentials or a missing bucket stop the node with the
+    /// origin's reason; an unreachable origin only warns (it may come up later).
+    pub async fn start(
+        specs: &[OriginSpec],
+        settings: &OriginSettings,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        default_owner: &str,
+    ) -> Result<Self, String> {
+        let permits = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+        let mut by_bucket = HashMap::new();
+        for spec in specs {
+            if by_bucket.contains_key(&spec.bucket) {
+                return Err(format!(
+                    "origin bucket {:?} is configured twice",
+                    spec.bucket
+                ));
+            }
+            let client = OriginClient::new(spec, permits.clone()).await;
+            match client.check_bucket().await {
+                Ok(()) => {}
+                Err(OriginError::Unavailable(why)) => tracing::warn!(
+                    bucket = spec.bucket,
+                    upstream = spec.upstream_bucket,
+                    error = %why,
+                    "origin unreachable at start; its objects answer 503 until it is"
+                ),
+                Err(e) => {
+                    return Err(format!(
+                        "origin {:?} (s3://{}/{}): {e}",
+                        spec.bucket, spec.upstream_bucket, spec.prefix
+                    ));
+                }
+            }
+            metrics.origin_configured(&spec.bucket);
+            by_bucket.insert(
+                spec.bucket.clone(),
+                Arc::new(Origin {
+                    spec: spec.clone(),
+                    client,
+                    catalog: catalog::Catalog::new(Duration::from_secs(settings.revalidate_secs)),
+                    owner: spec
+                        .owner
+                        .clone()
+                        .unwrap_or_else(|| default_owner.to_owned()),
+                    since_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64),
+                    piece_size: settings.piece_size,
+                    store: store.clone(),
+                    metrics: metrics.clone(),
+                    inflight: Mutex::new(HashMap::new()),
+                }),
+            );
+        }
+        Ok(Self { by_bucket })
+    }
+
+    /// The origin a local bucket fronts, if it does.
+    pub fn get(&self, bucket: &str) -> Option<&Arc<Origin>> {
+        self.by_bucket.get(bucket)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Origin>> {
+        self.by_bucket.values()
+    }
+}

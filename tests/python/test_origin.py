@@ -1,0 +1,353 @@
+"""Origin pull-through: a node fronting a real S3 server (moto's server mode), read with boto3
+and the aws CLI. What the origin served is counted by a TCP proxy between the node and the
+origin (every byte the origin sent, headers included), never by s3swarm's own metrics."""
+
+import concurrent.futures
+import hashlib
+import os
+import pathlib
+import shutil
+import socket
+import tempfile
+import threading
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from conftest import ACCESS_KEY, NodeProc, aws_runner
+
+MiB = 1 << 20
+PIECE = 1 * MiB
+UPSTREAM = "upstream-data"
+PREFIX = "datasets/"
+
+
+class CountingProxy:
+    """Forwards TCP connections to `target`, counting the bytes the target sends back.
+    `stop()` closes the listener and every connection: the origin is then unreachable."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(128)
+        self.port = self.listener.getsockname()[1]
+        self.served = 0
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.running = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while self.running:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src, dst, count):
+        try:
+            while True:
+                data = src.recv(256 * 1024)
+                if not data:
+                    break
+                if count:
+                    with self.lock:
+                        self.served += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.running = False
+        self.listener.close()
+        with self.lock:
+            for s in self.sockets:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+@pytest.fixture(scope="module")
+def moto():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://{host}:{port}",
+        aws_access_key_id="origin-key",
+        aws_secret_access_key="origin-secret",
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    client.create_bucket(Bucket=UPSTREAM)
+    yield (host, port), client
+    server.stop()
+
+
+def start_fronting_node(proxy: CountingProxy, tmp: pathlib.Path, revalidate: int = 1) -> NodeProc:
+    return NodeProc(
+        tmp,
+        extra_args=(
+            "--origin", f"data=s3://{UPSTREAM}/{PREFIX}",
+            "--origin-endpoint", f"http://127.0.0.1:{proxy.port}",
+            "--origin-revalidate-secs", str(revalidate),
+            "--origin-piece-size", str(PIECE),
+        ),
+        extra_env={"S3SWARM_ORIGIN_ACCESS_KEY": "origin-key", "S3SWARM_ORIGIN_SECRET_KEY": "origin-secret"},
+    )
+
+
+@pytest.fixture(scope="module")
+def fronted(moto):
+    addr, upstream = moto
+    proxy = CountingProxy(addr)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="s3swarm-origin-"))
+    node = start_fronting_node(proxy, tmp)
+    yield node, proxy, upstream
+    node.stop()
+    proxy.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def put_upstream(upstream, key: str, size: int, **extra) -> bytes:
+    data = os.urandom(size)
+    upstream.put_object(Bucket=UPSTREAM, Key=PREFIX + key, Body=data, **extra)
+    return data
+
+
+def served_by(proxy, f):
+    before = proxy.served
+    out = f()
+    return out, proxy.served - before
+
+
+def test_a_cold_object_reads_as_the_origin_has_it_and_each_piece_once(fronted):
+    node, proxy, upstream = fronted
+    s3 = node.client()
+    size = 6 * MiB + 12345
+    data = put_upstream(
+        upstream, "train/shard-0.tar", size,
+        ContentType="application/x-tar", Metadata={"split": "train", "rows": "1000"},
+    )
+    origin_head = upstream.head_object(Bucket=UPSTREAM, Key=PREFIX + "train/shard-0.tar")
+
+    head = s3.head_object(Bucket="data", Key="train/shard-0.tar")
+    assert head["ContentLength"] == size
+    assert head["ETag"] == origin_head["ETag"]
+    assert head["ContentType"] == "application/x-tar"
+    assert head["Metadata"] == {"split": "train", "rows": "1000"}
+    assert head["LastModified"] == origin_head["LastModified"]
+
+    # Three readers at once: one fetch of each piece between them.
+    def read():
+        return s3.get_object(Bucket="data", Key="train/shard-0.tar")["Body"].read()
+
+    def three():
+        with concurrent.futures.ThreadPoolExecutor(3) as ex:
+            return [f.result() for f in [ex.submit(read) for _ in range(3)]]
+
+    bodies, cold = served_by(proxy, three)
+    assert all(hashlib.sha256(b).digest() == hashlib.sha256(data).digest() for b in bodies)
+    assert size <= cold <= 1.05 * size, f"the origin served {cold} bytes for a {size}-byte object"
+
+    # Warm: the bytes come from the node; the origin is asked for metadata at most.
+    body, warm = served_by(proxy, read)
+    assert body == data
+    assert warm < 4096, f"a warm read still took {warm} bytes from the origin"
+
+
+def test_a_ranged_read_of_a_cold_object_reads_only_the_pieces_it_covers(fronted):
+    node, proxy, upstream = fronted
+    s3 = node.client()
+    data = put_upstream(upstream, "big.bin", 12 * MiB)
+    start = 5 * MiB + 1000
+    got, served = served_by(
+        proxy,
+        lambda: s3.get_object(Bucket="data", Key="big.bin", Range=f"bytes={start}-{start + 99}")["Body"].read(),
+    )
+    assert got == data[start:start + 100]
+    # One piece (plus a HEAD and response headers); read-ahead stays within the range's pieces.
+    assert served <= PIECE + 8192, f"a 100-byte range cost {served} origin bytes"
+    # A range spanning a piece boundary.
+    start = 3 * MiB - 10
+    got = s3.get_object(Bucket="data", Key="big.bin", Range=f"bytes={start}-{start + 19}")["Body"].read()
+    assert got == data[start:start + 20]
+    # Suffix range, then the whole object: every byte right.
+    assert s3.get_object(Bucket="data", Key="big.bin", Range="bytes=-7")["Body"].read() == data[-7:]
+    assert s3.get_object(Bucket="data", Key="big.bin")["Body"].read() == data
+
+
+def test_listing_matches_the_origin(fronted):
+    node, _, upstream = fronted
+    s3 = node.client()
+    for i in range(7):
+        upstream.put_object(Bucket=UPSTREAM, Key=f"{PREFIX}list/a/{i}.txt", Body=b"x" * i)
+    upstream.put_object(Bucket=UPSTREAM, Key=f"{PREFIX}list/b/one.txt", Body=b"one")
+    upstream.put_object(Bucket=UPSTREAM, Key=f"{PREFIX}list/top.txt", Body=b"top")
+    upstream.put_object(Bucket=UPSTREAM, Key="outside-the-prefix.txt", Body=b"no")
+
+    def theirs(**kw):
+        out = upstream.list_objects_v2(Bucket=UPSTREAM, Prefix=PREFIX + kw.pop("Prefix", ""), **kw)
+        return (
+            [(o["Key"][len(PREFIX):], o["Size"], o["ETag"]) for o in out.get("Contents", [])],
+            [p["Prefix"][len(PREFIX):] for p in out.get("CommonPrefixes", [])],
+        )
+
+    def ours(**kw):
+        out = s3.list_objects_v2(Bucket="data", **kw)
+        return (
+            [(o["Key"], o["Size"], o["ETag"]) for o in out.get("Contents", [])],
+            [p["Prefix"] for p in out.get("CommonPrefixes", [])],
+        )
+
+    assert ours(Prefix="list/") == theirs(Prefix="list/")
+    assert ours(Prefix="list/", Delimiter="/") == theirs(Prefix="list/", Delimiter="/")
+    assert ours(Prefix="list/", Delimiter="/")[1] == ["list/a/", "list/b/"]
+    # Paging with continuation tokens, as the paginator does it.
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket="data", Prefix="list/", PaginationConfig={"PageSize": 3})
+    keys = [o["Key"] for p in pages for o in p.get("Contents", [])]
+    assert keys == [k for k, _, _ in theirs(Prefix="list/")[0]]
+    assert len(keys) == 9
+    # V1 with a marker, and a whole-bucket listing never shows keys outside the prefix.
+    v1 = s3.list_objects(Bucket="data", Prefix="list/", Marker="list/a/3.txt")
+    assert [o["Key"] for o in v1["Contents"]] == keys[4:]
+    everything = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket="data") for o in p.get("Contents", [])]
+    assert "outside-the-prefix.txt" not in everything and "list/top.txt" in everything
+
+
+def test_an_upstream_overwrite_is_seen_after_revalidation(fronted):
+    node, _, upstream = fronted
+    s3 = node.client()
+    first = put_upstream(upstream, "ckpt/latest.pt", 2 * MiB + 7)
+    assert s3.get_object(Bucket="data", Key="ckpt/latest.pt")["Body"].read() == first
+    second = put_upstream(upstream, "ckpt/latest.pt", 3 * MiB + 1)
+    new_etag = upstream.head_object(Bucket=UPSTREAM, Key=PREFIX + "ckpt/latest.pt")["ETag"]
+    time.sleep(1.5)  # --origin-revalidate-secs 1
+    got = s3.get_object(Bucket="data", Key="ckpt/latest.pt")
+    assert got["ETag"] == new_etag
+    assert got["Body"].read() == second
+    # Deleted upstream: gone here too once revalidated.
+    upstream.delete_object(Bucket=UPSTREAM, Key=PREFIX + "ckpt/latest.pt")
+    time.sleep(1.5)
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="data", Key="ckpt/latest.pt")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_conditional_reads_use_the_origin_etag(fronted):
+    node, _, upstream = fronted
+    s3 = node.client()
+    put_upstream(upstream, "cond.bin", 1000)
+    etag = s3.head_object(Bucket="data", Key="cond.bin")["ETag"]
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="data", Key="cond.bin", IfNoneMatch=etag)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="data", Key="cond.bin", IfMatch='"0123"')
+    assert e.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert len(s3.get_object(Bucket="data", Key="cond.bin", IfMatch=etag)["Body"].read()) == 1000
+
+
+def test_the_origin_bucket_is_listed_owned_and_read_only(fronted):
+    node, _, upstream = fronted
+    s3 = node.client()
+    assert "data" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    s3.head_bucket(Bucket="data")
+    with pytest.raises(ClientError) as e:
+        s3.create_bucket(Bucket="data")
+    assert e.value.response["Error"]["Code"] == "BucketAlreadyOwnedByYou"
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="data", Key="new.txt", Body=b"x")
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+    assert "read-only" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        s3.delete_object(Bucket="data", Key="cond.bin")
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+    # Nothing was written or deleted upstream.
+    upstream.head_object(Bucket=UPSTREAM, Key=PREFIX + "cond.bin")
+    with pytest.raises(ClientError):
+        upstream.head_object(Bucket=UPSTREAM, Key=PREFIX + "new.txt")
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="data", Key="no/such/key")
+    assert e.value.response["Error"]["Code"] == "NoSuchKey"
+
+
+def test_aws_cli_syncs_from_the_origin_bucket(fronted, tmp_path):
+    node, _, upstream = fronted
+    files = {f"sync/{i}.bin": os.urandom(i * 300_000 + 1) for i in range(4)}
+    for k, v in files.items():
+        upstream.put_object(Bucket=UPSTREAM, Key=PREFIX + k, Body=v)
+    aws = aws_runner(node, tmp_path)
+    aws("s3", "sync", "s3://data/sync/", str(tmp_path / "out"))
+    for k, v in files.items():
+        assert (tmp_path / "out" / k.split("/", 1)[1]).read_bytes() == v
+    # boto3's managed download (parallel ranged GETs) of a multi-piece object.
+    data = put_upstream(upstream, "sync-big.bin", 9 * MiB)
+    node.client().download_file("data", "sync-big.bin", str(tmp_path / "big"))
+    assert (tmp_path / "big").read_bytes() == data
+
+
+@pytest.mark.server_errors
+def test_with_the_origin_down_cached_objects_are_served_and_others_answer_503(moto, tmp_path):
+    addr, upstream = moto
+    proxy = CountingProxy(addr)
+    node = start_fronting_node(proxy, tmp_path)
+    try:
+        s3 = node.client(retries={"max_attempts": 1, "mode": "standard"})
+        cached = put_upstream(upstream, "down/cached.bin", 3 * MiB)
+        put_upstream(upstream, "down/cold.bin", 1 * MiB)
+        assert s3.get_object(Bucket="data", Key="down/cached.bin")["Body"].read() == cached
+        proxy.stop()
+        time.sleep(1.5)  # past revalidation: the origin is asked again, and cannot answer
+        assert s3.get_object(Bucket="data", Key="down/cached.bin")["Body"].read() == cached
+        t0 = time.monotonic()
+        with pytest.raises(ClientError) as e:
+            s3.get_object(Bucket="data", Key="down/cold.bin")
+        took = time.monotonic() - t0
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert took < 10, f"an unreachable origin took {took:.1f} s to answer"
+        with pytest.raises(ClientError) as e:
+            s3.list_objects_v2(Bucket="data", Prefix="down/")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    finally:
+        node.stop()
+
+
+def test_bad_origin_credentials_stop_the_node_with_the_reason(moto, tmp_path):
+    addr, _ = moto
+    import subprocess
+    from conftest import binary
+
+    p = subprocess.run(
+        [binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"),
+         "--origin", "data=s3://no-such-upstream-bucket/", "--origin-endpoint", f"http://{addr[0]}:{addr[1]}"],
+        env=dict(os.environ, S3SWARM_ACCESS_KEY=ACCESS_KEY, S3SWARM_SECRET_KEY="pytest-secret-key-0123456789",
+                 S3SWARM_ORIGIN_ACCESS_KEY="origin-key", S3SWARM_ORIGIN_SECRET_KEY="origin-secret"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert p.returncode != 0
+    assert "no-such-upstream-bucket" in p.stderr, p.stderr

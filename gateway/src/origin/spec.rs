@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(s.upstream_key("a/b"), "imagenet/a/b");
         assert_eq!(s.local_key("imagenet/x"), Some("x"));
         assert_eq!(s.local_key("other/x"), None);
-        let s = OriginSpec::from_flag("d2=s3://ml-data", &OriginDefaults::default()).unwrap();
+        let s = OriginSpec::from_flag("d22=s3://ml-data", &OriginDefaults::default()).unwrap();
         assert_eq!(s.prefix, "");
         assert!(!s.path_style);
         for bad in [

@@ -171,12 +171,16 @@ pub async fn serve(
             &config.origins,
             &config.origin,
             store.clone(),
+            swarm.clone(),
             metrics.clone(),
             &default_owner,
         )
         .await
         .map_err(ServeError::Origin)?,
     );
+    if let Some(sw) = &swarm {
+        sw.serve(crate::origin::service(origins.clone()));
+    }
     for o in origins.iter() {
         tracing::info!(
             bucket = o.spec.bucket,

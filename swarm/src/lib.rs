@@ -59,6 +59,7 @@ pub use node::NodeId;
 pub use placement::holders;
 pub use readiness::NotReady;
 pub use runtime::{
-    ClusterStatus, Hooks, MemberStatus, Observer, PeerClass, Swarm, SwarmConfig, SwarmStats,
+    ClusterStatus, Hooks, MemberStatus, Observer, PeerClass, Service, Swarm, SwarmConfig,
+    SwarmStats,
 };
 pub use scheduler::{Request, Scheduler};

@@ -206,7 +206,21 @@ pub(crate) struct Inner {
     pub registry: std::sync::OnceLock<Arc<Registry>>,
     /// Memory for peers' request and notice frames being read (see [`crate::wire::FrameBudget`]).
     pub frame_budget: Arc<tokio::sync::Semaphore>,
+    /// What answers `Request::Service`, once the node above registered it.
+    pub service: std::sync::OnceLock<Service>,
 }
+
+/// The service a node above the swarm offers its peers: given the asker and the request
+/// bytes, the answer bytes (or why there is none). The swarm carries both opaquely.
+pub type Service = Arc<
+    dyn Fn(
+            NodeId,
+            Vec<u8>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -406,6 +420,7 @@ impl Swarm {
             readiness: Mutex::new(readiness),
             registry: std::sync::OnceLock::new(),
             frame_budget: crate::wire::FrameBudget::node(),
+            service: std::sync::OnceLock::new(),
         });
         let dir = cfg.registry_dir.clone();
         let log = tokio::task::spawn_blocking(move || {
@@ -457,6 +472,35 @@ impl Swarm {
     /// Members by state (this node included).
     pub fn member_counts(&self) -> BTreeMap<State, usize> {
         lock(&self.inner.members).view.counts()
+    }
+
+    /// Registers what answers peers' service requests (once; later calls are ignored).
+    pub fn serve(&self, service: Service) {
+        let _ = self.inner.service.set(service);
+    }
+
+    /// Asks `peer` (a live member) for the service, waiting up to `timeout`.
+    pub async fn ask(
+        &self,
+        peer: &NodeId,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, SwarmError> {
+        let member = self
+            .inner
+            .alive_peers()
+            .into_iter()
+            .find(|m| m.id == *peer)
+            .ok_or_else(|| SwarmError::Unreachable(format!("{peer} is not a live member")))?;
+        self.inner.ask_service(&member, body, timeout).await
+    }
+
+    /// The live members' ids, this node's included (what a rendezvous choice ranks).
+    pub fn live_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.inner.alive_peers().iter().map(|m| m.id).collect();
+        ids.push(self.inner.me.id);
+        ids.sort();
+        ids
     }
 
     /// Starts fetching chunks this node lacks, for a read (kept as evictable copies).

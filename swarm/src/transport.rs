@@ -351,6 +351,13 @@ impl Inner {
                 };
                 wire::write_frame(&mut send, &resp).await?;
             }
+            Request::Service { body } => {
+                let resp = match self.service.get() {
+                    Some(serve) => Response::Service(serve(peer.id, body).await),
+                    None => Response::Service(Err("this node offers no service".into())),
+                };
+                wire::write_frame(&mut send, &resp).await?;
+            }
             Request::Status => {
                 let me = self.clone();
                 let resp = tokio::task::spawn_blocking(move || me.local_status())
@@ -461,6 +468,35 @@ impl Inner {
         tokio::time::timeout(CALL_TIMEOUT, exchange)
             .await
             .map_err(|_| SwarmError::Timeout(format!("request to {}", peer.id)))?
+    }
+
+    /// Sends a service request to `peer` and waits up to `timeout` for its answer.
+    pub async fn ask_service(
+        self: &Arc<Self>,
+        peer: &Member,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, SwarmError> {
+        let (conn, _) = self.connect(peer.addr).await?;
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            let _ = send.set_priority(CONTROL);
+            wire::write_frame(&mut send, &Request::Service { body }).await?;
+            send.finish().ok();
+            let resp: Response = wire::read_frame(&mut recv).await?;
+            Ok::<_, SwarmError>(resp)
+        };
+        match tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| SwarmError::Timeout(format!("service request to {}", peer.id)))??
+        {
+            Response::Service(Ok(b)) => Ok(b),
+            Response::Service(Err(why)) => Err(SwarmError::Protocol(format!(
+                "{} could not answer: {why}",
+                peer.id
+            ))),
+            other => Err(SwarmError::Protocol(format!("unexpected answer {other:?}"))),
+        }
     }
 
     /// Sends a notice to the member; failures are only logged (gossip tolerates loss).

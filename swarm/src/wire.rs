@@ -14,7 +14,7 @@ use crate::member::Member;
 use crate::node::NodeId;
 
 /// Bumped when a message changes incompatibly; peers with another version are refused.
-pub const PROTOCOL: u32 = 5;
+pub const PROTOCOL: u32 = 6;
 /// The largest control frame accepted (a journal page, a have-list).
 pub const MAX_FRAME: usize = 8 << 20;
 
@@ -41,6 +41,9 @@ pub enum Request {
     /// A message of the registry's consensus group (see [`crate::registry`]): openraft's
     /// request, or a proposal forwarded to the leader, as postcard bytes.
     Registry { rpc: RegistryRpc, body: Vec<u8> },
+    /// A request for the service the node above the swarm registered (see
+    /// [`crate::Swarm::serve`]); the swarm only carries it.
+    Service { body: Vec<u8> },
 }
 
 /// The registry's messages.
@@ -81,6 +84,8 @@ pub enum Response {
     Error(String),
     /// The registry's answer, as postcard bytes.
     Registry(Vec<u8>),
+    /// The service's answer, or why it failed.
+    Service(Result<Vec<u8>, String>),
 }
 
 /// Messages without an answer, on unidirectional streams.

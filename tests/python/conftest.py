@@ -51,7 +51,8 @@ class NodeProc:
             cert, key = make_cert(tmp)
             self.ca_bundle = cert
             args += ["--tls-cert", cert, "--tls-key", key]
-        env = dict(os.environ, S3SWARM_ACCESS_KEY=ACCESS_KEY, S3SWARM_SECRET_KEY=SECRET_KEY, S3SWARM_LOG="warn", **(extra_env or {}))
+        env = {**os.environ, "S3SWARM_ACCESS_KEY": ACCESS_KEY, "S3SWARM_SECRET_KEY": SECRET_KEY,
+               "S3SWARM_LOG": os.environ.get("S3SWARM_TEST_LOG", "warn"), **(extra_env or {})}
         self.proc = subprocess.Popen(
             [binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *args],
             stdout=subprocess.PIPE,

@@ -351,3 +351,100 @@ def test_bad_origin_credentials_stop_the_node_with_the_reason(moto, tmp_path):
     )
     assert p.returncode != 0
     assert "no-such-upstream-bucket" in p.stderr, p.stderr
+
+
+def metric(node: NodeProc, name: str) -> float:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(node.endpoint + "/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[-1])
+    except OSError:
+        pass
+    return 0.0
+
+
+def ready(node: NodeProc) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(node.endpoint + "/readyz", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def start_swarm(proxy: CountingProxy, tmp: pathlib.Path, net: int, count: int) -> list[NodeProc]:
+    import base64
+
+    secret = tmp / "secret"
+    secret.write_text(base64.b64encode(os.urandom(32)).decode())
+    nodes = []
+    for i in range(1, count + 1):
+        swarm = ["--swarm-listen", f"127.0.{net}.{i}:7400", "--cluster-secret-file", str(secret)]
+        if i > 1:
+            swarm += ["--peer", f"127.0.{net}.1:7400"]
+        d = tmp / f"n{i}"
+        d.mkdir()
+        nodes.append(NodeProc(
+            d,
+            extra_args=(
+                *swarm,
+                "--origin", f"data=s3://{UPSTREAM}/{PREFIX}",
+                "--origin-endpoint", f"http://127.0.0.1:{proxy.port}",
+                "--origin-piece-size", str(PIECE),
+            ),
+            extra_env={"S3SWARM_ORIGIN_ACCESS_KEY": "origin-key", "S3SWARM_ORIGIN_SECRET_KEY": "origin-secret"},
+        ))
+    deadline = time.time() + 30
+    while not all(metric(n, 's3swarm_swarm_members{state="alive"}') == count and ready(n) for n in nodes):
+        assert time.time() < deadline, "the swarm did not form"
+        time.sleep(0.2)
+    return nodes
+
+
+@pytest.mark.server_errors
+def test_three_nodes_reading_one_cold_object_at_once_read_each_piece_from_the_origin_once(moto, tmp_path):
+    """Each piece has one owner in the swarm (rendezvous over the live members): it alone
+    reads the piece from the origin, and the other nodes take its chunks from the swarm."""
+    addr, upstream = moto
+    proxy = CountingProxy(addr)
+    nodes = start_swarm(proxy, tmp_path, 43, 3)
+    try:
+        size = 16 * MiB + 3
+        data = put_upstream(upstream, "swarm/shard.tar", size)
+        clients = [n.client() for n in nodes]
+
+        def read(c, key="swarm/shard.tar"):
+            return c.get_object(Bucket="data", Key=key)["Body"].read()
+
+        def all_three():
+            with concurrent.futures.ThreadPoolExecutor(3) as ex:
+                return [f.result() for f in [ex.submit(read, c) for c in clients]]
+
+        bodies, served = served_by(proxy, all_three)
+        assert all(b == data for b in bodies)
+        assert size <= served <= 1.05 * size, f"3 nodes cost {served} origin bytes for {size}"
+        # Every node took part: each read some pieces from the origin as their owner.
+        fetched = [metric(n, 's3swarm_origin_read_bytes_total{bucket="data"}') for n in nodes]
+        assert all(f > 0 for f in fetched), fetched
+
+        # A node is killed: its pieces move to the next node in each piece's ranking (the
+        # same on both survivors, whether or not they have noticed the death yet), so two
+        # readers at once still read each piece from the origin once.
+        nodes[2].stop()
+        data2 = put_upstream(upstream, "swarm/after.tar", 6 * MiB)
+
+        def both():
+            with concurrent.futures.ThreadPoolExecutor(2) as ex:
+                return [f.result() for f in [ex.submit(read, c, "swarm/after.tar") for c in clients[:2]]]
+
+        bodies, served = served_by(proxy, both)
+        assert all(b == data2 for b in bodies)
+        assert served <= 1.05 * len(data2), f"2 nodes cost {served} origin bytes for {len(data2)}"
+    finally:
+        for n in nodes:
+            n.stop()
+        proxy.stop()

@@ -10,6 +10,12 @@
 //! - [`client`]: the upstream S3 API through the AWS SDK.
 //! - [`catalog`]: upstream metadata, cached and revalidated.
 //! - [`pieces`]: which pieces a range covers, and their ids in the store.
+//!
+//! In a swarm each piece has one owner, chosen by rendezvous hashing over the live members:
+//! a node that lacks a piece asks its owner (a swarm service request), which fetches it from
+//! the upstream once for everybody and answers with the piece's chunk list; the asker then
+//! fetches those chunks from the swarm like any other. If the owner cannot answer, the asker
+//! fetches the piece from the upstream itself.
 
 pub mod catalog;
 pub mod client;
@@ -49,6 +55,47 @@ pub enum OriginError {
 
 type Flight = Shared<BoxFuture<'static, Result<Manifest, OriginError>>>;
 
+/// How long a node waits for a piece's owner (which may be fetching it from the upstream).
+const OWNER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a node asks a piece's owner for.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PieceAsk {
+    bucket: String,
+    key: String,
+    etag: String,
+    size: u64,
+    piece_size: u64,
+    index: u32,
+}
+
+/// Starts `f` in a task and shares its outcome with every caller that finds it in `map`
+/// under `id` until it ends (a caller that leaves does not stop it).
+fn join_flight<F>(
+    map: &Mutex<HashMap<PieceId, Flight>>,
+    id: PieceId,
+    f: impl FnOnce() -> F,
+) -> Result<Flight, OriginError>
+where
+    F: std::future::Future<Output = Result<Manifest, OriginError>> + Send + 'static,
+{
+    let mut flights = map
+        .lock()
+        .map_err(|_| OriginError::Store("piece table poisoned".into()))?;
+    if let Some(f) = flights.get(&id) {
+        return Ok(f.clone());
+    }
+    let task = tokio::spawn(f());
+    let flight = async move {
+        task.await
+            .unwrap_or_else(|e| Err(OriginError::Store(e.to_string())))
+    }
+    .boxed()
+    .shared();
+    flights.insert(id, flight.clone());
+    Ok(flight)
+}
+
 /// One origin bucket on this node.
 pub struct Origin {
     pub spec: OriginSpec,
@@ -61,9 +108,14 @@ pub struct Origin {
     piece_size: u64,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    /// Pieces being fetched from the upstream now, so a second reader waits for the first
-    /// fetch instead of starting its own.
+    swarm: Option<swarm::Swarm>,
+    /// Pieces being obtained now (from their owner or the upstream), so a second reader
+    /// waits for the first instead of starting its own.
     inflight: Mutex<HashMap<PieceId, Flight>>,
+    /// Pieces being fetched from the upstream by this node now (for its own readers or for
+    /// peers that asked it as the owner). Kept apart from `inflight` so an owner never waits
+    /// on a request of its own to another owner (views of the membership may differ).
+    fetching: Mutex<HashMap<PieceId, Flight>>,
 }
 
 impl Origin {
@@ -106,8 +158,9 @@ impl Origin {
         }
     }
 
-    /// The chunks of piece `index` of `object`: kept here, or fetched from the upstream
-    /// (once, however many callers ask at the same time; the fetch goes on if they leave).
+    /// The chunks of piece `index` of `object`: kept here, or obtained once however many
+    /// callers ask at the same time (the work goes on if they leave): from the piece's owner
+    /// in a swarm, else (or if the owner cannot answer) from the upstream.
     pub async fn piece(
         self: &Arc<Self>,
         key: &str,
@@ -115,42 +168,134 @@ impl Origin {
         index: u32,
     ) -> Result<Manifest, OriginError> {
         let id = pieces::piece_id(&self.spec, key, object, self.piece_size, index);
-        let store = self.store.clone();
-        let kept = tokio::task::spawn_blocking(move || store.piece(&id))
-            .await
-            .map_err(|e| OriginError::Store(e.to_string()))?
-            .map_err(|e| OriginError::Store(e.to_string()))?;
-        if let Some(m) = kept {
+        if let Some(m) = self.kept(id).await? {
             return Ok(m);
         }
-        let flight = {
-            let mut map = self
-                .inflight
-                .lock()
-                .map_err(|_| OriginError::Store("piece table poisoned".into()))?;
-            match map.get(&id) {
-                Some(f) => f.clone(),
-                None => {
-                    let me = self.clone();
-                    let (key, object) = (key.to_owned(), object.clone());
-                    let task = tokio::spawn(async move {
-                        let r = me.fetch(&key, &object, index, id).await;
-                        if let Ok(mut map) = me.inflight.lock() {
-                            map.remove(&id);
-                        }
-                        r
-                    });
-                    let f = async move {
-                        task.await
-                            .unwrap_or_else(|e| Err(OriginError::Store(e.to_string())))
+        let me = self.clone();
+        let (key, object) = (key.to_owned(), object.clone());
+        let flight = join_flight(&self.inflight, id, move || async move {
+            // A flight that ended between our look and this one's start left the piece here.
+            let r = match me.kept(id).await {
+                Ok(Some(m)) => Ok(m),
+                _ => me.obtain(&key, &object, index, id).await,
+            };
+            if let Ok(mut map) = me.inflight.lock() {
+                map.remove(&id);
+            }
+            r
+        })?;
+        flight.await
+    }
+
+    async fn kept(&self, id: PieceId) -> Result<Option<Manifest>, OriginError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.piece(&id))
+            .await
+            .map_err(|e| OriginError::Store(e.to_string()))?
+            .map_err(|e| OriginError::Store(e.to_string()))
+    }
+
+    async fn obtain(
+        self: &Arc<Self>,
+        key: &str,
+        object: &UpstreamObject,
+        index: u32,
+        id: PieceId,
+    ) -> Result<Manifest, OriginError> {
+        // The owner, then the next in rendezvous order if it cannot answer (it died, or is
+        // leaving): readers that agree on the ranking agree on the fallback too.
+        if let Some(sw) = &self.swarm {
+            let live = sw.live_ids();
+            let owners = pieces::owners(&id, &live, 2);
+            tracing::debug!(
+                key,
+                piece = index,
+                ?owners,
+                members = live.len(),
+                "piece owners"
+            );
+            for owner in owners {
+                if owner == sw.me().id {
+                    break;
+                }
+                match self.ask_owner(sw, owner, key, object, index).await {
+                    Ok(m) => {
+                        let (store, kept) = (self.store.clone(), m.clone());
+                        tokio::task::spawn_blocking(move || store.put_piece_manifest(&id, kept))
+                            .await
+                            .map_err(|e| OriginError::Store(e.to_string()))?
+                            .map_err(|e| OriginError::Store(e.to_string()))?;
+                        return Ok(m);
                     }
-                    .boxed()
-                    .shared();
-                    map.insert(id, f.clone());
-                    f
+                    Err(e) => tracing::warn!(
+                        key,
+                        piece = index,
+                        %owner,
+                        error = %e,
+                        "a piece's owner could not answer"
+                    ),
                 }
             }
+        }
+        self.piece_here(key, object, index).await
+    }
+
+    async fn ask_owner(
+        &self,
+        sw: &swarm::Swarm,
+        owner: swarm::NodeId,
+        key: &str,
+        object: &UpstreamObject,
+        index: u32,
+    ) -> Result<Manifest, String> {
+        let ask = PieceAsk {
+            bucket: self.spec.bucket.clone(),
+            key: key.to_owned(),
+            etag: object.etag.clone(),
+            size: object.size,
+            piece_size: self.piece_size,
+            index,
         };
+        let body = serde_json::to_vec(&ask).map_err(|e| e.to_string())?;
+        let answer = sw
+            .ask(&owner, body, OWNER_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let m = Manifest::decode(&answer).map_err(|e| format!("bad piece manifest: {e}"))?;
+        let (start, end) = self.layout(object.size).piece(index);
+        if m.size() != end - start {
+            return Err(format!(
+                "the owner's piece has {} bytes, not {}",
+                m.size(),
+                end - start
+            ));
+        }
+        Ok(m)
+    }
+
+    /// The piece, fetched from the upstream by this node unless kept here already.
+    async fn piece_here(
+        self: &Arc<Self>,
+        key: &str,
+        object: &UpstreamObject,
+        index: u32,
+    ) -> Result<Manifest, OriginError> {
+        let id = pieces::piece_id(&self.spec, key, object, self.piece_size, index);
+        if let Some(m) = self.kept(id).await? {
+            return Ok(m);
+        }
+        let me = self.clone();
+        let (key, object) = (key.to_owned(), object.clone());
+        let flight = join_flight(&self.fetching, id, move || async move {
+            let r = match me.kept(id).await {
+                Ok(Some(m)) => Ok(m),
+                _ => me.fetch(&key, &object, index, id).await,
+            };
+            if let Ok(mut map) = me.fetching.lock() {
+                map.remove(&id);
+            }
+            r
+        })?;
         flight.await
     }
 
@@ -243,6 +388,7 @@ impl Origins {
         specs: &[OriginSpec],
         settings: &OriginSettings,
         store: Arc<Store>,
+        swarm: Option<swarm::Swarm>,
         metrics: Arc<Metrics>,
         default_owner: &str,
     ) -> Result<Self, String> {
@@ -288,7 +434,9 @@ impl Origins {
                     piece_size: settings.piece_size,
                     store: store.clone(),
                     metrics: metrics.clone(),
+                    swarm: swarm.clone(),
                     inflight: Mutex::new(HashMap::new()),
+                    fetching: Mutex::new(HashMap::new()),
                 }),
             );
         }
@@ -303,4 +451,40 @@ impl Origins {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Origin>> {
         self.by_bucket.values()
     }
+
+    /// Answers a peer that asks this node, as a piece's owner, for the piece.
+    async fn answer(&self, body: Vec<u8>) -> Result<Vec<u8>, String> {
+        let ask: PieceAsk =
+            serde_json::from_slice(&body).map_err(|e| format!("bad piece request: {e}"))?;
+        let o = self
+            .get(&ask.bucket)
+            .ok_or_else(|| format!("bucket {:?} fronts no origin on this node", ask.bucket))?;
+        if ask.piece_size != o.piece_size {
+            return Err(format!(
+                "piece size {} differs from this node's {} (give every node the same origins)",
+                ask.piece_size, o.piece_size
+            ));
+        }
+        if ask.index >= o.layout(ask.size).count() {
+            return Err(format!("no piece {} in {} bytes", ask.index, ask.size));
+        }
+        let object = UpstreamObject {
+            size: ask.size,
+            etag: ask.etag,
+            last_modified_ms: 0,
+            meta: Default::default(),
+        };
+        o.piece_here(&ask.key, &object, ask.index)
+            .await
+            .map(|m| m.encode())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What this node answers its peers' piece requests with.
+pub fn service(origins: Arc<Origins>) -> swarm::Service {
+    Arc::new(move |_from, body| {
+        let origins = origins.clone();
+        Box::pin(async move { origins.answer(body).await })
+    })
 }

@@ -153,6 +153,9 @@ fn main() {
                     rpc: swarm::wire::RegistryRpc::Propose,
                     body: vec![1, 2, 3],
                 }),
+                frame(&Request::Service {
+                    body: br#"{"bucket":"data","key":"k","etag":"e","size":9,"piece_size":8,"index":1}"#.to_vec(),
+                }),
             ],
         ),
     );

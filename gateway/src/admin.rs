@@ -6,7 +6,10 @@
 //! - `POST /_admin/prefetch?bucket=B&key=K`, `s3swarm cluster prefetch B K`: fetches the
 //!   chunks of an object this node lacks from its peers, without serving it, and answers
 //!   once all are verified and stored (warming a node before a job reads; also the swarm's
-//!   transfer rate without an HTTP client in the way).
+//!   transfer rate without an HTTP client in the way). On a bucket that fronts an origin,
+//!   `?bucket=B&prefix=P` (`s3swarm cluster prefetch s3://B/P`) warms every object under the
+//!   prefix into the swarm instead, answering a line of JSON per object as it goes
+//!   (`&local=1`: also onto this node; `--all-nodes` asks every member so).
 
 use std::time::SystemTime;
 
@@ -56,23 +59,50 @@ pub struct Prefetched {
 pub(crate) async fn prefetch(
     store: &std::sync::Arc<store::Store>,
     swarm: Option<&swarm::Swarm>,
+    origins: &crate::origin::Origins,
     owner: &str,
     query: Option<&str>,
 ) -> S3Result<S3Response<Body>> {
     use crate::s3::error::{join_err, s3_err};
+    let (mut bucket, mut key, mut prefix, mut local) = (None, None, None, false);
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "bucket" => bucket = Some(v.into_owned()),
+            "key" => key = Some(v.into_owned()),
+            "prefix" => prefix = Some(v.into_owned()),
+            "local" => local = v == "1" || v == "true",
+            _ => {}
+        }
+    }
+    if let Some(o) = bucket.as_deref().and_then(|b| origins.get(b)) {
+        if o.owner != owner {
+            return Err(s3_error!(AccessDenied, "Access Denied"));
+        }
+        use crate::origin::warm::{Scope, start};
+        let scope = match key {
+            Some(k) => Scope::Key(k),
+            None => Scope::Prefix(prefix.unwrap_or_default()),
+        };
+        let lines: s3s::stream::DynByteStream = Box::pin(start(o.clone(), scope, local));
+        let mut resp = S3Response::new(Body::from(lines));
+        resp.status = Some(StatusCode::OK);
+        resp.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        return Ok(resp);
+    }
     let Some(swarm) = swarm else {
         return Err(s3_error!(
             NotImplemented,
             "This node is not part of a swarm (start it with --swarm-listen)."
         ));
     };
-    let (mut bucket, mut key) = (None, None);
-    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "bucket" => bucket = Some(v.into_owned()),
-            "key" => key = Some(v.into_owned()),
-            _ => {}
-        }
+    if prefix.is_some() {
+        return Err(s3_error!(
+            InvalidArgument,
+            "prefetch by prefix is for buckets that front an origin; name one key with &key="
+        ));
     }
     let (Some(bucket), Some(key)) = (bucket, key) else {
         return Err(s3_error!(
@@ -164,6 +194,16 @@ fn env_key(names: [&str; 2]) -> Option<String> {
 
 /// Sends a signed, bodiless admin request to `endpoint`; returns the answer's body.
 async fn call(endpoint: &str, method: &str, path_and_query: &str) -> Result<String, AdminError> {
+    let resp = send(endpoint, method, path_and_query).await?;
+    Ok(resp.text().await?)
+}
+
+/// Sends a signed, bodiless admin request; returns the response once its status is 200.
+async fn send(
+    endpoint: &str,
+    method: &str,
+    path_and_query: &str,
+) -> Result<reqwest::Response, AdminError> {
     let access = env_key(["S3SWARM_ACCESS_KEY", "AWS_ACCESS_KEY_ID"]).ok_or(AdminError::NoKeys)?;
     let secret =
         env_key(["S3SWARM_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"]).ok_or(AdminError::NoKeys)?;
@@ -204,15 +244,136 @@ async fn call(endpoint: &str, method: &str, path_and_query: &str) -> Result<Stri
     }
     let resp = r.send().await?;
     let status = resp.status().as_u16();
-    let body = resp.text().await?;
     if status != 200 {
         return Err(AdminError::Refused {
             endpoint: endpoint.into(),
             status,
-            body,
+            body: resp.text().await?,
         });
     }
-    Ok(body)
+    Ok(resp)
+}
+
+/// Warms `prefix` of origin bucket `bucket` through the node at `endpoint` (or, with
+/// `all_nodes`, onto every member at once), printing progress: a line updated in place on a
+/// terminal (objects, bytes, rate, ETA), else the nodes' JSON lines. Fails if any object
+/// could not be warmed.
+pub async fn warm_origin(
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+    all_nodes: bool,
+    json: bool,
+) -> Result<(), AdminError> {
+    use crate::origin::warm::WarmLine;
+    use futures::StreamExt;
+    use std::io::{IsTerminal, Write};
+    let endpoints = if all_nodes {
+        let v: serde_json::Value =
+            serde_json::from_str(&call(endpoint, "GET", CLUSTER_PATH).await?)?;
+        let scheme = endpoint.split("://").next().unwrap_or("http");
+        let list: Vec<String> = v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["state"].as_str() == Some("alive"))
+            .filter_map(|m| m["http_addr"].as_str())
+            .map(|a| format!("{scheme}://{a}"))
+            .collect();
+        if list.is_empty() {
+            vec![endpoint.to_owned()]
+        } else {
+            list
+        }
+    } else {
+        vec![endpoint.to_owned()]
+    };
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("bucket", bucket)
+        .append_pair("prefix", prefix);
+    if all_nodes {
+        query.append_pair("local", "1");
+    }
+    let path = format!("{PREFETCH_PATH}?{}", query.finish());
+    let mut streams = Vec::new();
+    for e in &endpoints {
+        let resp = send(e, "POST", &path).await?;
+        let e = e.clone();
+        streams.push(resp.bytes_stream().map(move |b| (e.clone(), b)).boxed());
+    }
+    let mut all = futures::stream::select_all(streams);
+    let terminal = !json && std::io::stdout().is_terminal();
+    let started = std::time::Instant::now();
+    let (mut total_objects, mut total_bytes, mut done_objects, mut done_bytes) =
+        (0u64, 0u64, 0u64, 0u64);
+    let (mut failed, mut pending) = (0u64, std::collections::HashMap::<String, Vec<u8>>::new());
+    while let Some((node, chunk)) = all.next().await {
+        let buf = pending.entry(node.clone()).or_default();
+        buf.extend_from_slice(&chunk?);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let raw: Vec<u8> = buf.drain(..=end).collect();
+            let l: WarmLine = serde_json::from_slice(&raw)?;
+            match &l {
+                WarmLine::Start { objects, bytes } => {
+                    total_objects += objects;
+                    total_bytes += bytes;
+                }
+                WarmLine::Object {
+                    size, error, key, ..
+                } => {
+                    done_objects += 1;
+                    if let Some(e) = error {
+                        failed += 1;
+                        eprintln!("{node}: {key}: {e}");
+                    } else {
+                        done_bytes += size;
+                    }
+                }
+                WarmLine::Done { .. } => {}
+            }
+            if terminal {
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                let rate = done_bytes as f64 / secs;
+                let eta = if rate > 0.0 {
+                    format!(
+                        "{:.0} s",
+                        total_bytes.saturating_sub(done_bytes) as f64 / rate
+                    )
+                } else {
+                    "-".into()
+                };
+                print!(
+                    "\r{done_objects}/{total_objects} objects, {:.1}/{:.1} MiB, {:.1} MiB/s, ETA {eta}   ",
+                    done_bytes as f64 / 1048576.0,
+                    total_bytes as f64 / 1048576.0,
+                    rate / 1048576.0
+                );
+                let _ = std::io::stdout().flush();
+            } else {
+                let mut v = serde_json::to_value(&l)?;
+                v["node"] = serde_json::Value::String(node.clone());
+                println!("{v}");
+            }
+        }
+    }
+    if terminal {
+        println!(
+            "\nwarmed {} objects ({:.1} MiB) on {} node(s) in {:.1} s",
+            done_objects - failed,
+            done_bytes as f64 / 1048576.0,
+            endpoints.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if failed > 0 {
+        return Err(AdminError::Refused {
+            endpoint: endpoint.into(),
+            status: 503,
+            body: format!("{failed} object(s) could not be warmed"),
+        });
+    }
+    Ok(())
 }
 
 /// Asks the node at `endpoint` to prefetch `bucket/key` and prints what it fetched.

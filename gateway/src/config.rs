@@ -159,6 +159,7 @@ pub struct FileConfig {
     pub origin_endpoint: Option<String>,
     pub origin_region: Option<String>,
     pub origin_path_style: Option<bool>,
+    pub origin_write: Option<String>,
     pub origin_revalidate_secs: Option<u64>,
     pub origin_piece_size: Option<u64>,
     pub origin_max_connections: Option<usize>,
@@ -201,6 +202,7 @@ pub struct Overrides {
     pub origin_endpoint: Option<String>,
     pub origin_region: Option<String>,
     pub origin_path_style: Option<bool>,
+    pub origin_write: Option<String>,
     pub origin_revalidate_secs: Option<u64>,
     pub origin_piece_size: Option<u64>,
     pub origin_max_connections: Option<usize>,
@@ -269,6 +271,7 @@ impl Config {
             defaults.endpoint = f.origin_endpoint;
             defaults.region = f.origin_region;
             defaults.path_style = f.origin_path_style;
+            defaults.write = f.origin_write;
             c.origin.revalidate_secs = f.origin_revalidate_secs.unwrap_or(c.origin.revalidate_secs);
             c.origin.piece_size = f.origin_piece_size.unwrap_or(c.origin.piece_size);
             c.origin.max_connections = f.origin_max_connections.unwrap_or(c.origin.max_connections);
@@ -307,6 +310,7 @@ impl Config {
         defaults.endpoint = over.origin_endpoint.or(defaults.endpoint);
         defaults.region = over.origin_region.or(defaults.region);
         defaults.path_style = over.origin_path_style.or(defaults.path_style);
+        defaults.write = over.origin_write.or(defaults.write);
         c.origin.revalidate_secs = over
             .origin_revalidate_secs
             .unwrap_or(c.origin.revalidate_secs);

@@ -33,10 +33,10 @@ struct ServeArgs {
     /// swarm_advertise, peers, cluster_secret_file, replicas, capacity, bootstrap_expect,
     /// max_connections, header_timeout_secs, send_timeout_secs, body_timeout_secs,
     /// disk_reserve_bytes, multipart_expiry_secs, scrub_rate, scrub_every_secs,
-    /// origin_endpoint, origin_region, origin_path_style, origin_revalidate_secs,
+    /// origin_endpoint, origin_region, origin_path_style, origin_write, origin_revalidate_secs,
     /// origin_piece_size, origin_max_connections, [[keys]] tables with access_key and
     /// secret_key, and [[origins]] tables with bucket, upstream, endpoint, region, path_style,
-    /// access_key, secret_key and owner). Flags and environment variables override it.
+    /// access_key, secret_key, owner and write). Flags and environment variables override it.
     #[arg(long, env = "S3SWARM_CONFIG")]
     config: Option<PathBuf>,
     /// Address for S3, /metrics and /healthz [default: 127.0.0.1:9000].
@@ -162,6 +162,10 @@ struct ServeArgs {
     /// --origin-endpoint, false for AWS].
     #[arg(long, env = "S3SWARM_ORIGIN_PATH_STYLE")]
     origin_path_style: Option<bool>,
+    /// What writes to an origin bucket do: `through` (passed to the origin, acknowledged
+    /// when it acknowledged) or `none` (read-only, 403) [default: through].
+    #[arg(long, env = "S3SWARM_ORIGIN_WRITE")]
+    origin_write: Option<String>,
     /// Seconds an origin object's metadata is trusted before it is asked again; a new ETag
     /// means new content [default: 60].
     #[arg(long, env = "S3SWARM_ORIGIN_REVALIDATE_SECS")]
@@ -203,12 +207,17 @@ enum ClusterCommand {
     /// Members, their state and what they hold, as the node at --endpoint sees them.
     Status(AdminTarget),
     /// Has the node at --endpoint fetch every chunk of an object it lacks from its peers
-    /// (verified and stored, not served), and prints how long that took.
+    /// (verified and stored, not served), and prints how long that took. For a bucket that
+    /// fronts an origin, `s3://BUCKET/PREFIX` warms every object under the prefix into the
+    /// swarm (each piece read from the origin once), with progress.
     Prefetch {
-        /// The object's bucket.
+        /// The object's bucket, or s3://BUCKET/PREFIX of an origin bucket.
         bucket: String,
-        /// The object's key.
-        key: String,
+        /// The object's key (not with s3://).
+        key: Option<String>,
+        /// With s3://: onto every live member, not only into the swarm once.
+        #[arg(long)]
+        all_nodes: bool,
         #[command(flatten)]
         target: AdminTarget,
     },
@@ -314,6 +323,7 @@ fn main() -> ExitCode {
                 origin_endpoint: a.origin_endpoint,
                 origin_region: a.origin_region,
                 origin_path_style: a.origin_path_style,
+                origin_write: a.origin_write,
                 origin_revalidate_secs: a.origin_revalidate_secs,
                 origin_piece_size: a.origin_piece_size,
                 origin_max_connections: a.origin_max_connections,
@@ -336,12 +346,28 @@ fn main() -> ExitCode {
                 ClusterCommand::Prefetch {
                     bucket,
                     key,
+                    all_nodes,
                     target: t,
                 },
-        }) => run(
-            false,
-            gateway::admin::prefetch_object(&t.endpoint, &bucket, &key, t.json),
-        ),
+        }) => match (bucket.strip_prefix("s3://"), key) {
+            (Some(path), None) => {
+                let (b, prefix) = path.split_once('/').unwrap_or((path, ""));
+                run(
+                    false,
+                    gateway::admin::warm_origin(&t.endpoint, b, prefix, all_nodes, t.json),
+                )
+            }
+            (None, Some(key)) => run(
+                false,
+                gateway::admin::prefetch_object(&t.endpoint, &bucket, &key, t.json),
+            ),
+            _ => {
+                eprintln!(
+                    "s3swarm: prefetch takes BUCKET KEY, or s3://BUCKET/PREFIX of a bucket that fronts an origin"
+                );
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -201,12 +201,13 @@ pub async fn serve(
     builder.set_auth(keys.clone());
     builder.set_access(BucketOwnership {
         store: store.clone(),
-        origins,
+        origins: origins.clone(),
     });
     builder.set_route(BlobRoute {
         store: store.clone(),
         swarm: swarm.clone(),
         metrics: metrics.clone(),
+        origins,
     });
     builder.set_validation(Names);
     if let Some(domain) = &config.domain {

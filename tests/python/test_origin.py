@@ -13,6 +13,7 @@ import threading
 import time
 
 import boto3
+import boto3.s3.transfer
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -272,8 +273,8 @@ def test_conditional_reads_use_the_origin_etag(fronted):
     assert len(s3.get_object(Bucket="data", Key="cond.bin", IfMatch=etag)["Body"].read()) == 1000
 
 
-def test_the_origin_bucket_is_listed_owned_and_read_only(fronted):
-    node, _, upstream = fronted
+def test_the_origin_bucket_is_listed_and_owned(fronted):
+    node, _, _ = fronted
     s3 = node.client()
     assert "data" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     s3.head_bucket(Bucket="data")
@@ -281,19 +282,82 @@ def test_the_origin_bucket_is_listed_owned_and_read_only(fronted):
         s3.create_bucket(Bucket="data")
     assert e.value.response["Error"]["Code"] == "BucketAlreadyOwnedByYou"
     with pytest.raises(ClientError) as e:
-        s3.put_object(Bucket="data", Key="new.txt", Body=b"x")
-    assert e.value.response["Error"]["Code"] == "AccessDenied"
-    assert "read-only" in e.value.response["Error"]["Message"]
-    with pytest.raises(ClientError) as e:
-        s3.delete_object(Bucket="data", Key="cond.bin")
-    assert e.value.response["Error"]["Code"] == "AccessDenied"
-    # Nothing was written or deleted upstream.
-    upstream.head_object(Bucket=UPSTREAM, Key=PREFIX + "cond.bin")
-    with pytest.raises(ClientError):
-        upstream.head_object(Bucket=UPSTREAM, Key=PREFIX + "new.txt")
-    with pytest.raises(ClientError) as e:
         s3.get_object(Bucket="data", Key="no/such/key")
     assert e.value.response["Error"]["Code"] == "NoSuchKey"
+    # Operations an origin bucket does not take say so, and touch nothing.
+    with pytest.raises(ClientError) as e:
+        s3.put_object_tagging(Bucket="data", Key="cond.bin", Tagging={"TagSet": []})
+    assert e.value.response["Error"]["Code"] == "NotImplemented"
+
+
+def test_writes_go_through_to_the_origin_and_are_read_back(fronted, tmp_path):
+    node, _, upstream = fronted
+    s3 = node.client()
+    data = os.urandom(3 * MiB + 5)
+    put = s3.put_object(Bucket="data", Key="ckpt/step-1.pt", Body=data, ContentType="application/octet-stream",
+                        Metadata={"step": "1"})
+    theirs = upstream.get_object(Bucket=UPSTREAM, Key=PREFIX + "ckpt/step-1.pt")
+    assert theirs["Body"].read() == data
+    assert theirs["ETag"] == put["ETag"]
+    assert theirs["Metadata"] == {"step": "1"}
+    assert s3.get_object(Bucket="data", Key="ckpt/step-1.pt")["Body"].read() == data
+    # An overwrite through the node is read back at once (no stale metadata or pieces).
+    data2 = os.urandom(2 * MiB)
+    s3.put_object(Bucket="data", Key="ckpt/step-1.pt", Body=data2)
+    assert s3.get_object(Bucket="data", Key="ckpt/step-1.pt")["Body"].read() == data2
+    # A conditional create of an existing key fails as the origin says.
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="data", Key="ckpt/step-1.pt", Body=b"x", IfNoneMatch="*")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert upstream.get_object(Bucket=UPSTREAM, Key=PREFIX + "ckpt/step-1.pt")["Body"].read() == data2
+    # Multipart (boto3's managed upload, 5 MiB parts): the origin has the object.
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(12 * MiB + 1))
+    s3.upload_file(str(big), "data", "ckpt/step-2.pt",
+                   Config=boto3.s3.transfer.TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB))
+    head = upstream.head_object(Bucket=UPSTREAM, Key=PREFIX + "ckpt/step-2.pt")
+    assert head["ContentLength"] == 12 * MiB + 1 and head["ETag"].endswith('-3"'), head["ETag"]
+    assert s3.get_object(Bucket="data", Key="ckpt/step-2.pt")["Body"].read() == big.read_bytes()
+    # The aws CLI copies a file in and out.
+    aws = aws_runner(node, tmp_path)
+    aws("s3", "cp", str(big), "s3://data/ckpt/step-3.pt")
+    aws("s3", "cp", "s3://data/ckpt/step-3.pt", str(tmp_path / "back"))
+    assert (tmp_path / "back").read_bytes() == big.read_bytes()
+    # Delete: gone upstream and here.
+    s3.delete_object(Bucket="data", Key="ckpt/step-1.pt")
+    with pytest.raises(ClientError):
+        upstream.head_object(Bucket=UPSTREAM, Key=PREFIX + "ckpt/step-1.pt")
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="data", Key="ckpt/step-1.pt")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_a_read_only_origin_refuses_writes_and_writes_nothing(moto, tmp_path):
+    addr, upstream = moto
+    proxy = CountingProxy(addr)
+    node = NodeProc(
+        tmp_path,
+        extra_args=("--origin", f"readonly=s3://{UPSTREAM}/{PREFIX}", "--origin-endpoint", f"http://127.0.0.1:{proxy.port}",
+                    "--origin-write", "none"),
+        extra_env={"S3SWARM_ORIGIN_ACCESS_KEY": "origin-key", "S3SWARM_ORIGIN_SECRET_KEY": "origin-secret"},
+    )
+    try:
+        s3 = node.client()
+        put_upstream(upstream, "ro/kept.bin", 10)
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket="readonly", Key="ro/new.txt", Body=b"x")
+        assert e.value.response["Error"]["Code"] == "AccessDenied"
+        assert "read-only" in e.value.response["Error"]["Message"]
+        with pytest.raises(ClientError) as e:
+            s3.delete_object(Bucket="readonly", Key="ro/kept.bin")
+        assert e.value.response["Error"]["Code"] == "AccessDenied"
+        upstream.head_object(Bucket=UPSTREAM, Key=PREFIX + "ro/kept.bin")
+        with pytest.raises(ClientError):
+            upstream.head_object(Bucket=UPSTREAM, Key=PREFIX + "ro/new.txt")
+        assert s3.get_object(Bucket="readonly", Key="ro/kept.bin")["Body"].read() is not None
+    finally:
+        node.stop()
+        proxy.stop()
 
 
 def test_aws_cli_syncs_from_the_origin_bucket(fronted, tmp_path):
@@ -431,6 +495,17 @@ def test_three_nodes_reading_one_cold_object_at_once_read_each_piece_from_the_or
         fetched = [metric(n, 's3swarm_origin_read_bytes_total{bucket="data"}') for n in nodes]
         assert all(f > 0 for f in fetched), fetched
 
+        # Warm a new object onto every node: afterwards each reads it from its own store.
+        data3 = put_upstream(upstream, "swarm/warm.tar", 5 * MiB)
+        p, served = served_by(proxy, lambda: prefetch(nodes[0], "s3://data/swarm/warm", "--all-nodes"))
+        assert p.returncode == 0, p.stderr
+        assert len([l for l in p.stdout.splitlines() if '"object"' in l]) == 3, p.stdout
+        assert served <= 1.05 * len(data3) + 65536, served
+        for n, c in zip(nodes, clients):
+            before = metric(n, 's3swarm_read_bytes_total{source="peer"}')
+            assert read(c, "swarm/warm.tar") == data3
+            assert metric(n, 's3swarm_read_bytes_total{source="peer"}') == before
+
         # A node is killed: its pieces move to the next node in each piece's ranking (the
         # same on both survivors, whether or not they have noticed the death yet), so two
         # readers at once still read each piece from the origin once.
@@ -448,3 +523,40 @@ def test_three_nodes_reading_one_cold_object_at_once_read_each_piece_from_the_or
         for n in nodes:
             n.stop()
         proxy.stop()
+
+
+def prefetch(node: NodeProc, *args) -> "subprocess.CompletedProcess":
+    import subprocess
+    from conftest import SECRET_KEY, binary
+
+    return subprocess.run(
+        [binary(), "cluster", "prefetch", *args, "--endpoint", node.endpoint],
+        env=dict(os.environ, S3SWARM_ACCESS_KEY=ACCESS_KEY, S3SWARM_SECRET_KEY=SECRET_KEY),
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_prefetch_warms_a_prefix_so_reads_take_nothing_from_the_origin(fronted):
+    import json
+
+    node, proxy, upstream = fronted
+    files = {f"warm/{i}.bin": put_upstream(upstream, f"warm/{i}.bin", i * MiB + 17) for i in range(1, 4)}
+    put_upstream(upstream, "warmnot/x.bin", 5)
+    p, served = served_by(proxy, lambda: prefetch(node, "s3://data/warm/"))
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    assert lines[0]["event"] == "start" and lines[0]["objects"] == 3
+    assert lines[0]["bytes"] == sum(len(v) for v in files.values())
+    assert sorted(l["key"] for l in lines if l["event"] == "object") == sorted(files)
+    assert lines[-1]["event"] == "done" and lines[-1]["failed"] == 0
+    total = sum(len(v) for v in files.values())
+    assert total <= served <= 1.05 * total + 16384, served
+    s3 = node.client()
+    for k, v in files.items():
+        body, served = served_by(proxy, lambda: s3.get_object(Bucket="data", Key=k)["Body"].read())
+        assert body == v
+        assert served < 4096, f"{k} still took {served} bytes from the origin after the warm-up"
+    # A prefix with nothing under it warms nothing, and says so.
+    p = prefetch(node, "s3://data/nothing-here/")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.splitlines()[0]) == {"event": "start", "objects": 0, "bytes": 0, "node": node.endpoint}

@@ -1,7 +1,7 @@
 //! Object reads and writes through aws-sdk-s3: bodies, ranges, metadata, BLAKE3 addressing.
 
 use aws_sdk_s3::primitives::ByteStream;
-use s3swarm_tests::{Node, code, in_flight, pseudo_random, until};
+use s3swarm_tests::{Node, code, pseudo_random};
 
 async fn get_bytes(
     s3: &aws_sdk_s3::Client,
@@ -493,18 +493,19 @@ async fn a_conditional_write_that_loses_a_race_gets_409() {
     for (k, v) in presigned.headers() {
         req = req.header(k, v);
     }
+    const FIRST: usize = 16 << 20;
     let slow = tokio::spawn(
-        req.header("content-length", (2 * 1024 * 1024).to_string())
+        req.header("content-length", (FIRST + 2 + (1 << 20)).to_string())
             .body(reqwest::Body::wrap_stream(tokio_stream_of(rx)))
             .send(),
     );
-    tx.send(Ok(vec![1u8; 1024 * 1024])).await.unwrap();
-    // Once the slow writer is being handled (past its up-front check), another writer
-    // creates the key.
-    until("the slow PUT is under way", 10, || async {
-        in_flight(&node).await >= 1.0
-    })
-    .await;
+    // The client takes the first piece at once; the third send returns only once the client
+    // has written all 16 MiB of it, which loopback's socket buffers (a few MiB) allow only
+    // once the node reads the body: the slow writer is past its up-front check.
+    tx.send(Ok(vec![1u8; FIRST])).await.unwrap();
+    tx.send(Ok(vec![2u8; 1])).await.unwrap();
+    tx.send(Ok(vec![3u8; 1])).await.unwrap();
+    // Then another writer creates the key.
     s3.put_object()
         .bucket("race409")
         .key("k")
@@ -512,7 +513,7 @@ async fn a_conditional_write_that_loses_a_race_gets_409() {
         .send()
         .await
         .unwrap();
-    tx.send(Ok(vec![2u8; 1024 * 1024])).await.unwrap();
+    tx.send(Ok(vec![4u8; 1 << 20])).await.unwrap();
     drop(tx);
     let r = slow.await.unwrap().unwrap();
     assert_eq!(r.status(), 409);

@@ -71,7 +71,7 @@ impl OriginMetrics {
             OriginError::NotFound => "not_found",
             OriginError::AccessDenied(_) => "access_denied",
             OriginError::Changed => "changed",
-            OriginError::Rejected(_) => "rejected",
+            OriginError::Rejected { .. } => "rejected",
             OriginError::Unavailable(_) => "unavailable",
             OriginError::Store(_) => "store",
         };

@@ -57,6 +57,20 @@ pub struct ListQuery {
     pub after: Option<String>,
 }
 
+/// What a write through to the origin carries besides its bytes.
+#[derive(Clone, Debug, Default)]
+pub struct WriteMeta {
+    pub meta: ObjectMeta,
+    /// Base64 MD5 the client sent: the origin checks it too.
+    pub content_md5: Option<String>,
+    /// `If-None-Match` / `If-Match` of a conditional write, as the client sent them.
+    pub if_none_match: Option<String>,
+    pub if_match: Option<String>,
+}
+
+/// A request body passed through to the origin as it arrives.
+pub type Upload = ByteStream;
+
 /// A ranged GET's body, still holding its connection permit.
 pub struct Body {
     pub stream: ByteStream,
@@ -154,11 +168,11 @@ impl OriginClient {
         let size = out
             .content_length()
             .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| OriginError::Rejected("HEAD answered without a length".into()))?;
+            .ok_or_else(|| OriginError::Unavailable("HEAD answered without a length".into()))?;
         let etag = out
             .e_tag()
             .map(unquote)
-            .ok_or_else(|| OriginError::Rejected("HEAD answered without an ETag".into()))?;
+            .ok_or_else(|| OriginError::Unavailable("HEAD answered without an ETag".into()))?;
         Ok(UpstreamObject {
             size,
             etag,
@@ -206,6 +220,145 @@ impl OriginClient {
             stream: out.body,
             _permit: permit,
         })
+    }
+
+    /// Writes an object through to the origin; returns its ETag there (unquoted).
+    pub async fn put(
+        &self,
+        key: &str,
+        body: Upload,
+        len: u64,
+        w: WriteMeta,
+    ) -> Result<String, OriginError> {
+        let _p = self.permit().await?;
+        let m = w.meta;
+        let out = self
+            .s3
+            .put_object()
+            .bucket(&self.spec.upstream_bucket)
+            .key(self.spec.upstream_key(key))
+            .body(body)
+            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .set_content_md5(w.content_md5)
+            .set_content_type(m.content_type)
+            .set_content_encoding(m.content_encoding)
+            .set_content_disposition(m.content_disposition)
+            .set_content_language(m.content_language)
+            .set_cache_control(m.cache_control)
+            .set_metadata((!m.user.is_empty()).then(|| m.user.into_iter().collect()))
+            .set_if_none_match(w.if_none_match)
+            .set_if_match(w.if_match)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.e_tag().map(unquote).unwrap_or_default())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), OriginError> {
+        let _p = self.permit().await?;
+        self.s3
+            .delete_object()
+            .bucket(&self.spec.upstream_bucket)
+            .key(self.spec.upstream_key(key))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    /// Starts a multipart upload at the origin; its upload id is the one clients use here.
+    pub async fn create_upload(&self, key: &str, m: ObjectMeta) -> Result<String, OriginError> {
+        let _p = self.permit().await?;
+        let out = self
+            .s3
+            .create_multipart_upload()
+            .bucket(&self.spec.upstream_bucket)
+            .key(self.spec.upstream_key(key))
+            .set_content_type(m.content_type)
+            .set_content_encoding(m.content_encoding)
+            .set_content_disposition(m.content_disposition)
+            .set_content_language(m.content_language)
+            .set_cache_control(m.cache_control)
+            .set_metadata((!m.user.is_empty()).then(|| m.user.into_iter().collect()))
+            .send()
+            .await
+            .map_err(classify)?;
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| OriginError::Unavailable("the origin gave no upload id".into()))
+    }
+
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Upload,
+        len: u64,
+        content_md5: Option<String>,
+    ) -> Result<String, OriginError> {
+        let _p = self.permit().await?;
+        let out = self
+            .s3
+            .upload_part()
+            .bucket(&self.spec.upstream_bucket)
+            .key(self.spec.upstream_key(key))
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(body)
+            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .set_content_md5(content_md5)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.e_tag().map(unquote).unwrap_or_default())
+    }
+
+    /// Completes an upload from (part number, ETag) pairs; returns the object's ETag.
+    pub async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<(i32, String)>,
+    ) -> Result<String, OriginError> {
+        let _p = self.permit().await?;
+        let parts = parts
+            .into_iter()
+            .map(|(n, etag)| {
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(format!("\"{}\"", etag.trim_matches('"')))
+                    .build()
+            })
+            .collect();
+        let out = self
+            .s3
+            .complete_multipart_upload()
+            .bucket(&self.spec.upstream_bucket)
+            .key(self.spec.upstream_key(key))
+            .upload_id(upload_id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.e_tag().map(unquote).unwrap_or_default())
+    }
+
+    pub async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), OriginError> {
+        let _p = self.permit().await?;
+        self.s3
+            .abort_multipart_upload()
+            .bucket(&self.spec.upstream_bucket)
+            .key(self.spec.upstream_key(key))
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 
     pub async fn list_v2(&self, q: &ListQuery) -> Result<ListedPage, OriginError> {
@@ -320,16 +473,33 @@ fn classify<E>(e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> Origin
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let status = match &e {
-        SdkError::ServiceError(se) => Some(se.raw().status().as_u16()),
-        _ => None,
+    let (status, code, message) = match &e {
+        SdkError::ServiceError(se) => (
+            Some(se.raw().status().as_u16()),
+            se.err().code().unwrap_or("").to_owned(),
+            se.err().message().unwrap_or("").to_owned(),
+        ),
+        _ => (None, String::new(), String::new()),
     };
     let why = DisplayErrorContext(&e).to_string();
     match status {
+        Some(404) if code == "NoSuchUpload" => OriginError::Rejected {
+            status: 404,
+            code,
+            message,
+        },
         Some(404) => OriginError::NotFound,
         Some(403) => OriginError::AccessDenied(why),
         Some(412) => OriginError::Changed,
-        Some(s) if (400..500).contains(&s) && s != 429 && s != 408 => OriginError::Rejected(why),
+        Some(s) if (400..500).contains(&s) && s != 429 && s != 408 => OriginError::Rejected {
+            status: s,
+            code: if code.is_empty() {
+                "InvalidRequest".into()
+            } else {
+                code
+            },
+            message: if message.is_empty() { why } else { message },
+        },
         _ => OriginError::Unavailable(why),
     }
 }

@@ -10,6 +10,8 @@
 //! - [`client`]: the upstream S3 API through the AWS SDK.
 //! - [`catalog`]: upstream metadata, cached and revalidated.
 //! - [`pieces`]: which pieces a range covers, and their ids in the store.
+//! - [`write`]: writes passed through to the upstream.
+//! - [`warm`]: bringing a prefix into the swarm before it is read.
 //!
 //! In a swarm each piece has one owner, chosen by rendezvous hashing over the live members:
 //! a node that lacks a piece asks its owner (a swarm service request), which fetches it from
@@ -21,6 +23,8 @@ pub mod catalog;
 pub mod client;
 pub mod pieces;
 pub mod spec;
+pub mod warm;
+pub mod write;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,8 +35,9 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use store::{Manifest, PieceId, Store};
 
-pub use client::{ListQuery, ListedPage, OriginClient, UpstreamObject};
+pub use client::{ListQuery, ListedPage, OriginClient, UpstreamObject, WriteMeta};
 pub use spec::{OriginSettings, OriginSpec};
+pub use write::WriteMode;
 
 use crate::metrics::Metrics;
 
@@ -45,8 +50,13 @@ pub enum OriginError {
     AccessDenied(String),
     #[error("the object changed upstream while it was being read; retry")]
     Changed,
-    #[error("the origin rejected the request: {0}")]
-    Rejected(String),
+    /// A 4xx the origin gave for our request, passed on to the client as the origin said it.
+    #[error("the origin rejected the request: {code}: {message}")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
     #[error("the origin is unavailable: {0}")]
     Unavailable(String),
     #[error("keeping what the origin sent failed: {0}")]
@@ -185,6 +195,38 @@ impl Origin {
             r
         })?;
         flight.await
+    }
+
+    /// Fetches the chunks of a piece this node does not hold from the swarm (a warm-up that
+    /// wants them on this node, not only on the piece's owner).
+    pub async fn hold_here(&self, m: &Manifest) -> Result<(), OriginError> {
+        let Some(sw) = &self.swarm else {
+            return Ok(()); // alone, a piece is obtained into this node's store
+        };
+        let store = self.store.clone();
+        let mut chunks: Vec<store::ChunkHash> = m.chunks().iter().map(|c| c.hash).collect();
+        chunks.sort_unstable();
+        chunks.dedup();
+        let missing = tokio::task::spawn_blocking(move || {
+            chunks
+                .into_iter()
+                .filter(|h| !store.has_chunk(h).unwrap_or(false))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| OriginError::Store(e.to_string()))?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let download = sw.fetch(missing.clone());
+        for h in &missing {
+            download.wait(h).await.map_err(|e| {
+                OriginError::Unavailable(format!(
+                    "chunk {h} could not be fetched from the swarm: {e}"
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     async fn kept(&self, id: PieceId) -> Result<Option<Manifest>, OriginError> {

@@ -25,6 +25,8 @@ pub struct OriginSpec {
     pub credentials: Option<(String, String)>,
     /// The local identity that owns the bucket; `None`: the node's first configured key.
     pub owner: Option<String>,
+    /// What writes to the bucket do.
+    pub write: super::WriteMode,
 }
 
 /// Node-wide settings of every origin.
@@ -61,6 +63,8 @@ pub struct OriginTable {
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
     pub owner: Option<String>,
+    /// `through` (default) or `none`.
+    pub write: Option<String>,
 }
 
 /// The node-wide `--origin-*` values an `--origin` flag is completed with.
@@ -69,6 +73,7 @@ pub struct OriginDefaults {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub path_style: Option<bool>,
+    pub write: Option<String>,
 }
 
 /// Splits `s3://BUCKET[/PREFIX]`.
@@ -108,6 +113,7 @@ impl OriginSpec {
                 access_key: None,
                 secret_key: None,
                 owner: None,
+                write: None,
             },
             d,
         )
@@ -139,7 +145,14 @@ impl OriginSpec {
                 ));
             }
         };
+        let write = match t.write.or_else(|| d.write.clone()) {
+            Some(w) => w
+                .parse()
+                .map_err(|e| format!("origin {:?}: {e}", t.bucket))?,
+            None => super::WriteMode::default(),
+        };
         Ok(Self {
+            write,
             bucket: t.bucket,
             upstream_bucket,
             prefix,
@@ -175,6 +188,7 @@ mod tests {
             endpoint: Some("http://127.0.0.1:5000".into()),
             region: Some("eu-west-1".into()),
             path_style: None,
+            write: Some("none".into()),
         };
         let s = OriginSpec::from_flag("datasets=s3://ml-data/imagenet/", &d).unwrap();
         assert_eq!(s.bucket, "datasets");
@@ -182,12 +196,20 @@ mod tests {
         assert_eq!(s.prefix, "imagenet/");
         assert_eq!(s.region, "eu-west-1");
         assert!(s.path_style, "an endpoint means path style unless told");
+        assert_eq!(s.write, crate::origin::WriteMode::None);
         assert_eq!(s.upstream_key("a/b"), "imagenet/a/b");
         assert_eq!(s.local_key("imagenet/x"), Some("x"));
         assert_eq!(s.local_key("other/x"), None);
         let s = OriginSpec::from_flag("d22=s3://ml-data", &OriginDefaults::default()).unwrap();
         assert_eq!(s.prefix, "");
         assert!(!s.path_style);
+        assert_eq!(s.write, crate::origin::WriteMode::Through);
+        let back = OriginDefaults {
+            write: Some("back".into()),
+            ..Default::default()
+        };
+        let e = OriginSpec::from_flag("d22=s3://ml-data", &back).unwrap_err();
+        assert!(e.contains("not supported yet"), "{e}");
         for bad in [
             "datasets",
             "datasets=ml-data",

@@ -19,9 +19,9 @@ pub(crate) struct BucketOwnership {
     pub(crate) origins: Arc<crate::origin::Origins>,
 }
 
-/// What may be asked of a bucket that fronts an origin: reading. Writes through to the
-/// origin are not built yet, so everything else is refused before it touches the store.
-const ORIGIN_OPS: [&str; 7] = [
+/// What may be asked of a bucket that fronts an origin: reading, and with `write = "through"`
+/// the writes passed to the upstream. Everything else is refused before it touches the store.
+const ORIGIN_READS: [&str; 7] = [
     "GetObject",
     "HeadObject",
     "ListObjects",
@@ -29,6 +29,14 @@ const ORIGIN_OPS: [&str; 7] = [
     "HeadBucket",
     "GetBucketLocation",
     "CreateBucket",
+];
+const ORIGIN_WRITES: [&str; 6] = [
+    "PutObject",
+    "DeleteObject",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+    "AbortMultipartUpload",
 ];
 
 #[async_trait::async_trait]
@@ -55,11 +63,21 @@ impl S3Access for BucketOwnership {
                 Ok(()) // answers BucketAlreadyOwnedByYou or BucketAlreadyExists
             } else if o.owner != creds.access_key {
                 Err(s3_error!(AccessDenied, "Access Denied"))
-            } else if !ORIGIN_OPS.contains(&op.as_str()) {
+            } else if ORIGIN_WRITES.contains(&op.as_str())
+                && o.spec.write == crate::origin::WriteMode::None
+            {
                 Err(s3_error!(
                     AccessDenied,
-                    "Bucket {} fronts the origin s3://{}/{} and is read-only on this node \
-                     ({op} is not allowed; writing through to the origin is not supported yet)",
+                    "Bucket {} fronts the origin s3://{}/{} read-only (write = \"none\")",
+                    o.spec.bucket,
+                    o.spec.upstream_bucket,
+                    o.spec.prefix
+                ))
+            } else if !ORIGIN_READS.contains(&op.as_str()) && !ORIGIN_WRITES.contains(&op.as_str())
+            {
+                Err(s3_error!(
+                    NotImplemented,
+                    "{op} is not supported on bucket {}, which fronts the origin s3://{}/{}",
                     o.spec.bucket,
                     o.spec.upstream_bucket,
                     o.spec.prefix

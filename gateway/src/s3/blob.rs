@@ -27,6 +27,7 @@ pub(crate) struct BlobRoute {
     pub(crate) store: Arc<Store>,
     pub(crate) swarm: Option<swarm::Swarm>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) origins: Arc<crate::origin::Origins>,
 }
 
 fn hash_of(uri: &Uri) -> Option<&str> {
@@ -66,6 +67,7 @@ impl S3Route for BlobRoute {
             return crate::admin::prefetch(
                 &self.store,
                 self.swarm.as_ref(),
+                &self.origins,
                 owner,
                 req.uri.query(),
             )

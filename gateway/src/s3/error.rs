@@ -143,13 +143,17 @@ pub(crate) fn origin_err(e: crate::origin::OriginError) -> S3Error {
         O::Changed => {
             unavailable("The object changed at the origin while it was read; retry".into())
         }
-        O::Rejected(why) => {
-            tracing::warn!(%why, "the origin rejected a request");
-            let mut err = S3Error::with_message(
-                S3ErrorCode::Custom("BadGateway".into()),
-                format!("The origin rejected the request: {why}"),
-            );
-            err.set_status_code(http::StatusCode::BAD_GATEWAY);
+        O::Rejected {
+            status,
+            code,
+            message,
+        } => {
+            let code = S3ErrorCode::from_bytes(code.as_bytes())
+                .unwrap_or_else(|| S3ErrorCode::Custom(code.into()));
+            let mut err = S3Error::with_message(code, message);
+            if let Ok(s) = http::StatusCode::from_u16(status) {
+                err.set_status_code(s);
+            }
             err
         }
         O::Unavailable(why) => {

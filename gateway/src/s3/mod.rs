@@ -17,6 +17,7 @@ pub(crate) mod limits;
 mod list;
 mod multipart;
 mod origin;
+mod origin_write;
 pub(crate) mod post;
 mod put;
 pub(crate) mod signature;
@@ -279,6 +280,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        if let Some(o) = self.origin(&req.input.bucket) {
+            return origin_write::put_object(self, o, req).await;
+        }
         put::put_object(self, req).await
     }
 
@@ -376,6 +380,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        if let Some(o) = self.origin(&req.input.bucket) {
+            return origin_write::delete_object(o, req).await;
+        }
         delete::delete_object(self, req).await
     }
 
@@ -403,6 +410,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        if let Some(o) = self.origin(&req.input.bucket) {
+            return origin_write::create_upload(o, req).await;
+        }
         multipart::create(self, req).await
     }
 
@@ -410,6 +420,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        if let Some(o) = self.origin(&req.input.bucket) {
+            return origin_write::upload_part(self, o, req).await;
+        }
         multipart::upload_part(self, req).await
     }
 
@@ -417,6 +430,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        if let Some(o) = self.origin(&req.input.bucket) {
+            return origin_write::complete_upload(o, req).await;
+        }
         multipart::complete(self, req).await
     }
 
@@ -424,6 +440,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        if let Some(o) = self.origin(&req.input.bucket) {
+            return origin_write::abort_upload(o, req).await;
+        }
         multipart::abort(self, req).await
     }
 

@@ -163,6 +163,7 @@ pub struct FileConfig {
     pub origin_revalidate_secs: Option<u64>,
     pub origin_piece_size: Option<u64>,
     pub origin_max_connections: Option<usize>,
+    pub origin_max_rate: Option<u64>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -206,6 +207,7 @@ pub struct Overrides {
     pub origin_revalidate_secs: Option<u64>,
     pub origin_piece_size: Option<u64>,
     pub origin_max_connections: Option<usize>,
+    pub origin_max_rate: Option<u64>,
 }
 
 /// Why a configuration could not be built.
@@ -318,6 +320,7 @@ impl Config {
         c.origin.max_connections = over
             .origin_max_connections
             .unwrap_or(c.origin.max_connections);
+        c.origin.max_rate = over.origin_max_rate.unwrap_or(c.origin.max_rate);
         for t in tables {
             c.origins.push(
                 crate::origin::OriginSpec::from_table(t, &defaults)

@@ -34,7 +34,7 @@ struct ServeArgs {
     /// max_connections, header_timeout_secs, send_timeout_secs, body_timeout_secs,
     /// disk_reserve_bytes, multipart_expiry_secs, scrub_rate, scrub_every_secs,
     /// origin_endpoint, origin_region, origin_path_style, origin_write, origin_revalidate_secs,
-    /// origin_piece_size, origin_max_connections, [[keys]] tables with access_key and
+    /// origin_piece_size, origin_max_connections, origin_max_rate, [[keys]] tables with access_key and
     /// secret_key, and [[origins]] tables with bucket, upstream, endpoint, region, path_style,
     /// access_key, secret_key, owner and write). Flags and environment variables override it.
     #[arg(long, env = "S3SWARM_CONFIG")]
@@ -176,6 +176,10 @@ struct ServeArgs {
     /// Requests to origins this node has open at once [default: 32].
     #[arg(long, env = "S3SWARM_ORIGIN_MAX_CONNECTIONS")]
     origin_max_connections: Option<usize>,
+    /// Bytes per second this node reads from its origins at most, all together; 0: no cap
+    /// [default: 0].
+    #[arg(long, env = "S3SWARM_ORIGIN_MAX_RATE")]
+    origin_max_rate: Option<u64>,
     /// Test-only fault: corrupt every chunk this node serves to peers.
     #[arg(long, hide = true)]
     fault_corrupt_chunks: bool,
@@ -327,6 +331,7 @@ fn main() -> ExitCode {
                 origin_revalidate_secs: a.origin_revalidate_secs,
                 origin_piece_size: a.origin_piece_size,
                 origin_max_connections: a.origin_max_connections,
+                origin_max_rate: a.origin_max_rate,
             };
             let config = match Config::load(a.config.as_deref(), over) {
                 Ok(c) => c,

@@ -35,7 +35,7 @@ pub use records::{
 pub use store::{
     BatchOutcome, BlobHolder, ChunkState, Deleted, Fate, FoundBy, HeldChunk, INLINE_MAX, KeyState,
     ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE, NewObject, ObjectWriter, PieceId,
-    Replacement, ScrubStep, StagedObject, Store, StoreOptions, StoreStats, UploadRef, VersionsPage,
-    WritePrecondition,
+    ReadPin, Replacement, ScrubStep, StagedObject, Store, StoreOptions, StoreStats, UploadRef,
+    VersionsPage, WritePrecondition,
 };
 pub use version::{DeleteMarker, Version, VersionId, Versioning};

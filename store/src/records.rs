@@ -195,6 +195,10 @@ pub(crate) struct ChunkEntry {
     /// A copy fetched from a peer for reading, not one this node is responsible for:
     /// a node with a capacity limit may evict it.
     pub cached: bool,
+    /// Referenced only by pieces of origin objects (see `Store::put_piece`): the origin holds
+    /// the durable copy, so the swarm places no copies of it. Cleared for good once an
+    /// object of the namespace references it.
+    pub origin: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -243,7 +247,8 @@ impl ChunkEntry {
                 | if self.dead_ms.is_some() { 2 } else { 0 }
                 | if absent { 4 } else { 0 }
                 | if self.cached { 8 } else { 0 }
-                | if damaged { 16 } else { 0 },
+                | if damaged { 16 } else { 0 }
+                | if self.origin { 32 } else { 0 },
         );
         if let Some(t) = self.dead_ms {
             out.extend_from_slice(&t.to_le_bytes());
@@ -273,7 +278,7 @@ impl ChunkEntry {
         let refs = u64_at(0)?;
         let kind = *b.get(8).ok_or_else(bad)?;
         // Damaged implies absent; absent excludes a pack location.
-        if kind > 31 || (kind & 5) == 5 || (kind & 20) == 16 {
+        if kind > 63 || (kind & 5) == 5 || (kind & 20) == 16 {
             return Err(bad());
         }
         let (dead_ms, rest) = if kind & 2 != 0 {
@@ -307,6 +312,7 @@ impl ChunkEntry {
             location,
             dead_ms,
             cached: kind & 8 != 0,
+            origin: kind & 32 != 0,
         })
     }
 }
@@ -434,12 +440,14 @@ mod tests {
             },
         ] {
             for dead_ms in [None, Some(1_763_000_000_000)] {
-                for cached in [false, true] {
+                for (cached, origin) in [(false, false), (true, false), (false, true), (true, true)]
+                {
                     let e = ChunkEntry {
                         refs: 3,
                         location: loc.clone(),
                         dead_ms,
                         cached,
+                        origin,
                     };
                     assert_eq!(ChunkEntry::decode(&e.encode()).unwrap(), e);
                 }

@@ -51,8 +51,9 @@ impl Inner {
             tokio::task::spawn_blocking(move || {
                 let (mut want, mut promote, mut extra) = (Vec::new(), Vec::new(), Vec::new());
                 store.chunk_inventory(|c| {
-                    if c.refs == 0 {
-                        return true; // awaiting collection: nobody needs copies of it
+                    if c.refs == 0 || c.origin_only {
+                        // Awaiting collection, or kept by an origin: nobody needs copies of it.
+                        return true;
                     }
                     let placed = holders(&c.hash, &members, k);
                     let mine = placed.contains(&me);

@@ -288,6 +288,8 @@ impl Inner {
             bytes += c.held_bytes;
             match (c.refs, c.held_bytes) {
                 (0, _) => {}
+                // A piece of an origin object not fetched here is not missing: the origin has it.
+                (_, 0) if c.origin_only => {}
                 (_, 0) => missing += 1,
                 _ => held += 1,
             }

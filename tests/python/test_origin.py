@@ -560,3 +560,25 @@ def test_prefetch_warms_a_prefix_so_reads_take_nothing_from_the_origin(fronted):
     p = prefetch(node, "s3://data/nothing-here/")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.splitlines()[0]) == {"event": "start", "objects": 0, "bytes": 0, "node": node.endpoint}
+
+
+def test_the_origin_rate_cap_holds_a_cold_read_to_it(moto, tmp_path):
+    """--origin-max-rate 2 MiB/s with one second of burst: a cold 6 MiB object cannot come
+    in under 2 s (a lower bound only; nothing here can make it faster than the cap)."""
+    addr, upstream = moto
+    proxy = CountingProxy(addr)
+    node = NodeProc(
+        tmp_path,
+        extra_args=("--origin", f"capped=s3://{UPSTREAM}/{PREFIX}", "--origin-endpoint", f"http://127.0.0.1:{proxy.port}",
+                    "--origin-piece-size", str(PIECE), "--origin-max-rate", str(2 * MiB)),
+        extra_env={"S3SWARM_ORIGIN_ACCESS_KEY": "origin-key", "S3SWARM_ORIGIN_SECRET_KEY": "origin-secret"},
+    )
+    try:
+        data = put_upstream(upstream, "capped/six.bin", 6 * MiB)
+        t0 = time.monotonic()
+        assert node.client().get_object(Bucket="capped", Key="capped/six.bin")["Body"].read() == data
+        took = time.monotonic() - t0
+        assert took >= 1.9, f"6 MiB came through a 2 MiB/s cap in {took:.2f} s"
+    finally:
+        node.stop()
+        proxy.stop()

@@ -10,6 +10,7 @@
 //! - [`client`]: the upstream S3 API through the AWS SDK.
 //! - [`catalog`]: upstream metadata, cached and revalidated.
 //! - [`pieces`]: which pieces a range covers, and their ids in the store.
+//! - [`rate`]: the node-wide cap on bytes read from origins.
 //! - [`write`]: writes passed through to the upstream.
 //! - [`warm`]: bringing a prefix into the swarm before it is read.
 //!
@@ -22,6 +23,7 @@
 pub mod catalog;
 pub mod client;
 pub mod pieces;
+pub mod rate;
 pub mod spec;
 pub mod warm;
 pub mod write;
@@ -119,6 +121,8 @@ pub struct Origin {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     swarm: Option<swarm::Swarm>,
+    /// The node-wide cap on bytes read from origins (shared by every origin).
+    rate: Option<Arc<rate::RateCap>>,
     /// Pieces being obtained now (from their owner or the upstream), so a second reader
     /// waits for the first instead of starting its own.
     inflight: Mutex<HashMap<PieceId, Flight>>,
@@ -391,6 +395,9 @@ impl Origin {
             let b = next.map_err(|e| OriginError::Unavailable(format!("reading a piece: {e}")))?;
             got += b.len() as u64;
             self.metrics.origin_bytes(&self.spec.bucket, b.len() as u64);
+            if let Some(cap) = &self.rate {
+                cap.take(b.len() as u64).await;
+            }
             if got > want {
                 break;
             }
@@ -435,6 +442,7 @@ impl Origins {
         default_owner: &str,
     ) -> Result<Self, String> {
         let permits = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+        let rate = rate::RateCap::new(settings.max_rate).map(Arc::new);
         let mut by_bucket = HashMap::new();
         for spec in specs {
             if by_bucket.contains_key(&spec.bucket) {
@@ -477,6 +485,7 @@ impl Origins {
                     store: store.clone(),
                     metrics: metrics.clone(),
                     swarm: swarm.clone(),
+                    rate: rate.clone(),
                     inflight: Mutex::new(HashMap::new()),
                     fetching: Mutex::new(HashMap::new()),
                 }),

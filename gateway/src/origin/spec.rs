@@ -38,6 +38,8 @@ pub struct OriginSettings {
     pub piece_size: u64,
     /// Requests to origins this node has open at once.
     pub max_connections: usize,
+    /// Bytes per second this node reads from origins at most; 0: no cap.
+    pub max_rate: u64,
 }
 
 impl Default for OriginSettings {
@@ -46,6 +48,7 @@ impl Default for OriginSettings {
             revalidate_secs: 60,
             piece_size: 8 << 20,
             max_connections: 32,
+            max_rate: 0,
         }
     }
 }

@@ -18,6 +18,11 @@ use crate::metrics::Metrics;
 
 /// Pieces in flight between the reading task and the socket.
 const READ_AHEAD: usize = 1;
+/// How long a read waits on a swarm download for one chunk before starting a new one.
+const RENEW_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+/// Chunks a read keeps from eviction: the one being sent and those after it that the
+/// swarm download is fetching ahead (see `Store::pin_for_read`).
+const PINNED_AHEAD: usize = 8;
 
 /// Bytes of pieces held by all GETs at once above which new pieces are small: a client that
 /// stops reading holds its pieces until the send timeout, and thousands of them must not add
@@ -114,8 +119,19 @@ pub(crate) fn stream_range(
     let remaining = range.len();
     tokio::spawn(async move {
         let mut download: Option<swarm::transfer::Download> = None;
+        let mut pins: std::collections::VecDeque<store::ReadPin> = Default::default();
+        let mut ahead = manifest.slices(range);
         for (i, slice) in manifest.slices(range).enumerate() {
+            // Pins for this chunk and the next few; the one sent before is let go.
+            if i > 0 {
+                pins.pop_front();
+            }
+            while pins.len() <= PINNED_AHEAD {
+                let Some(s) = ahead.next() else { break };
+                pins.push_back(store.pin_for_read(s.chunk.hash));
+            }
             let mut fetched = 0;
+            let mut rechecks = 0;
             let mut at = 0u32;
             // Until the whole slice is sent: a verified copy here, then its pieces. A cache-only
             // node may evict the chunk between the check and a piece: fetch it again and go on
@@ -146,16 +162,26 @@ pub(crate) fn stream_range(
                                 sw.fetch(wanted.collect())
                             });
                             tracing::trace!(chunk = %h, "read waits for a fetch");
-                            if let Err(e) = dl.wait(&h).await {
-                                break Err(std::io::Error::other(format!(
-                                    "chunk {h} could not be fetched from any peer: {e}"
-                                )));
+                            match tokio::time::timeout(RENEW_AFTER, dl.wait(&h)).await {
+                                Ok(Err(e)) => {
+                                    break Err(std::io::Error::other(format!(
+                                        "chunk {h} could not be fetched from any peer: {e}"
+                                    )));
+                                }
+                                Ok(Ok(())) => {}
+                                // A download that brings nothing for this chunk for seconds
+                                // is not waited on further: the next attempt starts a new
+                                // one (clients give up on a body that stalls for long).
+                                Err(_) => {
+                                    tracing::debug!(chunk = %h, "fetch stalled; asking again");
+                                }
                             }
                             fetched += 1;
                         }
                         Err(e) => break Err(std::io::Error::other(e.to_string())),
                     }
                 };
+                tracing::trace!(chunk = %slice.chunk.hash, i, fetched, "chunk checked");
                 if let Err(e) = checked {
                     tracing::error!(error = %e, "reading object failed mid-stream");
                     let _ = tx.send(Err(e)).await;
@@ -184,13 +210,15 @@ pub(crate) fn stream_range(
                     };
                     match read {
                         Ok(b) => {
+                            tracing::trace!(i, at, len = b.len(), "piece read");
                             if tx.send(Ok(Piece::counted(b))).await.is_err() {
                                 return;
                             }
                         }
                         Err(StoreError::ChunkAbsent(_) | StoreError::ChunkDamaged(_))
-                            if fetched < 3 && swarm.is_some() =>
+                            if fetched < 3 && rechecks < 6 && swarm.is_some() =>
                         {
+                            rechecks += 1;
                             continue 'slice;
                         }
                         Err(e) => {

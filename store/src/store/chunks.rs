@@ -92,6 +92,7 @@ impl Store {
                 refs: e.refs,
                 held_bytes: e.location.stored_len(),
                 cached: e.cached,
+                origin_only: e.origin,
             }))
         })
     }
@@ -170,6 +171,17 @@ impl Store {
         })
     }
 
+    /// Keeps `hash` from eviction while the returned guard lives (whether or not it is held
+    /// yet): a read pins the chunks it is about to send, so a cache-only node does not drop
+    /// one between its arrival from a peer and its last byte going out.
+    pub fn pin_for_read(&self, hash: ChunkHash) -> ReadPin {
+        self.shared.pin(hash);
+        ReadPin {
+            shared: self.shared.clone(),
+            hash,
+        }
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> &StoreStats {
         &self.shared.stats
@@ -181,5 +193,17 @@ impl Store {
 
     pub(crate) fn packs(&self) -> &PackSet {
         &self.shared.packs
+    }
+}
+
+/// A chunk kept from eviction for a read (see [`Store::pin_for_read`]).
+pub struct ReadPin {
+    shared: Arc<Shared>,
+    hash: ChunkHash,
+}
+
+impl Drop for ReadPin {
+    fn drop(&mut self) {
+        self.shared.unpin([&self.hash]);
     }
 }

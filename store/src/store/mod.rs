@@ -40,6 +40,7 @@ use crate::names::{BucketName, ObjectKey};
 use crate::pack::{PackId, PackSet, PackWriter};
 use crate::records::*;
 use crate::version::{DeleteMarker, Version, VersionId, Versioning, next_seq};
+pub use chunks::ReadPin;
 pub use decisions::{Fate, KeyState};
 pub use ingest::{ObjectWriter, StagedObject};
 pub use pieces::PieceId;
@@ -74,6 +75,9 @@ pub struct ChunkState {
     pub held_bytes: u64,
     /// A copy made for reading, evictable under a capacity limit.
     pub cached: bool,
+    /// Referenced only by pieces of origin objects: the origin keeps it, the swarm places no
+    /// copies.
+    pub origin_only: bool,
 }
 
 /// Counters the gateway exports as metrics.

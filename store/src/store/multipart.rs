@@ -64,7 +64,7 @@ impl Store {
                 return Err(StoreError::NoSuchUpload(upload_id));
             }
             let mut staged = staged;
-            let manifest = commit_staged(tx, &mut staged, None)?;
+            let manifest = commit_staged(tx, &mut staged, None, false)?;
             let rec = PartRecord {
                 size: staged.size,
                 etag,
@@ -124,7 +124,7 @@ impl Store {
                 match seg {
                     Segment::Shared(c) => chunks.push(c),
                     Segment::Copied(mut staged) => {
-                        scratch.push(commit_staged(tx, &mut staged, None)?);
+                        scratch.push(commit_staged(tx, &mut staged, None, false)?);
                         chunks.extend_from_slice(staged.manifest.chunks());
                         staged_all.push(staged);
                     }

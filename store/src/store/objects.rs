@@ -20,7 +20,7 @@ impl Store {
         self.db.transact(move |tx| {
             let versioning = bucket_in(tx, &bucket)?.versioning;
             let mut staged = staged;
-            let manifest = commit_staged(tx, &mut staged, Some(&okey))?;
+            let manifest = commit_staged(tx, &mut staged, Some(&okey), false)?;
             let rec = ObjectRecord {
                 size: staged.size,
                 etag: new.etag,

@@ -48,7 +48,7 @@ impl Store {
                 return tx_manifest(tx, manifest_id(&v)?);
             }
             let brought: Vec<ChunkHash> = staged.new_chunks.keys().copied().collect();
-            let mid = commit_staged(tx, &mut staged, None)?;
+            let mid = commit_staged(tx, &mut staged, None, true)?;
             for h in brought {
                 if let Some(v) = tx.get(Cf::Chunks, h.as_bytes())? {
                     let mut e = ChunkEntry::decode(&v)?;
@@ -86,6 +86,7 @@ impl Store {
                         location: ChunkLocation::Absent,
                         dead_ms: None,
                         cached: false,
+                        origin: true,
                     },
                 };
                 tx.put(Cf::Chunks, ckey, entry.encode());
@@ -163,11 +164,11 @@ mod tests {
             .flat_map(|s| store.read_slice(&s).unwrap().to_vec())
             .collect();
         assert_eq!(read, data);
-        // Its chunks are evictable copies.
+        // Its chunks are evictable copies the swarm places no copies of.
         let mut cached = 0;
         store
             .chunk_inventory(|c| {
-                cached += usize::from(c.cached && c.refs > 0);
+                cached += usize::from(c.cached && c.origin_only && c.refs > 0);
                 true
             })
             .unwrap();
@@ -184,6 +185,40 @@ mod tests {
             })
             .unwrap();
         assert_eq!(live, 0);
+    }
+
+    #[test]
+    fn an_object_sharing_a_pieces_chunks_makes_them_namespace_data_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let id = PieceId {
+            object: [7; 16],
+            version: [1; 8],
+            index: 0,
+        };
+        store.put_piece(&id, staged(&store, &data)).unwrap();
+        store
+            .create_bucket(&BucketName::new("bkt").unwrap(), "o", None)
+            .unwrap();
+        let key = ObjectKey::new("k").unwrap();
+        store
+            .put_object("bkt", &key, staged(&store, &data), NewObject::default())
+            .unwrap();
+        let origin_only = |store: &Store| {
+            let mut n = 0;
+            store
+                .chunk_inventory(|c| {
+                    n += usize::from(c.origin_only);
+                    true
+                })
+                .unwrap();
+            n
+        };
+        assert_eq!(origin_only(&store), 0, "the object needs them placed");
+        // The piece going does not make them origin-only again.
+        store.drop_pieces([7; 16], None).unwrap();
+        assert_eq!(origin_only(&store), 0);
     }
 
     #[test]
@@ -204,5 +239,41 @@ mod tests {
         for c in m.chunks() {
             assert!(!store.has_chunk(&c.hash).unwrap());
         }
+    }
+
+    #[test]
+    fn a_chunk_evicted_right_after_its_fetch_reads_as_absent_not_as_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let other = Store::open(other.path()).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 253) as u8).collect();
+        let id = PieceId {
+            object: [8; 16],
+            version: [8; 8],
+            index: 0,
+        };
+        let m = other.put_piece(&id, staged(&other, &data)).unwrap();
+        store.put_piece_manifest(&id, m.clone()).unwrap();
+        let c = m.chunks()[0];
+        let bytes = other
+            .read_slice(&ChunkSlice {
+                chunk: c,
+                offset: 0,
+                len: c.len,
+            })
+            .unwrap();
+        // Stored as a fetch stores it: verified on arrival, so trusted for a while.
+        assert!(
+            store
+                .put_chunk(VerifiedChunk::new(c.hash, bytes).unwrap(), true)
+                .unwrap()
+        );
+        store.verify_for_read(&c.hash).unwrap();
+        store.evict_to(0).unwrap();
+        assert!(matches!(
+            store.verify_for_read(&c.hash),
+            Err(StoreError::ChunkAbsent(_))
+        ));
     }
 }

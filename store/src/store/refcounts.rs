@@ -49,15 +49,19 @@ pub(super) fn add_ref(tx: &mut Tx<'_>, hash: &ChunkHash) -> Result<()> {
     let mut e = ChunkEntry::decode(&v)?;
     e.refs += 1;
     e.dead_ms = None;
+    e.origin = false;
     tx.put(Cf::Chunks, hash.as_bytes().to_vec(), e.encode());
     Ok(())
 }
 
 /// Adds the staged content's chunk references and manifest; returns the manifest's id.
+/// `piece`: the content is a piece of an origin object, not namespace data (see
+/// [`ChunkEntry::origin`]).
 pub(super) fn commit_staged(
     tx: &mut Tx<'_>,
     staged: &mut StagedObject,
     index_blob: Option<&[u8]>,
+    piece: bool,
 ) -> Result<ManifestId> {
     let mut pack_live = 0u64;
     for c in staged.manifest.chunks() {
@@ -70,12 +74,14 @@ pub(super) fn commit_staged(
             Some(mut e) if e.location.is_held() => {
                 e.refs += 1;
                 e.dead_ms = None;
+                e.origin &= piece;
                 e
             }
             // Unknown here, or known only from a replicated manifest: this write brought the
             // bytes (a writer stores every chunk it does not hold).
             existing => {
-                let refs = existing.map_or(0, |e| e.refs) + 1;
+                let refs = existing.as_ref().map_or(0, |e| e.refs) + 1;
+                let origin = piece && existing.as_ref().is_none_or(|e| e.origin);
                 let location = match staged.new_chunks.remove(&c.hash) {
                     Some(NewChunk::Inline(d)) => ChunkLocation::Inline(d.to_vec()),
                     Some(NewChunk::Packed { offset }) => {
@@ -97,6 +103,7 @@ pub(super) fn commit_staged(
                     location,
                     dead_ms: None,
                     cached: false,
+                    origin,
                 }
             }
         };

@@ -583,6 +583,7 @@ fn adopt_manifest(
                 let mut e = ChunkEntry::decode(&v)?;
                 e.refs += 1;
                 e.dead_ms = None;
+                e.origin = false;
                 e
             }
             None => ChunkEntry {
@@ -590,6 +591,7 @@ fn adopt_manifest(
                 location: ChunkLocation::Absent,
                 dead_ms: None,
                 cached: false,
+                origin: false,
             },
         };
         tx.put(Cf::Chunks, key, entry.encode());

@@ -110,10 +110,15 @@ impl Store {
     /// chunk so, then streams it in pieces ([`Store::read_checked_part`]): a client that stops
     /// reading then holds a piece, not a 4 MiB chunk.
     pub fn verify_for_read(&self, hash: &ChunkHash) -> Result<()> {
-        if self.shared.trusted.holds(hash) {
-            return Ok(());
-        }
+        // Whether it is still held is asked every time: a trusted chunk may have been evicted
+        // since (a cache-only node), and a read must then fetch it, not spin on it.
         let entry = self.chunk_entry(hash)?;
+        match entry.location {
+            ChunkLocation::Absent => return Err(StoreError::ChunkAbsent(*hash)),
+            ChunkLocation::Damaged => return Err(StoreError::ChunkDamaged(*hash)),
+            _ if self.shared.trusted.holds(hash) => return Ok(()),
+            _ => {}
+        }
         let hashed = match entry.location {
             ChunkLocation::Absent => return Err(StoreError::ChunkAbsent(*hash)),
             ChunkLocation::Damaged => return Err(StoreError::ChunkDamaged(*hash)),

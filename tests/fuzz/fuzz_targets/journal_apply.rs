@@ -19,12 +19,11 @@ struct Node {
 }
 
 static NODE: LazyLock<Node> = LazyLock::new(|| {
-    // tmpfs when there is one: fsyncs cost nothing there.
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    };
+    // Where tests/fuzz/run says (tmpfs when there is one: fsyncs cost nothing there; removed
+    // when the run ends, as libFuzzer exits without dropping this), else the system's temp.
+    let base = std::env::var_os("S3SWARM_FUZZ_TMP")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::Builder::new()
         .prefix("s3swarm-fuzz-journal-")
         .tempdir_in(base)

@@ -376,23 +376,8 @@ impl OriginClient {
             .await
             .map_err(classify)?;
         Ok(ListedPage {
-            objects: out
-                .contents()
-                .iter()
-                .filter_map(|o| {
-                    self.listed(
-                        o.key()?,
-                        o.size(),
-                        o.e_tag(),
-                        o.last_modified(),
-                        o.storage_class().map(|s| s.as_str().to_owned()),
-                    )
-                })
-                .collect(),
-            prefixes: self.prefixes(out.common_prefixes().iter().filter_map(|p| p.prefix())),
-            truncated: out.is_truncated().unwrap_or(false),
             next_token: out.next_continuation_token().map(str::to_owned),
-            next_marker: None,
+            ..self.page(out.contents(), out.common_prefixes(), out.is_truncated())
         })
     }
 
@@ -410,8 +395,23 @@ impl OriginClient {
             .await
             .map_err(classify)?;
         Ok(ListedPage {
-            objects: out
-                .contents()
+            next_marker: out
+                .next_marker()
+                .and_then(|m| self.spec.local_key(m))
+                .map(str::to_owned),
+            ..self.page(out.contents(), out.common_prefixes(), out.is_truncated())
+        })
+    }
+
+    /// A listing page in local keys (V1 and V2 list the same types).
+    fn page(
+        &self,
+        contents: &[aws_sdk_s3::types::Object],
+        prefixes: &[aws_sdk_s3::types::CommonPrefix],
+        truncated: Option<bool>,
+    ) -> ListedPage {
+        ListedPage {
+            objects: contents
                 .iter()
                 .filter_map(|o| {
                     self.listed(
@@ -423,14 +423,11 @@ impl OriginClient {
                     )
                 })
                 .collect(),
-            prefixes: self.prefixes(out.common_prefixes().iter().filter_map(|p| p.prefix())),
-            truncated: out.is_truncated().unwrap_or(false),
+            prefixes: self.prefixes(prefixes.iter().filter_map(|p| p.prefix())),
+            truncated: truncated.unwrap_or(false),
             next_token: None,
-            next_marker: out
-                .next_marker()
-                .and_then(|m| self.spec.local_key(m))
-                .map(str::to_owned),
-        })
+            next_marker: None,
+        }
     }
 
     fn listed(

@@ -67,6 +67,15 @@ pub enum OriginError {
 
 type Flight = Shared<BoxFuture<'static, Result<Manifest, OriginError>>>;
 
+/// Where a piece this node does not keep comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Its owner in the swarm (this node itself if it is the owner, or alone).
+    Owner,
+    /// The upstream, read by this node.
+    Upstream,
+}
+
 /// How long a node waits for a piece's owner (which may be fetching it from the upstream).
 const OWNER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -164,6 +173,21 @@ impl Origin {
         Ok(found.object)
     }
 
+    /// One page of the upstream's listing (V1's when `v1`), counted in the origin metrics.
+    pub async fn list(&self, q: &ListQuery, v1: bool) -> Result<ListedPage, OriginError> {
+        self.metrics
+            .origin_request(&self.spec.bucket, "ListObjects");
+        let r = if v1 {
+            self.client.list_v1(q).await
+        } else {
+            self.client.list_v2(q).await
+        };
+        if let Err(e) = &r {
+            self.metrics.origin_error(&self.spec.bucket, e);
+        }
+        r
+    }
+
     /// Which pieces hold bytes `start..end` of an object of `size`.
     pub fn layout(&self, size: u64) -> pieces::Layout {
         pieces::Layout {
@@ -181,19 +205,52 @@ impl Origin {
         object: &UpstreamObject,
         index: u32,
     ) -> Result<Manifest, OriginError> {
+        self.once(key, object, index, Source::Owner).await
+    }
+
+    /// The piece, fetched from the upstream by this node unless kept here already.
+    fn piece_here<'a>(
+        self: &'a Arc<Self>,
+        key: &'a str,
+        object: &'a UpstreamObject,
+        index: u32,
+    ) -> BoxFuture<'a, Result<Manifest, OriginError>> {
+        // Boxed: `once` for the owner comes back here, and a future cannot contain itself.
+        self.once(key, object, index, Source::Upstream).boxed()
+    }
+
+    fn flights(&self, source: Source) -> &Mutex<HashMap<PieceId, Flight>> {
+        match source {
+            Source::Owner => &self.inflight,
+            Source::Upstream => &self.fetching,
+        }
+    }
+
+    /// The piece, kept here, or obtained from `source` by one flight shared with every
+    /// caller that asks meanwhile.
+    async fn once(
+        self: &Arc<Self>,
+        key: &str,
+        object: &UpstreamObject,
+        index: u32,
+        source: Source,
+    ) -> Result<Manifest, OriginError> {
         let id = pieces::piece_id(&self.spec, key, object, self.piece_size, index);
         if let Some(m) = self.kept(id).await? {
             return Ok(m);
         }
         let me = self.clone();
         let (key, object) = (key.to_owned(), object.clone());
-        let flight = join_flight(&self.inflight, id, move || async move {
+        let flight = join_flight(self.flights(source), id, move || async move {
             // A flight that ended between our look and this one's start left the piece here.
             let r = match me.kept(id).await {
                 Ok(Some(m)) => Ok(m),
-                _ => me.obtain(&key, &object, index, id).await,
+                _ => match source {
+                    Source::Owner => me.obtain(&key, &object, index, id).await,
+                    Source::Upstream => me.fetch(&key, &object, index, id).await,
+                },
             };
-            if let Ok(mut map) = me.inflight.lock() {
+            if let Ok(mut map) = me.flights(source).lock() {
                 map.remove(&id);
             }
             r
@@ -317,32 +374,6 @@ impl Origin {
             ));
         }
         Ok(m)
-    }
-
-    /// The piece, fetched from the upstream by this node unless kept here already.
-    async fn piece_here(
-        self: &Arc<Self>,
-        key: &str,
-        object: &UpstreamObject,
-        index: u32,
-    ) -> Result<Manifest, OriginError> {
-        let id = pieces::piece_id(&self.spec, key, object, self.piece_size, index);
-        if let Some(m) = self.kept(id).await? {
-            return Ok(m);
-        }
-        let me = self.clone();
-        let (key, object) = (key.to_owned(), object.clone());
-        let flight = join_flight(&self.fetching, id, move || async move {
-            let r = match me.kept(id).await {
-                Ok(Some(m)) => Ok(m),
-                _ => me.fetch(&key, &object, index, id).await,
-            };
-            if let Ok(mut map) = me.fetching.lock() {
-                map.remove(&id);
-            }
-            r
-        })?;
-        flight.await
     }
 
     /// One ranged GET into the store.

@@ -157,19 +157,14 @@ async fn list(
     let mut out = Vec::new();
     let mut token = None;
     loop {
-        origin
-            .metrics
-            .origin_request(&origin.spec.bucket, "ListObjects");
-        let page = origin
-            .client
-            .list_v2(&ListQuery {
-                prefix: prefix.clone(),
-                delimiter: None,
-                max_keys: Some(1000),
-                token: token.take(),
-                after: None,
-            })
-            .await?;
+        let q = ListQuery {
+            prefix: prefix.clone(),
+            delimiter: None,
+            max_keys: Some(1000),
+            token: token.take(),
+            after: None,
+        };
+        let page = origin.list(&q, false).await?;
         for o in page.objects {
             out.push((
                 o.key,

@@ -391,7 +391,7 @@ impl S3 for Gateway {
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         if let Some(o) = self.origin(&req.input.bucket) {
-            return origin::list_objects_v2(self, o, req).await;
+            return origin::list_objects_v2(o, req).await;
         }
         list::list_objects_v2(self, req).await
     }
@@ -401,7 +401,7 @@ impl S3 for Gateway {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         if let Some(o) = self.origin(&req.input.bucket) {
-            return origin::list_objects(self, o, req).await;
+            return origin::list_objects(o, req).await;
         }
         list::list_objects(self, req).await
     }

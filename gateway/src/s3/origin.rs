@@ -191,7 +191,6 @@ fn contents(page: &ListedPage, enc: fn(&str) -> String) -> (Vec<Object>, Vec<Com
 }
 
 pub(crate) async fn list_objects_v2(
-    g: &Gateway,
     origin: Arc<Origin>,
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
@@ -199,21 +198,14 @@ pub(crate) async fn list_objects_v2(
     let enc = encoder(input.encoding_type.as_ref())?;
     let max = max_keys(input.max_keys)?;
     let prefix = input.prefix.clone().unwrap_or_default();
-    g.metrics.origin_request(&origin.spec.bucket, "ListObjects");
-    let page = origin
-        .client
-        .list_v2(&ListQuery {
-            prefix: prefix.clone(),
-            delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
-            max_keys: Some(max as i32),
-            token: input.continuation_token.clone(),
-            after: input.start_after.clone().filter(|s| !s.is_empty()),
-        })
-        .await
-        .map_err(|e| {
-            g.metrics.origin_error(&origin.spec.bucket, &e);
-            origin_err(e)
-        })?;
+    let q = ListQuery {
+        prefix: prefix.clone(),
+        delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
+        max_keys: Some(max as i32),
+        token: input.continuation_token.clone(),
+        after: input.start_after.clone().filter(|s| !s.is_empty()),
+    };
+    let page = origin.list(&q, false).await.map_err(origin_err)?;
     let (objects, prefixes) = contents(&page, enc);
     let output = ListObjectsV2Output {
         name: Some(input.bucket),
@@ -234,7 +226,6 @@ pub(crate) async fn list_objects_v2(
 }
 
 pub(crate) async fn list_objects(
-    g: &Gateway,
     origin: Arc<Origin>,
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
@@ -242,21 +233,14 @@ pub(crate) async fn list_objects(
     let enc = encoder(input.encoding_type.as_ref())?;
     let max = max_keys(input.max_keys)?;
     let prefix = input.prefix.clone().unwrap_or_default();
-    g.metrics.origin_request(&origin.spec.bucket, "ListObjects");
-    let page = origin
-        .client
-        .list_v1(&ListQuery {
-            prefix: prefix.clone(),
-            delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
-            max_keys: Some(max as i32),
-            token: None,
-            after: input.marker.clone().filter(|s| !s.is_empty()),
-        })
-        .await
-        .map_err(|e| {
-            g.metrics.origin_error(&origin.spec.bucket, &e);
-            origin_err(e)
-        })?;
+    let q = ListQuery {
+        prefix: prefix.clone(),
+        delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
+        max_keys: Some(max as i32),
+        token: None,
+        after: input.marker.clone().filter(|s| !s.is_empty()),
+    };
+    let page = origin.list(&q, true).await.map_err(origin_err)?;
     let (objects, prefixes) = contents(&page, enc);
     // S3 gives NextMarker only with a delimiter; clients without one page from the last key.
     let next_marker = page

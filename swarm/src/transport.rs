@@ -456,6 +456,16 @@ impl Inner {
         peer: &Member,
         req: &Request,
     ) -> Result<(Response, quinn::RecvStream), SwarmError> {
+        self.call_within(peer, req, CALL_TIMEOUT).await
+    }
+
+    /// `call`, waiting up to `timeout` for the response header.
+    async fn call_within(
+        self: &Arc<Self>,
+        peer: &Member,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<(Response, quinn::RecvStream), SwarmError> {
         let (conn, _) = self.connect(peer.addr).await?;
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await?;
@@ -465,7 +475,7 @@ impl Inner {
             let resp: Response = wire::read_frame(&mut recv).await?;
             Ok::<_, SwarmError>((resp, recv))
         };
-        tokio::time::timeout(CALL_TIMEOUT, exchange)
+        tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| SwarmError::Timeout(format!("request to {}", peer.id)))?
     }
@@ -477,18 +487,10 @@ impl Inner {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, SwarmError> {
-        let (conn, _) = self.connect(peer.addr).await?;
-        let exchange = async {
-            let (mut send, mut recv) = conn.open_bi().await?;
-            let _ = send.set_priority(CONTROL);
-            wire::write_frame(&mut send, &Request::Service { body }).await?;
-            send.finish().ok();
-            let resp: Response = wire::read_frame(&mut recv).await?;
-            Ok::<_, SwarmError>(resp)
-        };
-        match tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| SwarmError::Timeout(format!("service request to {}", peer.id)))??
+        match self
+            .call_within(peer, &Request::Service { body }, timeout)
+            .await?
+            .0
         {
             Response::Service(Ok(b)) => Ok(b),
             Response::Service(Err(why)) => Err(SwarmError::Protocol(format!(

@@ -83,11 +83,7 @@ pub fn piece_id(
 /// first (`n` at most): rendezvous hashing, so every node with the same view ranks them the
 /// same, and a member leaving moves only its own pieces.
 pub fn owners(id: &PieceId, live: &[swarm::NodeId], n: usize) -> Vec<swarm::NodeId> {
-    let mut key = Vec::with_capacity(28);
-    key.extend_from_slice(&id.object);
-    key.extend_from_slice(&id.version);
-    key.extend_from_slice(&id.index.to_be_bytes());
-    swarm::holders(&store::ChunkHash::of(&key), live, n)
+    swarm::holders(&store::ChunkHash::of(&id.key()), live, n)
 }
 
 #[cfg(test)]

@@ -18,8 +18,6 @@ use crate::metrics::Metrics;
 
 /// Pieces in flight between the reading task and the socket.
 const READ_AHEAD: usize = 1;
-/// How long a read waits on a swarm download for one chunk before starting a new one.
-const RENEW_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 /// Chunks a read keeps from eviction: the one being sent and those after it that the
 /// swarm download is fetching ahead (see `Store::pin_for_read`).
 const PINNED_AHEAD: usize = 8;
@@ -115,8 +113,7 @@ pub(crate) fn stream_range(
     range: ByteRange,
     metrics: Option<Arc<Metrics>>,
 ) -> ChunkStream {
-    let (tx, rx) = mpsc::channel(READ_AHEAD);
-    let remaining = range.len();
+    let (tx, stream) = ChunkStream::channel(range.len());
     tokio::spawn(async move {
         let mut download: Option<swarm::transfer::Download> = None;
         let mut pins: std::collections::VecDeque<store::ReadPin> = Default::default();
@@ -162,40 +159,25 @@ pub(crate) fn stream_range(
                                 sw.fetch(wanted.collect())
                             });
                             tracing::trace!(chunk = %h, "read waits for a fetch");
-                            match tokio::time::timeout(RENEW_AFTER, dl.wait(&h)).await {
-                                Ok(Err(e)) => {
-                                    break Err(std::io::Error::other(format!(
-                                        "chunk {h} could not be fetched from any peer: {e}"
-                                    )));
-                                }
-                                Ok(Ok(())) => {}
-                                // A download that brings nothing for this chunk for seconds
-                                // is not waited on further: the next attempt starts a new
-                                // one (clients give up on a body that stalls for long).
-                                Err(_) => {
-                                    tracing::debug!(chunk = %h, "fetch stalled; asking again");
-                                }
+                            if let Err(e) = dl.wait(&h).await {
+                                break Err(std::io::Error::other(format!(
+                                    "chunk {h} could not be fetched from any peer: {e}"
+                                )));
                             }
                             fetched += 1;
                         }
                         Err(e) => break Err(std::io::Error::other(e.to_string())),
                     }
                 };
-                tracing::trace!(chunk = %slice.chunk.hash, i, fetched, "chunk checked");
                 if let Err(e) = checked {
                     tracing::error!(error = %e, "reading object failed mid-stream");
                     let _ = tx.send(Err(e)).await;
                     return;
                 }
                 while at < slice.len {
-                    // A chunk just fetched from a peer is read whole at once: on a cache-only
-                    // node it is the first to be evicted while the download fetches ahead,
-                    // and a pause between pieces would let it go.
-                    let len = if fetched > 0 {
-                        slice.len - at
-                    } else {
-                        piece_len().min(slice.len - at)
-                    };
+                    // The chunk is pinned (above): a cache-only node does not evict it
+                    // between its pieces, however slowly the client reads them.
+                    let len = piece_len().min(slice.len - at);
                     let part = store::ChunkSlice {
                         chunk: slice.chunk,
                         offset: slice.offset + at,
@@ -210,7 +192,6 @@ pub(crate) fn stream_range(
                     };
                     match read {
                         Ok(b) => {
-                            tracing::trace!(i, at, len = b.len(), "piece read");
                             if tx.send(Ok(Piece::counted(b))).await.is_err() {
                                 return;
                             }
@@ -236,7 +217,7 @@ pub(crate) fn stream_range(
             }
         }
     });
-    ChunkStream { rx, remaining }
+    stream
 }
 
 pub(crate) struct Conditions<'a> {

@@ -17,7 +17,8 @@ pub struct PieceId {
 }
 
 impl PieceId {
-    fn key(&self) -> Vec<u8> {
+    /// The id as bytes (its key in the store; also what a rendezvous choice can hash).
+    pub fn key(&self) -> Vec<u8> {
         let mut k = Vec::with_capacity(28);
         k.extend_from_slice(&self.object);
         k.extend_from_slice(&self.version);

@@ -163,7 +163,9 @@ struct ServeArgs {
     #[arg(long, env = "S3SWARM_ORIGIN_PATH_STYLE")]
     origin_path_style: Option<bool>,
     /// What writes to an origin bucket do: `through` (passed to the origin, acknowledged
-    /// when it acknowledged) or `none` (read-only, 403) [default: through].
+    /// when it acknowledged), `back` (acknowledged once kept in the swarm, uploaded to the
+    /// origin in the background, resumed after a restart) or `none` (read-only, 403)
+    /// [default: through].
     #[arg(long, env = "S3SWARM_ORIGIN_WRITE")]
     origin_write: Option<String>,
     /// Seconds an origin object's metadata is trusted before it is asked again; a new ETag

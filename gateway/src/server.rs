@@ -197,6 +197,7 @@ pub async fn serve(
         config.max_object_size,
     )
     .with_origins(origins.clone());
+    crate::s3::start_flushers(&gateway);
     let mut builder = S3ServiceBuilder::new(gateway);
     builder.set_auth(keys.clone());
     builder.set_access(BucketOwnership {

@@ -46,6 +46,8 @@ MAY_BE_EMPTY: dict[tuple[str, str, str], str] = {
     ("swarm.json", "How much is read from the origins?", "A"): "the live swarm fronts no origin (test_origin.py covers origins)",
     ("swarm.json", "What is asked of the origins?", "A"): "the live swarm fronts no origin",
     ("swarm.json", "Are the origins failing?", "A"): "the live swarm fronts no origin",
+    ("swarm.json", "Is write-back keeping up?", "A"): "the live swarm fronts no origin (test_origin_write_back.py covers write-back)",
+    ("swarm.json", "Are pending writes reaching the origin?", "A"): "the live swarm fronts no origin",
 }
 
 # Metric names a panel or rule uses that may have no series at all under this load, with the
@@ -56,6 +58,8 @@ MAY_BE_ABSENT: dict[str, str] = {
     "s3swarm_origin_read_bytes_total": "only nodes started with --origin export it; the live swarm fronts none",
     "s3swarm_origin_requests_total": "only nodes started with --origin export it",
     "s3swarm_origin_errors_total": "only nodes started with --origin export it",
+    "s3swarm_origin_write_back_backlog_bytes": "only nodes with a write-back origin export it",
+    "s3swarm_origin_write_back_total": "only nodes with a write-back origin export it, once a write was passed on",
 }
 
 # Alerts that may be pending (never firing) right after the load, with the reason.

@@ -30,11 +30,11 @@ class CountingProxy:
     """Forwards TCP connections to `target`, counting the bytes the target sends back.
     `stop()` closes the listener and every connection: the origin is then unreachable."""
 
-    def __init__(self, target: tuple[str, int]):
+    def __init__(self, target: tuple[str, int], port: int = 0):
         self.target = target
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener.bind(("127.0.0.1", port))
         self.listener.listen(128)
         self.port = self.listener.getsockname()[1]
         self.served = 0
@@ -48,6 +48,9 @@ class CountingProxy:
             try:
                 client, _ = self.listener.accept()
             except OSError:
+                return
+            if not self.running:
+                client.close()
                 return
             try:
                 upstream = socket.create_connection(self.target)
@@ -80,13 +83,22 @@ class CountingProxy:
 
     def stop(self):
         self.running = False
+        # A listener closed while a thread is blocked in accept() keeps accepting on Linux;
+        # shutdown wakes that accept.
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         with self.lock:
             for s in self.sockets:
-                try:
-                    s.close()
-                except OSError:
-                    pass
+                # Shut down first: a close alone leaves a connection that another thread is
+                # reading from open, and a client's pooled connection would still reach the origin.
+                for f in (lambda: s.shutdown(socket.SHUT_RDWR), s.close):
+                    try:
+                        f()
+                    except OSError:
+                        pass
 
 
 @pytest.fixture(scope="module")
@@ -440,7 +452,7 @@ def ready(node: NodeProc) -> bool:
         return False
 
 
-def start_swarm(proxy: CountingProxy, tmp: pathlib.Path, net: int, count: int) -> list[NodeProc]:
+def start_swarm(proxy: CountingProxy, tmp: pathlib.Path, net: int, count: int, extra: tuple = ()) -> list[NodeProc]:
     import base64
 
     secret = tmp / "secret"
@@ -459,6 +471,7 @@ def start_swarm(proxy: CountingProxy, tmp: pathlib.Path, net: int, count: int) -
                 "--origin", f"data=s3://{UPSTREAM}/{PREFIX}",
                 "--origin-endpoint", f"http://127.0.0.1:{proxy.port}",
                 "--origin-piece-size", str(PIECE),
+                *extra,
             ),
             extra_env={"S3SWARM_ORIGIN_ACCESS_KEY": "origin-key", "S3SWARM_ORIGIN_SECRET_KEY": "origin-secret"},
         ))

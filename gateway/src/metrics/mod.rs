@@ -598,6 +598,16 @@ impl Metrics {
         self.origin.bytes(bucket, n);
     }
 
+    /// The write-back backlog this node is to upload for an origin bucket.
+    pub fn origin_backlog(&self, bucket: &str, objects: u64, bytes: u64) {
+        self.origin.backlog(bucket, objects, bytes);
+    }
+
+    /// A pending write passed to an origin (`uploaded`, `deleted`) or not (`failed`).
+    pub fn origin_flushed(&self, bucket: &str, outcome: &str) {
+        self.origin.flushed(bucket, outcome);
+    }
+
     /// A failed origin request.
     pub fn origin_error(&self, bucket: &str, e: &crate::origin::OriginError) {
         self.origin.error(bucket, e);

@@ -1,6 +1,6 @@
 //! What this node asks of its origins: requests, bytes and errors per origin bucket.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::reg;
 use crate::origin::OriginError;
@@ -9,6 +9,9 @@ pub(crate) struct OriginMetrics {
     requests: IntCounterVec,
     bytes: IntCounterVec,
     errors: IntCounterVec,
+    backlog_objects: IntGaugeVec,
+    backlog_bytes: IntGaugeVec,
+    flushed: IntCounterVec,
 }
 
 impl OriginMetrics {
@@ -46,6 +49,39 @@ impl OriginMetrics {
                     &["bucket", "kind"],
                 ),
             ),
+            backlog_objects: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "origin_write_back_backlog_objects",
+                        "Pending writes (objects and deletes) of a write-back origin bucket that \
+                         this node is to upload, as of its last pass (the swarm's backlog is the \
+                         sum over nodes)",
+                    ),
+                    &["bucket"],
+                ),
+            ),
+            backlog_bytes: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "origin_write_back_backlog_bytes",
+                        "Bytes of the pending objects of origin_write_back_backlog_objects",
+                    ),
+                    &["bucket"],
+                ),
+            ),
+            flushed: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "origin_write_back_total",
+                        "Pending writes this node passed to an origin, by local bucket and \
+                         outcome (uploaded, deleted, failed)",
+                    ),
+                    &["bucket", "outcome"],
+                ),
+            ),
         }
     }
 
@@ -56,6 +92,19 @@ impl OriginMetrics {
             self.requests.with_label_values(&[bucket, op]);
         }
         self.errors.with_label_values(&[bucket, "unavailable"]);
+    }
+
+    pub(crate) fn backlog(&self, bucket: &str, objects: u64, bytes: u64) {
+        self.backlog_objects
+            .with_label_values(&[bucket])
+            .set(objects as i64);
+        self.backlog_bytes
+            .with_label_values(&[bucket])
+            .set(bytes as i64);
+    }
+
+    pub(crate) fn flushed(&self, bucket: &str, outcome: &str) {
+        self.flushed.with_label_values(&[bucket, outcome]).inc();
     }
 
     pub(crate) fn request(&self, bucket: &str, op: &str) {

@@ -17,6 +17,10 @@ const MAX_ENTRIES: usize = 100_000;
 struct Entry {
     object: UpstreamObject,
     checked: Instant,
+    /// `checked` as wall-clock unix ms, to compare with namespace write stamps.
+    checked_ms: u64,
+    /// Asked again at the next lookup whatever its age.
+    expired: bool,
 }
 
 /// What a lookup found, and whether it came from the origin just now.
@@ -44,7 +48,9 @@ impl Catalog {
             return (None, None);
         };
         match map.get(key) {
-            Some(e) if e.checked.elapsed() < self.revalidate => (Some(e.object.clone()), None),
+            Some(e) if !e.expired && e.checked.elapsed() < self.revalidate => {
+                (Some(e.object.clone()), None)
+            }
             Some(e) => (None, Some(e.object.clone())),
             None => (None, None),
         }
@@ -104,8 +110,21 @@ impl Catalog {
             Entry {
                 object,
                 checked: Instant::now(),
+                checked_ms: swarm::SharedClock::wall_ms(),
+                expired: false,
             },
         );
+    }
+
+    /// Has the next lookup of `key` ask the origin again if what is known was learned before
+    /// `wall_ms` (a write-back of the key landed upstream since); kept for an outage meanwhile.
+    pub fn expire_before(&self, key: &str, wall_ms: u64) {
+        if let Ok(mut map) = self.entries.lock()
+            && let Some(e) = map.get_mut(key)
+            && e.checked_ms <= wall_ms
+        {
+            e.expired = true;
+        }
     }
 
     /// Drops what is known of a key (deleted upstream, or its version changed mid-read).

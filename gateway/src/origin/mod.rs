@@ -12,6 +12,7 @@
 //! - [`pieces`]: which pieces a range covers, and their ids in the store.
 //! - [`rate`]: the node-wide cap on bytes read from origins.
 //! - [`write`]: writes passed through to the upstream.
+//! - [`write_back`]: writes kept in the swarm and uploaded in the background.
 //! - [`warm`]: bringing a prefix into the swarm before it is read.
 //!
 //! In a swarm each piece has one owner, chosen by rendezvous hashing over the live members:
@@ -27,6 +28,7 @@ pub mod rate;
 pub mod spec;
 pub mod warm;
 pub mod write;
+pub mod write_back;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,7 +39,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use store::{Manifest, PieceId, Store};
 
-pub use client::{ListQuery, ListedPage, OriginClient, UpstreamObject, WriteMeta};
+pub use client::{ListQuery, Listed, ListedPage, OriginClient, UpstreamObject, WriteMeta};
 pub use spec::{OriginSettings, OriginSpec};
 pub use write::WriteMode;
 
@@ -139,6 +141,8 @@ pub struct Origin {
     /// peers that asked it as the owner). Kept apart from `inflight` so an owner never waits
     /// on a request of its own to another owner (views of the membership may differ).
     fetching: Mutex<HashMap<PieceId, Flight>>,
+    /// Wakes this origin's write-back flusher (a write is pending).
+    pub flush_wake: tokio::sync::Notify,
 }
 
 impl Origin {
@@ -519,6 +523,7 @@ impl Origins {
                     rate: rate.clone(),
                     inflight: Mutex::new(HashMap::new()),
                     fetching: Mutex::new(HashMap::new()),
+                    flush_wake: tokio::sync::Notify::new(),
                 }),
             );
         }

@@ -211,8 +211,14 @@ mod tests {
             write: Some("back".into()),
             ..Default::default()
         };
-        let e = OriginSpec::from_flag("d22=s3://ml-data", &back).unwrap_err();
-        assert!(e.contains("not supported yet"), "{e}");
+        let s = OriginSpec::from_flag("d22=s3://ml-data", &back).unwrap();
+        assert_eq!(s.write, crate::origin::WriteMode::Back);
+        let sideways = OriginDefaults {
+            write: Some("sideways".into()),
+            ..Default::default()
+        };
+        let e = OriginSpec::from_flag("d22=s3://ml-data", &sideways).unwrap_err();
+        assert!(e.contains("\"back\""), "{e}");
         for bad in [
             "datasets",
             "datasets=ml-data",

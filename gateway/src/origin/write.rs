@@ -1,6 +1,7 @@
-//! Writes to an origin bucket, passed through to the upstream (`write = "through"`): a write
+//! Writes to an origin bucket passed through to the upstream (`write = "through"`): a write
 //! is acknowledged when the upstream acknowledged it, bytes streamed as they arrive. What was
 //! known of the key here (metadata, pieces) is dropped, so the next read sees the new object.
+//! (`write = "back"` keeps writes in the namespace first: see [`super::write_back`].)
 
 use std::sync::Arc;
 
@@ -13,6 +14,8 @@ pub enum WriteMode {
     /// Passed through to the upstream, acknowledged when it acknowledged.
     #[default]
     Through,
+    /// Kept in the swarm's namespace and acknowledged there, uploaded in the background.
+    Back,
     /// Read-only: writes are refused (403).
     None,
 }
@@ -23,14 +26,10 @@ impl std::str::FromStr for WriteMode {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "through" => Ok(Self::Through),
+            "back" => Ok(Self::Back),
             "none" => Ok(Self::None),
-            "back" => Err(
-                "origin write mode \"back\" (acknowledged locally, uploaded later) is not \
-                 supported yet; use \"through\" or \"none\""
-                    .into(),
-            ),
             other => Err(format!(
-                "origin write mode {other:?} is not \"through\" or \"none\""
+                "origin write mode {other:?} is not \"through\", \"back\" or \"none\""
             )),
         }
     }
@@ -116,6 +115,13 @@ impl Origin {
     /// After a write to `key` (whatever its outcome: a failed write may still have landed),
     /// forgets its metadata and drops its pieces here.
     async fn written<T>(&self, key: &str, r: Result<T, OriginError>) -> Result<T, OriginError> {
+        self.forget_local(key).await;
+        self.counted(r)
+    }
+
+    /// Forgets the metadata and drops the pieces this node keeps of `key`: a write replaced
+    /// what they describe.
+    pub async fn forget_local(&self, key: &str) {
         self.catalog.forget(key);
         let object = pieces::object_id(&self.spec, key);
         let store = self.store.clone();
@@ -124,6 +130,5 @@ impl Origin {
         {
             tracing::warn!(key, error = %e, "dropping a rewritten object's pieces failed");
         }
-        self.counted(r)
     }
 }

@@ -73,7 +73,10 @@ impl S3Access for BucketOwnership {
                     o.spec.upstream_bucket,
                     o.spec.prefix
                 ))
-            } else if !ORIGIN_READS.contains(&op.as_str()) && !ORIGIN_WRITES.contains(&op.as_str())
+            } else if !(ORIGIN_READS.contains(&op.as_str())
+                || ORIGIN_WRITES.contains(&op.as_str())
+                // Write-back keeps uploads in the namespace, where their parts can be listed.
+                || (op == "ListParts" && o.spec.write == crate::origin::WriteMode::Back))
             {
                 Err(s3_error!(
                     NotImplemented,

@@ -23,6 +23,7 @@ mod put;
 pub(crate) mod signature;
 mod tagging;
 mod vhost;
+mod write_back;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -34,6 +35,7 @@ use store::{ObjectMeta, Store, StoreError};
 pub(crate) use access::BucketOwnership;
 pub(crate) use multipart::expire_incomplete as expire_incomplete_uploads;
 pub(crate) use vhost::DomainHost;
+pub(crate) use write_back::start_flushers;
 
 use crate::metrics::Metrics;
 
@@ -79,6 +81,18 @@ impl Gateway {
 
     fn origin(&self, bucket: &str) -> Option<Arc<crate::origin::Origin>> {
         self.origins.get(bucket).cloned()
+    }
+
+    /// The origin `bucket` fronts, unless it writes back (its writes are kept in the
+    /// namespace, where the ordinary handlers keep them).
+    fn origin_through(&self, bucket: &str) -> Option<Arc<crate::origin::Origin>> {
+        self.origin(bucket)
+            .filter(|o| o.spec.write != crate::origin::WriteMode::Back)
+    }
+
+    fn origin_back(&self, bucket: &str) -> Option<Arc<crate::origin::Origin>> {
+        self.origin(bucket)
+            .filter(|o| o.spec.write == crate::origin::WriteMode::Back)
     }
 }
 
@@ -280,6 +294,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        if let Some(o) = self.origin_back(&req.input.bucket) {
+            return write_back::put_object(self, o, req).await;
+        }
         if let Some(o) = self.origin(&req.input.bucket) {
             return origin_write::put_object(self, o, req).await;
         }
@@ -360,6 +377,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        if let Some(o) = self.origin_back(&req.input.bucket) {
+            return write_back::get_object(self, o, req).await;
+        }
         if let Some(o) = self.origin(&req.input.bucket) {
             return origin::get_object(self, o, req).await;
         }
@@ -370,6 +390,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        if let Some(o) = self.origin_back(&req.input.bucket) {
+            return write_back::head_object(self, o, req).await;
+        }
         if let Some(o) = self.origin(&req.input.bucket) {
             return origin::head_object(o, req).await;
         }
@@ -380,6 +403,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        if let Some(o) = self.origin_back(&req.input.bucket) {
+            return write_back::delete_object(self, o, req).await;
+        }
         if let Some(o) = self.origin(&req.input.bucket) {
             return origin_write::delete_object(o, req).await;
         }
@@ -391,7 +417,7 @@ impl S3 for Gateway {
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         if let Some(o) = self.origin(&req.input.bucket) {
-            return origin::list_objects_v2(o, req).await;
+            return origin::list_objects_v2(self, o, req).await;
         }
         list::list_objects_v2(self, req).await
     }
@@ -401,7 +427,7 @@ impl S3 for Gateway {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         if let Some(o) = self.origin(&req.input.bucket) {
-            return origin::list_objects(o, req).await;
+            return origin::list_objects(self, o, req).await;
         }
         list::list_objects(self, req).await
     }
@@ -410,6 +436,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        if let Some(o) = self.origin_back(&req.input.bucket) {
+            return write_back::create_upload(self, o, req).await;
+        }
         if let Some(o) = self.origin(&req.input.bucket) {
             return origin_write::create_upload(o, req).await;
         }
@@ -420,7 +449,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        if let Some(o) = self.origin(&req.input.bucket) {
+        if let Some(o) = self.origin_through(&req.input.bucket) {
             return origin_write::upload_part(self, o, req).await;
         }
         multipart::upload_part(self, req).await
@@ -430,6 +459,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        if let Some(o) = self.origin_back(&req.input.bucket) {
+            return write_back::complete_upload(self, o, req).await;
+        }
         if let Some(o) = self.origin(&req.input.bucket) {
             return origin_write::complete_upload(o, req).await;
         }
@@ -440,7 +472,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        if let Some(o) = self.origin(&req.input.bucket) {
+        if let Some(o) = self.origin_through(&req.input.bucket) {
             return origin_write::abort_upload(o, req).await;
         }
         multipart::abort(self, req).await

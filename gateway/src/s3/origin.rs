@@ -16,7 +16,8 @@ use super::get::{
 };
 use super::list::{encoder, max_keys};
 use super::timestamp;
-use crate::origin::{ListQuery, ListedPage, Origin, OriginError, UpstreamObject};
+use crate::origin::write_back::{self, After, Token};
+use crate::origin::{ListQuery, ListedPage, Origin, OriginError, UpstreamObject, WriteMode};
 
 /// Pieces fetched ahead of the one being sent, so the upstream's latency overlaps the send.
 const PIECES_AHEAD: u32 = 2;
@@ -191,6 +192,7 @@ fn contents(page: &ListedPage, enc: fn(&str) -> String) -> (Vec<Object>, Vec<Com
 }
 
 pub(crate) async fn list_objects_v2(
+    g: &Gateway,
     origin: Arc<Origin>,
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
@@ -198,14 +200,45 @@ pub(crate) async fn list_objects_v2(
     let enc = encoder(input.encoding_type.as_ref())?;
     let max = max_keys(input.max_keys)?;
     let prefix = input.prefix.clone().unwrap_or_default();
-    let q = ListQuery {
+    let mut q = ListQuery {
         prefix: prefix.clone(),
         delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
         max_keys: Some(max as i32),
         token: input.continuation_token.clone(),
         after: input.start_after.clone().filter(|s| !s.is_empty()),
     };
-    let page = origin.list(&q, false).await.map_err(origin_err)?;
+    let page = if origin.spec.write == WriteMode::Back {
+        // Our own tokens: where the page started, and the upstream's token when it ended
+        // where the upstream's page did.
+        let mut after = q.after.clone().map(|key| After { key, prefix: false });
+        if let Some(t) = &q.token {
+            let t = Token::decode(t).ok_or_else(|| {
+                s3_error!(
+                    InvalidArgument,
+                    "The continuation token provided is incorrect"
+                )
+            })?;
+            q.after = (t.upstream.is_none()).then(|| t.after.key.clone());
+            q.token = t.upstream;
+            after = Some(t.after);
+        }
+        let (mut page, cut) = super::write_back::listed(g, &origin, q, after, false).await?;
+        page.next_token = match cut {
+            Some(after) => Some(Token {
+                after,
+                upstream: None,
+            }),
+            None if page.truncated => write_back::last_entry(&page).map(|after| Token {
+                after,
+                upstream: page.next_token.clone(),
+            }),
+            None => None,
+        }
+        .map(|t| t.encode());
+        page
+    } else {
+        origin.list(&q, false).await.map_err(origin_err)?
+    };
     let (objects, prefixes) = contents(&page, enc);
     let output = ListObjectsV2Output {
         name: Some(input.bucket),
@@ -226,6 +259,7 @@ pub(crate) async fn list_objects_v2(
 }
 
 pub(crate) async fn list_objects(
+    g: &Gateway,
     origin: Arc<Origin>,
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
@@ -240,7 +274,16 @@ pub(crate) async fn list_objects(
         token: None,
         after: input.marker.clone().filter(|s| !s.is_empty()),
     };
-    let page = origin.list(&q, true).await.map_err(origin_err)?;
+    let page = if origin.spec.write == WriteMode::Back {
+        let after = q.after.clone().map(|key| After { key, prefix: false });
+        let (mut page, cut) = super::write_back::listed(g, &origin, q, after, true).await?;
+        if let Some(cut) = cut {
+            page.next_marker = Some(cut.key);
+        }
+        page
+    } else {
+        origin.list(&q, true).await.map_err(origin_err)?
+    };
     let (objects, prefixes) = contents(&page, enc);
     // S3 gives NextMarker only with a delimiter; clients without one page from the last key.
     let next_marker = page

@@ -14,7 +14,7 @@ use super::{Gateway, object_meta_of};
 use crate::origin::{Origin, OriginError, WriteMeta};
 
 /// A client's request body as the SDK's, streamed through.
-fn upload(body: Option<StreamingBlob>) -> ByteStream {
+pub(super) fn upload(body: Option<StreamingBlob>) -> ByteStream {
     match body {
         Some(blob) => ByteStream::from_body_1_x(http_body_util::StreamBody::new(
             blob.map(|r| r.map(http_body::Frame::data)),

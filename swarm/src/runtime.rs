@@ -505,6 +505,51 @@ impl Swarm {
         ids
     }
 
+    /// How many live members hold a copy of the least-copied of `chunks`, counting this node
+    /// and the members placement puts each chunk on (the copies that keep it), and how many
+    /// that should be: `--replicas`, or fewer when fewer storage members are alive.
+    pub async fn copies(&self, chunks: &[store::ChunkHash]) -> Result<(usize, usize), SwarmError> {
+        let inner = &self.inner;
+        let mut members = lock(&inner.members).placement();
+        members.sort();
+        let want = inner.cfg.replicas.min(members.len()).max(1);
+        let mut counts = vec![0usize; chunks.len()];
+        let store = inner.store.clone();
+        let list = chunks.to_vec();
+        let here = tokio::task::spawn_blocking(move || {
+            list.iter()
+                .map(|h| store.has_chunk(h))
+                .collect::<Result<Vec<bool>, _>>()
+        })
+        .await
+        .map_err(|e| SwarmError::Protocol(e.to_string()))??;
+        let mut by_holder: HashMap<NodeId, Vec<usize>> = HashMap::new();
+        for (i, h) in chunks.iter().enumerate() {
+            if here[i] {
+                counts[i] += 1;
+            }
+            for n in crate::placement::holders(h, &members, inner.cfg.replicas) {
+                if n != inner.me.id {
+                    by_holder.entry(n).or_default().push(i);
+                }
+            }
+        }
+        for peer in inner.alive_peers() {
+            let Some(idx) = by_holder.get(&peer.id) else {
+                continue;
+            };
+            let asked: Vec<store::ChunkHash> = idx.iter().map(|&i| chunks[i]).collect();
+            if let Ok(flags) = inner.ask_have(&peer, &asked).await {
+                for (&i, held) in idx.iter().zip(flags) {
+                    if held {
+                        counts[i] += 1;
+                    }
+                }
+            }
+        }
+        Ok((counts.into_iter().min().unwrap_or(want), want))
+    }
+
     /// Starts fetching chunks this node lacks, for a read (kept as evictable copies).
     pub fn fetch(&self, chunks: Vec<store::ChunkHash>) -> crate::transfer::Download {
         self.inner.download(chunks, true)

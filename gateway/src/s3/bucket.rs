@@ -116,7 +116,13 @@ pub(crate) async fn list_buckets(
         .buckets()
         .map_err(s3_err)?
         .into_iter()
-        .filter(|(name, rec)| rec.owner == owner && name.as_str().starts_with(&prefix))
+        // A write-back origin's pending writes live in a namespace bucket of its name: it is
+        // listed once, as the origin bucket.
+        .filter(|(name, rec)| {
+            rec.owner == owner
+                && name.as_str().starts_with(&prefix)
+                && g.origins.get(name.as_str()).is_none()
+        })
         .map(|(name, rec)| Bucket {
             name: Some(name.to_string()),
             creation_date: Some(timestamp(rec.created_ms)),

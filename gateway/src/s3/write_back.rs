@@ -27,6 +27,9 @@ const UPLOADS_AT_ONCE: usize = 4;
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// The longest wait after failed uploads (the first is 1 s, doubling).
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a write-back answer waits for its chunks' copies before answering anyway (the
+/// write is durable here and pending; its copies follow).
+const COPIES_WITHIN: Duration = Duration::from_secs(10);
 /// Pending keys laid over one listing page at most (the backlog is normally far smaller).
 const LISTED_PENDING_MAX: usize = 10_000;
 
@@ -232,10 +235,56 @@ async fn upstream_precondition(
     Ok(())
 }
 
-/// After a write is kept: this node forgets the upstream's old object, the flusher wakes.
-async fn kept(o: &Origin, key: &str) {
+/// After a write is kept: this node forgets the upstream's old object, the flusher wakes,
+/// and the answer waits (at most `COPIES_WITHIN`) until the version's chunks have their
+/// `--replicas` copies: the write then outlives this node even before it reaches the origin.
+async fn kept(g: &Gateway, o: &Origin, key: &str, version: Option<&str>) {
     o.forget_local(key).await;
     o.flush_wake.notify_one();
+    let (Some(sw), Some(v)) = (g.swarm.as_ref(), version.and_then(|v| v.parse().ok())) else {
+        return;
+    };
+    let store = g.store.clone();
+    let (b, k) = (o.spec.bucket.clone(), key.to_owned());
+    let chunks: Vec<store::ChunkHash> = match tokio::task::spawn_blocking(move || {
+        store.object_with_manifest(&b, &k, Some(v))
+    })
+    .await
+    {
+        Ok(Ok((_, m))) => m.chunks().iter().map(|c| c.hash).collect(),
+        // Overwritten or flushed already: nothing of this version left to wait for.
+        _ => return,
+    };
+    let started = std::time::Instant::now();
+    loop {
+        // Uploaded already (or overwritten): the origin keeps it now.
+        let store = g.store.clone();
+        let (b, k) = (o.spec.bucket.clone(), key.to_owned());
+        if !matches!(
+            tokio::task::spawn_blocking(move || store.object_version(&b, &k, Some(v))).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        match sw.copies(&chunks).await {
+            Ok((have, want)) if have >= want => return,
+            Ok((have, want)) if started.elapsed() > COPIES_WITHIN => {
+                tracing::warn!(
+                    bucket = o.spec.bucket,
+                    key,
+                    have,
+                    want,
+                    "write-back acknowledged before its chunks had all their copies"
+                );
+                return;
+            }
+            Err(e) if started.elapsed() > COPIES_WITHIN => {
+                tracing::warn!(bucket = o.spec.bucket, key, error = %e, "write-back copies not confirmed");
+                return;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 pub(crate) async fn put_object(
@@ -248,8 +297,8 @@ pub(crate) async fn put_object(
     let i = &mut req.input;
     upstream_precondition(g, &o, &key, &mut i.if_match, &mut i.if_none_match).await?;
     let mut r = put::put_object(g, req).await?;
+    kept(g, &o, &key, r.output.version_id.as_deref()).await;
     r.output.version_id = None;
-    kept(&o, &key).await;
     Ok(r)
 }
 
@@ -267,7 +316,7 @@ pub(crate) async fn delete_object(
     ready(g, &o).await?;
     let key = req.input.key.clone();
     delete::delete_object(g, req).await?;
-    kept(&o, &key).await;
+    kept(g, &o, &key, None).await;
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
@@ -288,8 +337,8 @@ pub(crate) async fn complete_upload(
     ready(g, &o).await?;
     let key = req.input.key.clone();
     let mut r = multipart::complete(g, req).await?;
+    kept(g, &o, &key, r.output.version_id.as_deref()).await;
     r.output.version_id = None;
-    kept(&o, &key).await;
     Ok(r)
 }
 

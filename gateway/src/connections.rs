@@ -13,10 +13,17 @@
 //!   closes the connection ([`SendDeadline`]);
 //! - a request body that delivers nothing for `body_timeout` ends with an error the S3 layer
 //!   answers as 400 RequestTimeout ([`BodyDeadline`]).
+//!
+//! And one correction: a request that asked `Expect: 100-continue` and was answered without
+//! its body being read ends its connection (`Connection: close`). hyper keeps it otherwise,
+//! and a client that skips the body after a final answer, as RFC 9110 lets it (botocore
+//! does), has the first bytes of its next request taken as that body: `ET /bucket`, answered
+//! SignatureDoesNotMatch.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -80,8 +87,21 @@ pub async fn serve<L>(
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let service = app.map_request(move |req: http::Request<Incoming>| {
-                req.map(|b| Body::new(BodyDeadline::new(b, limits.body_timeout)))
+            let service = tower::service_fn(move |req: http::Request<Incoming>| {
+                let watch = asks_continue(&req).then(|| Arc::new(AtomicBool::new(false)));
+                let read = watch.clone();
+                let req = req.map(|b| Body::new(BodyDeadline::new(b, limits.body_timeout, read)));
+                let app = app.clone();
+                async move {
+                    let mut resp = app.oneshot(req).await?;
+                    if watch.is_some_and(|w| !w.load(Ordering::Acquire)) {
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let mut builder = Builder::new(TokioExecutor::new());
             builder
@@ -273,15 +293,27 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for SendDeadline<IO> {
 pub struct BodyDeadline {
     inner: Incoming,
     watchdog: Watchdog,
+    /// Set once the body has been read to its end (for `Expect: 100-continue` requests).
+    read: Option<Arc<AtomicBool>>,
 }
 
 impl BodyDeadline {
-    pub fn new(inner: Incoming, limit: Duration) -> Self {
+    pub fn new(inner: Incoming, limit: Duration, read: Option<Arc<AtomicBool>>) -> Self {
         Self {
             inner,
             watchdog: Watchdog::new(limit),
+            read,
         }
     }
+}
+
+/// Whether a request asks `Expect: 100-continue` for a body it has.
+fn asks_continue(req: &http::Request<Incoming>) -> bool {
+    use http_body::Body as _;
+    req.headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        && !req.body().is_end_stream()
 }
 
 /// Why a [`BodyDeadline`] ended.
@@ -304,6 +336,11 @@ impl http_body::Body for BodyDeadline {
             Poll::Pending => Poll::Pending,
             Poll::Ready(r) => {
                 self.watchdog.progressed();
+                if let Some(read) = &self.read
+                    && (r.is_none() || self.inner.is_end_stream())
+                {
+                    read.store(true, Ordering::Release);
+                }
                 Poll::Ready(r.map(|f| f.map_err(Into::into)))
             }
         }

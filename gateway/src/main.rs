@@ -150,6 +150,7 @@ struct ServeArgs {
     /// reading each piece of an object from it once. Credentials: S3SWARM_ORIGIN_ACCESS_KEY and
     /// S3SWARM_ORIGIN_SECRET_KEY, else the AWS chain (environment, profile, web identity,
     /// instance metadata); per-origin settings in [[origins]] tables of the config file.
+    /// Or a plain HTTP(S) server: LOCAL_BUCKET=https://HOST/PATH/ (read by key, read-only).
     #[arg(long = "origin", env = "S3SWARM_ORIGINS", value_delimiter = ',')]
     origins: Vec<String>,
     /// The origins' S3 endpoint URL, e.g. http://minio:9000 [default: AWS's, by region].

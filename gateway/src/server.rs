@@ -184,7 +184,7 @@ pub async fn serve(
     for o in origins.iter() {
         tracing::info!(
             bucket = o.spec.bucket,
-            upstream = format!("s3://{}/{}", o.spec.upstream_bucket, o.spec.prefix),
+            upstream = o.spec.upstream_url(),
             owner = o.owner,
             "fronting an origin"
         );

@@ -126,6 +126,45 @@ def test_conditional_writes(s3, bucket):
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
 
 
+def test_a_write_refused_before_its_body_does_not_swallow_the_next_request(node, http_s3):
+    """`Expect: 100-continue`, refused (412) before the body is read: a client may then skip
+    the body (botocore does), so the node must close the connection, not read the first
+    bytes of the next request on it as that body (which turned `GET` into `ET`)."""
+    import socket
+    import urllib.parse
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    name = "expect-continue-refused"
+    http_s3.create_bucket(Bucket=name)
+    http_s3.put_object(Bucket=name, Key="k", Body=b"1")
+    url = f"{node.endpoint}/{name}/k"
+    req = AWSRequest("PUT", url, data=b"x", headers={"If-None-Match": "*", "Expect": "100-continue"})
+    req.headers["X-Amz-Content-SHA256"] = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+    creds = http_s3._request_signer._credentials
+    SigV4Auth(creds, "s3", http_s3.meta.region_name).add_auth(req)
+    u = urllib.parse.urlsplit(node.endpoint)
+    head = f"PUT /{name}/k HTTP/1.1\r\nHost: {u.netloc}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in req.headers.items()) + "Content-Length: 1\r\n\r\n"
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        # The head, and straight after it (no body) the next request, as a client that
+        # pipelines or skips the body after a final answer would.
+        sock.sendall(head.encode() + f"GET /healthz HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n".encode())
+        got = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    first, _, rest = got.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 412"), got[:200]
+    assert b"connection: close" in first.lower(), first
+    # The connection closed after the refusal: the rest of what arrived is that answer's body.
+    assert b"HTTP/1.1" not in rest, got
+    assert http_s3.get_object(Bucket=name, Key="k")["Body"].read() == b"1"
+
+
 AWKWARD = ["with space", "ünïcödé/ключ", "plus+sign", "per%25cent", "a//double//slash", "q?x=1&y", "tab\tkey"]
 
 

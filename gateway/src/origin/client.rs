@@ -11,6 +11,7 @@ use store::ObjectMeta;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::OriginError;
+use super::http::HttpOrigin;
 use super::spec::OriginSpec;
 
 /// What the origin says about one object.
@@ -80,12 +81,14 @@ pub struct Body {
 /// One upstream bucket.
 pub struct OriginClient {
     s3: aws_sdk_s3::Client,
+    /// Set for a plain HTTP(S) origin: reads go there, the S3 API is not available.
+    http: Option<HttpOrigin>,
     spec: OriginSpec,
     permits: Arc<Semaphore>,
 }
 
 impl OriginClient {
-    pub async fn new(spec: &OriginSpec, permits: Arc<Semaphore>) -> Self {
+    pub async fn new(spec: &OriginSpec, permits: Arc<Semaphore>) -> Result<Self, String> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(spec.region.clone()));
         let keys = spec.credentials.clone().or_else(|| {
@@ -128,10 +131,31 @@ impl OriginClient {
         if let Some(e) = &spec.endpoint {
             conf = conf.endpoint_url(e);
         }
-        Self {
+        let http = match &spec.http {
+            Some(base) => Some(HttpOrigin::new(base)?),
+            None => None,
+        };
+        Ok(Self {
             s3: aws_sdk_s3::Client::from_conf(conf.build()),
+            http,
             spec: spec.clone(),
             permits,
+        })
+    }
+
+    /// The S3 API of the upstream; a plain HTTP origin has none.
+    fn s3(&self) -> Result<&aws_sdk_s3::Client, OriginError> {
+        match &self.http {
+            None => Ok(&self.s3),
+            Some(_) => Err(OriginError::Rejected {
+                status: 501,
+                code: "NotImplemented".into(),
+                message: format!(
+                    "bucket {} fronts the plain HTTP origin {}, which can only be read by key",
+                    self.spec.bucket,
+                    self.spec.upstream_url()
+                ),
+            }),
         }
     }
 
@@ -146,7 +170,10 @@ impl OriginClient {
     /// Whether the upstream bucket answers with these credentials (checked at start).
     pub async fn check_bucket(&self) -> Result<(), OriginError> {
         let _p = self.permit().await?;
-        self.s3
+        if let Some(h) = &self.http {
+            return h.check().await;
+        }
+        self.s3()?
             .head_bucket()
             .bucket(&self.spec.upstream_bucket)
             .send()
@@ -157,8 +184,11 @@ impl OriginClient {
 
     pub async fn head(&self, key: &str) -> Result<UpstreamObject, OriginError> {
         let _p = self.permit().await?;
+        if let Some(h) = &self.http {
+            return h.head(key).await;
+        }
         let out = self
-            .s3
+            .s3()?
             .head_object()
             .bucket(&self.spec.upstream_bucket)
             .key(self.spec.upstream_key(key))
@@ -206,8 +236,14 @@ impl OriginClient {
         etag: &str,
     ) -> Result<Body, OriginError> {
         let permit = self.permit().await?;
+        if let Some(h) = &self.http {
+            return Ok(Body {
+                stream: h.get_range(key, start, end, etag).await?,
+                _permit: permit,
+            });
+        }
         let out = self
-            .s3
+            .s3()?
             .get_object()
             .bucket(&self.spec.upstream_bucket)
             .key(self.spec.upstream_key(key))
@@ -233,7 +269,7 @@ impl OriginClient {
         let _p = self.permit().await?;
         let m = w.meta;
         let out = self
-            .s3
+            .s3()?
             .put_object()
             .bucket(&self.spec.upstream_bucket)
             .key(self.spec.upstream_key(key))
@@ -256,7 +292,7 @@ impl OriginClient {
 
     pub async fn delete(&self, key: &str) -> Result<(), OriginError> {
         let _p = self.permit().await?;
-        self.s3
+        self.s3()?
             .delete_object()
             .bucket(&self.spec.upstream_bucket)
             .key(self.spec.upstream_key(key))
@@ -270,7 +306,7 @@ impl OriginClient {
     pub async fn create_upload(&self, key: &str, m: ObjectMeta) -> Result<String, OriginError> {
         let _p = self.permit().await?;
         let out = self
-            .s3
+            .s3()?
             .create_multipart_upload()
             .bucket(&self.spec.upstream_bucket)
             .key(self.spec.upstream_key(key))
@@ -299,7 +335,7 @@ impl OriginClient {
     ) -> Result<String, OriginError> {
         let _p = self.permit().await?;
         let out = self
-            .s3
+            .s3()?
             .upload_part()
             .bucket(&self.spec.upstream_bucket)
             .key(self.spec.upstream_key(key))
@@ -332,7 +368,7 @@ impl OriginClient {
             })
             .collect();
         let out = self
-            .s3
+            .s3()?
             .complete_multipart_upload()
             .bucket(&self.spec.upstream_bucket)
             .key(self.spec.upstream_key(key))
@@ -350,7 +386,7 @@ impl OriginClient {
 
     pub async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), OriginError> {
         let _p = self.permit().await?;
-        self.s3
+        self.s3()?
             .abort_multipart_upload()
             .bucket(&self.spec.upstream_bucket)
             .key(self.spec.upstream_key(key))
@@ -364,7 +400,7 @@ impl OriginClient {
     pub async fn list_v2(&self, q: &ListQuery) -> Result<ListedPage, OriginError> {
         let _p = self.permit().await?;
         let out = self
-            .s3
+            .s3()?
             .list_objects_v2()
             .bucket(&self.spec.upstream_bucket)
             .prefix(self.spec.upstream_key(&q.prefix))
@@ -384,7 +420,7 @@ impl OriginClient {
     pub async fn list_v1(&self, q: &ListQuery) -> Result<ListedPage, OriginError> {
         let _p = self.permit().await?;
         let out = self
-            .s3
+            .s3()?
             .list_objects()
             .bucket(&self.spec.upstream_bucket)
             .prefix(self.spec.upstream_key(&q.prefix))

@@ -8,6 +8,7 @@
 //!
 //! - [`spec`]: what the operator configures.
 //! - [`client`]: the upstream S3 API through the AWS SDK.
+//! - [`http`]: a plain HTTP(S) server as the upstream (read by key only).
 //! - [`catalog`]: upstream metadata, cached and revalidated.
 //! - [`pieces`]: which pieces a range covers, and their ids in the store.
 //! - [`rate`]: the node-wide cap on bytes read from origins.
@@ -23,6 +24,7 @@
 
 pub mod catalog;
 pub mod client;
+pub mod http;
 pub mod pieces;
 pub mod rate;
 pub mod spec;
@@ -486,19 +488,22 @@ impl Origins {
                     spec.bucket
                 ));
             }
-            let client = OriginClient::new(spec, permits.clone()).await;
+            let client = OriginClient::new(spec, permits.clone())
+                .await
+                .map_err(|e| format!("origin {:?} ({}): {e}", spec.bucket, spec.upstream_url()))?;
             match client.check_bucket().await {
                 Ok(()) => {}
                 Err(OriginError::Unavailable(why)) => tracing::warn!(
                     bucket = spec.bucket,
-                    upstream = spec.upstream_bucket,
+                    upstream = spec.upstream_url(),
                     error = %why,
                     "origin unreachable at start; its objects answer 503 until it is"
                 ),
                 Err(e) => {
                     return Err(format!(
-                        "origin {:?} (s3://{}/{}): {e}",
-                        spec.bucket, spec.upstream_bucket, spec.prefix
+                        "origin {:?} ({}): {e}",
+                        spec.bucket,
+                        spec.upstream_url()
                     ));
                 }
             }

@@ -41,7 +41,10 @@ impl Layout {
 pub fn object_id(spec: &OriginSpec, key: &str) -> [u8; 16] {
     let mut h = blake3::Hasher::new_derive_key("s3swarm origin object 1");
     for part in [
-        spec.endpoint.as_deref().unwrap_or("aws"),
+        spec.http
+            .as_deref()
+            .or(spec.endpoint.as_deref())
+            .unwrap_or("aws"),
         &spec.upstream_bucket,
         &spec.upstream_key(key),
     ] {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 pub struct OriginSpec {
     /// The local bucket name clients use.
     pub bucket: String,
-    /// The upstream bucket.
+    /// The upstream bucket ("" for a plain HTTP origin).
     pub upstream_bucket: String,
     /// Key prefix inside the upstream bucket ("" or ending in '/' as given); local keys are
     /// upstream keys with it removed.
@@ -27,6 +27,9 @@ pub struct OriginSpec {
     pub owner: Option<String>,
     /// What writes to the bucket do.
     pub write: super::WriteMode,
+    /// A plain HTTP(S) origin's base URL, ending in '/' (`None`: an S3 origin): keys are
+    /// paths under it, read with HEAD and ranged GETs.
+    pub http: Option<String>,
 }
 
 /// Node-wide settings of every origin.
@@ -58,7 +61,7 @@ impl Default for OriginSettings {
 #[serde(deny_unknown_fields)]
 pub struct OriginTable {
     pub bucket: String,
-    /// `s3://BUCKET[/PREFIX]`.
+    /// `s3://BUCKET[/PREFIX]`, or `http(s)://HOST/PATH/` for a plain HTTP origin.
     pub upstream: String,
     pub endpoint: Option<String>,
     pub region: Option<String>,
@@ -66,7 +69,7 @@ pub struct OriginTable {
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
     pub owner: Option<String>,
-    /// `through` (default) or `none`.
+    /// `through` (default), `back` or `none`.
     pub write: Option<String>,
 }
 
@@ -81,11 +84,9 @@ pub struct OriginDefaults {
 
 /// Splits `s3://BUCKET[/PREFIX]`.
 pub fn parse_upstream(s: &str) -> Result<(String, String), String> {
-    let rest = s.strip_prefix("s3://").ok_or_else(|| {
-        format!(
-            "origin {s:?} must be s3://BUCKET[/PREFIX] (plain HTTP origins are not supported yet)"
-        )
-    })?;
+    let rest = s
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("origin {s:?} must be s3://BUCKET[/PREFIX] or an http(s):// URL"))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.len() < 3
         || bucket.len() > 63
@@ -104,7 +105,7 @@ impl OriginSpec {
     /// From `LOCAL=s3://BUCKET[/PREFIX]` and the node-wide defaults.
     pub fn from_flag(flag: &str, d: &OriginDefaults) -> Result<Self, String> {
         let (local, upstream) = flag.split_once('=').ok_or_else(|| {
-            format!("--origin {flag:?} must be LOCAL_BUCKET=s3://BUCKET[/PREFIX]")
+            format!("--origin {flag:?} must be LOCAL_BUCKET=s3://BUCKET[/PREFIX] or LOCAL_BUCKET=https://HOST/PATH/")
         })?;
         Self::from_table(
             OriginTable {
@@ -123,6 +124,9 @@ impl OriginSpec {
     }
 
     pub fn from_table(t: OriginTable, d: &OriginDefaults) -> Result<Self, String> {
+        if t.upstream.starts_with("http://") || t.upstream.starts_with("https://") {
+            return Self::http_from_table(t);
+        }
         let (upstream_bucket, prefix) = parse_upstream(&t.upstream)?;
         if store::BucketName::new(&t.bucket).is_err() {
             return Err(format!(
@@ -167,7 +171,66 @@ impl OriginSpec {
                 .unwrap_or_else(|| "us-east-1".into()),
             credentials,
             owner: t.owner,
+            http: None,
         })
+    }
+
+    /// A plain HTTP(S) origin: read-only (a node-wide `--origin-write` does not apply to it;
+    /// its own table may only say `none`), no endpoint, region or keys.
+    fn http_from_table(t: OriginTable) -> Result<Self, String> {
+        if store::BucketName::new(&t.bucket).is_err() {
+            return Err(format!(
+                "origin bucket {:?} is not a valid local bucket name",
+                t.bucket
+            ));
+        }
+        let rest = t.upstream.split_once("://").map_or("", |(_, r)| r);
+        let host = rest.split('/').next().unwrap_or("");
+        if host.is_empty()
+            || t.upstream.contains(['?', '#'])
+            || t.upstream.contains(char::is_whitespace)
+        {
+            return Err(format!(
+                "origin {:?} must be an http(s)://HOST[:PORT]/PATH/ URL without query or fragment",
+                t.upstream
+            ));
+        }
+        if let Some(w) = t.write.as_deref().filter(|w| *w != "none") {
+            return Err(format!(
+                "origin {:?}: write = {w:?}, but a plain HTTP origin can only be read (write = \"none\")",
+                t.bucket
+            ));
+        }
+        if t.endpoint.is_some() || t.access_key.is_some() || t.secret_key.is_some() {
+            return Err(format!(
+                "origin {:?}: endpoint and keys are for S3 origins, not for {}",
+                t.bucket, t.upstream
+            ));
+        }
+        let mut base = t.upstream;
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        Ok(Self {
+            bucket: t.bucket,
+            upstream_bucket: String::new(),
+            prefix: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            path_style: false,
+            credentials: None,
+            owner: t.owner,
+            write: super::WriteMode::None,
+            http: Some(base),
+        })
+    }
+
+    /// Where the origin is, for people: `s3://BUCKET/PREFIX` or the HTTP base URL.
+    pub fn upstream_url(&self) -> String {
+        match &self.http {
+            Some(base) => base.clone(),
+            None => format!("s3://{}/{}", self.upstream_bucket, self.prefix),
+        }
     }
 
     /// The upstream key of a local key.
@@ -219,10 +282,35 @@ mod tests {
         };
         let e = OriginSpec::from_flag("d22=s3://ml-data", &sideways).unwrap_err();
         assert!(e.contains("\"back\""), "{e}");
+        let h = OriginSpec::from_flag("models=https://mirror.example/models", &d).unwrap();
+        assert_eq!(h.http.as_deref(), Some("https://mirror.example/models/"));
+        assert_eq!(
+            h.write,
+            crate::origin::WriteMode::None,
+            "HTTP origins are read-only"
+        );
+        assert_eq!(h.upstream_url(), "https://mirror.example/models/");
+        let t = OriginTable {
+            bucket: "models".into(),
+            upstream: "http://10.0.0.1:8080/".into(),
+            endpoint: None,
+            region: None,
+            path_style: None,
+            access_key: None,
+            secret_key: None,
+            owner: None,
+            write: Some("through".into()),
+        };
+        assert!(
+            OriginSpec::from_table(t, &d)
+                .unwrap_err()
+                .contains("can only be read")
+        );
         for bad in [
             "datasets",
             "datasets=ml-data",
-            "datasets=https://example.com/x",
+            "datasets=https://",
+            "datasets=https://example.com/x?y=1",
             "datasets=s3://ML",
             "Bad_Name=s3://ml-data",
         ] {

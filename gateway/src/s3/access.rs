@@ -68,10 +68,9 @@ impl S3Access for BucketOwnership {
             {
                 Err(s3_error!(
                     AccessDenied,
-                    "Bucket {} fronts the origin s3://{}/{} read-only (write = \"none\")",
+                    "Bucket {} fronts the origin {} read-only (write = \"none\")",
                     o.spec.bucket,
-                    o.spec.upstream_bucket,
-                    o.spec.prefix
+                    o.spec.upstream_url()
                 ))
             } else if !(ORIGIN_READS.contains(&op.as_str())
                 || ORIGIN_WRITES.contains(&op.as_str())
@@ -80,10 +79,9 @@ impl S3Access for BucketOwnership {
             {
                 Err(s3_error!(
                     NotImplemented,
-                    "{op} is not supported on bucket {}, which fronts the origin s3://{}/{}",
+                    "{op} is not supported on bucket {}, which fronts the origin {}",
                     o.spec.bucket,
-                    o.spec.upstream_bucket,
-                    o.spec.prefix
+                    o.spec.upstream_url()
                 ))
             } else {
                 Ok(())

@@ -595,3 +595,33 @@ def test_the_origin_rate_cap_holds_a_cold_read_to_it(moto, tmp_path):
     finally:
         node.stop()
         proxy.stop()
+
+
+def test_pyarrow_reads_parquet_datasets_from_the_origin_bucket(fronted):
+    """pyarrow's own S3 client (the AWS C++ SDK): listing a prefix, then reading a parquet
+    dataset through ranged reads (footer first), as a data loader would."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from conftest import SECRET_KEY
+
+    node, _, upstream = fronted
+    tables = []
+    for i in range(3):
+        t = pa.table({"id": list(range(i * 1000, (i + 1) * 1000)), "text": [f"row {n}" for n in range(1000)]})
+        buf = io.BytesIO()
+        pq.write_table(t, buf, row_group_size=250)
+        upstream.put_object(Bucket=UPSTREAM, Key=f"{PREFIX}pq/part-{i}.parquet", Body=buf.getvalue())
+        tables.append(t)
+    fs = pafs.S3FileSystem(access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint_override=node.endpoint,
+                           region="us-east-1")
+    infos = fs.get_file_info(pafs.FileSelector("data/pq/", recursive=True))
+    assert sorted(i.path for i in infos) == [f"data/pq/part-{i}.parquet" for i in range(3)]
+    one = pq.read_table("data/pq/part-1.parquet", filesystem=fs)
+    assert one.equals(tables[1])
+    whole = ds.dataset("data/pq/", filesystem=fs, format="parquet").to_table()
+    assert sorted(whole.column("id").to_pylist()) == list(range(3000))

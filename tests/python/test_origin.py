@@ -191,6 +191,8 @@ def test_a_cold_object_reads_as_the_origin_has_it_and_each_piece_once(fronted):
     body, warm = served_by(proxy, read)
     assert body == data
     assert warm < 4096, f"a warm read still took {warm} bytes from the origin"
+    # Each piece fetch was timed (7 pieces of 1 MiB).
+    assert metric(node, 's3swarm_origin_request_seconds_count{bucket="data",operation="GetObject"}') >= 7
 
 
 def test_a_ranged_read_of_a_cold_object_reads_only_the_pieces_it_covers(fronted):

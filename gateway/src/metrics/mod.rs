@@ -593,6 +593,11 @@ impl Metrics {
         self.origin.request(bucket, op);
     }
 
+    /// How long a request to an origin took.
+    pub fn origin_seconds(&self, bucket: &str, op: &str, secs: f64) {
+        self.origin.seconds(bucket, op, secs);
+    }
+
     /// Object bytes read from an origin.
     pub fn origin_bytes(&self, bucket: &str, n: u64) {
         self.origin.bytes(bucket, n);

@@ -1,12 +1,13 @@
 //! What this node asks of its origins: requests, bytes and errors per origin bucket.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::reg;
 use crate::origin::OriginError;
 
 pub(crate) struct OriginMetrics {
     requests: IntCounterVec,
+    seconds: HistogramVec,
     bytes: IntCounterVec,
     errors: IntCounterVec,
     backlog_objects: IntGaugeVec,
@@ -25,6 +26,19 @@ impl OriginMetrics {
                         "Requests this node sent to an origin (the SDK's retries not counted), \
                          by local bucket and S3 operation",
                     ),
+                    &["bucket", "operation"],
+                ),
+            ),
+            seconds: reg(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "origin_request_seconds",
+                        "Time an origin request took, by local bucket and operation, until its \
+                         answer (a GetObject: until the last byte of its piece was kept), \
+                         retries included, failures too",
+                    )
+                    .buckets(super::latency_buckets()),
                     &["bucket", "operation"],
                 ),
             ),
@@ -105,6 +119,10 @@ impl OriginMetrics {
 
     pub(crate) fn flushed(&self, bucket: &str, outcome: &str) {
         self.flushed.with_label_values(&[bucket, outcome]).inc();
+    }
+
+    pub(crate) fn seconds(&self, bucket: &str, op: &str, secs: f64) {
+        self.seconds.with_label_values(&[bucket, op]).observe(secs);
     }
 
     pub(crate) fn request(&self, bucket: &str, op: &str) {

@@ -148,15 +148,26 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// Runs one request to the upstream, counted and timed in the origin metrics.
+    async fn asked<T>(
+        &self,
+        op: &'static str,
+        request: impl std::future::Future<Output = Result<T, OriginError>>,
+    ) -> Result<T, OriginError> {
+        self.metrics.origin_request(&self.spec.bucket, op);
+        let started = std::time::Instant::now();
+        let r = request.await;
+        self.metrics
+            .origin_seconds(&self.spec.bucket, op, started.elapsed().as_secs_f64());
+        r
+    }
+
     /// The upstream's metadata of `key` (cached, revalidated). When the upstream now has
     /// another version, the pieces kept of the old one are dropped.
     pub async fn object(&self, key: &str) -> Result<UpstreamObject, OriginError> {
         let found = self
             .catalog
-            .lookup(key, || {
-                self.metrics.origin_request(&self.spec.bucket, "HeadObject");
-                self.client.head(key)
-            })
+            .lookup(key, || self.asked("HeadObject", self.client.head(key)))
             .await;
         if let Err(e) = &found {
             self.metrics.origin_error(&self.spec.bucket, e);
@@ -181,13 +192,14 @@ impl Origin {
 
     /// One page of the upstream's listing (V1's when `v1`), counted in the origin metrics.
     pub async fn list(&self, q: &ListQuery, v1: bool) -> Result<ListedPage, OriginError> {
-        self.metrics
-            .origin_request(&self.spec.bucket, "ListObjects");
-        let r = if v1 {
-            self.client.list_v1(q).await
-        } else {
-            self.client.list_v2(q).await
+        let page = async {
+            if v1 {
+                self.client.list_v1(q).await
+            } else {
+                self.client.list_v2(q).await
+            }
         };
+        let r = self.asked("ListObjects", page).await;
         if let Err(e) = &r {
             self.metrics.origin_error(&self.spec.bucket, e);
         }
@@ -392,8 +404,8 @@ impl Origin {
     ) -> Result<Manifest, OriginError> {
         let (start, end) = self.layout(object.size).piece(index);
         let want = end - start;
-        self.metrics.origin_request(&self.spec.bucket, "GetObject");
-        let r = self.fetch_bytes(key, object, start, end, want, id).await;
+        let piece = self.fetch_bytes(key, object, start, end, want, id);
+        let r = self.asked("GetObject", piece).await;
         match &r {
             Ok(_) => tracing::debug!(key, index, bytes = want, "piece fetched from the origin"),
             Err(e) => {

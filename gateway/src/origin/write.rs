@@ -43,15 +43,14 @@ impl Origin {
         len: u64,
         w: WriteMeta,
     ) -> Result<String, OriginError> {
-        self.metrics.origin_request(&self.spec.bucket, "PutObject");
-        let r = self.client.put(key, body, len, w).await;
+        let r = self
+            .asked("PutObject", self.client.put(key, body, len, w))
+            .await;
         self.written(key, r).await
     }
 
     pub async fn delete(self: &Arc<Self>, key: &str) -> Result<(), OriginError> {
-        self.metrics
-            .origin_request(&self.spec.bucket, "DeleteObject");
-        let r = self.client.delete(key).await;
+        let r = self.asked("DeleteObject", self.client.delete(key)).await;
         // Deleting a key that is not there succeeds in S3.
         let r = match r {
             Err(OriginError::NotFound) => Ok(()),
@@ -65,9 +64,11 @@ impl Origin {
         key: &str,
         meta: store::ObjectMeta,
     ) -> Result<String, OriginError> {
-        self.metrics
-            .origin_request(&self.spec.bucket, "CreateMultipartUpload");
-        self.counted(self.client.create_upload(key, meta).await)
+        let r = self.asked(
+            "CreateMultipartUpload",
+            self.client.create_upload(key, meta),
+        );
+        self.counted(r.await)
     }
 
     pub async fn upload_part(
@@ -79,12 +80,10 @@ impl Origin {
         len: u64,
         content_md5: Option<String>,
     ) -> Result<String, OriginError> {
-        self.metrics.origin_request(&self.spec.bucket, "UploadPart");
-        self.counted(
-            self.client
-                .upload_part(key, upload_id, number, body, len, content_md5)
-                .await,
-        )
+        let part = self
+            .client
+            .upload_part(key, upload_id, number, body, len, content_md5);
+        self.counted(self.asked("UploadPart", part).await)
     }
 
     pub async fn complete_upload(
@@ -93,16 +92,14 @@ impl Origin {
         upload_id: &str,
         parts: Vec<(i32, String)>,
     ) -> Result<String, OriginError> {
-        self.metrics
-            .origin_request(&self.spec.bucket, "CompleteMultipartUpload");
-        let r = self.client.complete_upload(key, upload_id, parts).await;
+        let done = self.client.complete_upload(key, upload_id, parts);
+        let r = self.asked("CompleteMultipartUpload", done).await;
         self.written(key, r).await
     }
 
     pub async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), OriginError> {
-        self.metrics
-            .origin_request(&self.spec.bucket, "AbortMultipartUpload");
-        self.counted(self.client.abort_upload(key, upload_id).await)
+        let abort = self.client.abort_upload(key, upload_id);
+        self.counted(self.asked("AbortMultipartUpload", abort).await)
     }
 
     fn counted<T>(&self, r: Result<T, OriginError>) -> Result<T, OriginError> {

@@ -50,6 +50,7 @@ MAY_BE_EMPTY: dict[tuple[str, str, str], str] = {
     ("swarm.json", "Are pending writes reaching the origin?", "A"): "the live swarm fronts no origin",
     ("swarm.json", "How long do origin requests take?", "A"): "the live swarm fronts no origin",
     ("swarm.json", "How long do origin requests take?", "B"): "the live swarm fronts no origin",
+    ("swarm.json", "What share of origin-bucket reads does the origin serve?", "A"): "the live swarm fronts no origin",
 }
 
 # Metric names a panel or rule uses that may have no series at all under this load, with the
@@ -62,6 +63,7 @@ MAY_BE_ABSENT: dict[str, str] = {
     "s3swarm_origin_errors_total": "only nodes started with --origin export it",
     "s3swarm_origin_write_back_backlog_bytes": "only nodes with a write-back origin export it",
     "s3swarm_origin_write_back_backlog_objects": "only nodes with a write-back origin export it",
+    "s3swarm_origin_served_bytes_total": "only nodes started with --origin export it",
     "s3swarm_origin_request_seconds_bucket": "only nodes started with --origin export it, once a request was made",
     "s3swarm_origin_write_back_total": "only nodes with a write-back origin export it, once a write was passed on",
 }

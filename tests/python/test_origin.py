@@ -509,6 +509,10 @@ def test_three_nodes_reading_one_cold_object_at_once_read_each_piece_from_the_or
         # Every node took part: each read some pieces from the origin as their owner.
         fetched = [metric(n, 's3swarm_origin_read_bytes_total{bucket="data"}') for n in nodes]
         assert all(f > 0 for f in fetched), fetched
+        # The nodes' own account agrees: each sent the whole object, the origin served a third.
+        sent = [metric(n, 's3swarm_origin_served_bytes_total{bucket="data"}') for n in nodes]
+        assert all(s == size for s in sent), sent
+        assert 0.3 <= sum(fetched) / sum(sent) <= 0.35, (fetched, sent)
 
         # Warm a new object onto every node: afterwards each reads it from its own store.
         data3 = put_upstream(upstream, "swarm/warm.tar", 5 * MiB)

@@ -598,6 +598,11 @@ impl Metrics {
         self.origin.seconds(bucket, op, secs);
     }
 
+    /// Object bytes sent to a client from an origin bucket.
+    pub fn origin_served(&self, bucket: &str, n: u64) {
+        self.origin.served(bucket, n);
+    }
+
     /// Object bytes read from an origin.
     pub fn origin_bytes(&self, bucket: &str, n: u64) {
         self.origin.bytes(bucket, n);

@@ -9,6 +9,7 @@ pub(crate) struct OriginMetrics {
     requests: IntCounterVec,
     seconds: HistogramVec,
     bytes: IntCounterVec,
+    served: IntCounterVec,
     errors: IntCounterVec,
     backlog_objects: IntGaugeVec,
     backlog_bytes: IntGaugeVec,
@@ -48,6 +49,18 @@ impl OriginMetrics {
                     Opts::new(
                         "origin_read_bytes_total",
                         "Object bytes this node read from an origin, by local bucket",
+                    ),
+                    &["bucket"],
+                ),
+            ),
+            served: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "origin_served_bytes_total",
+                        "Object bytes this node sent to S3 clients from an origin bucket, \
+                         whoever fetched them from the upstream (divide the swarm's \
+                         origin_read_bytes_total by this for the share the origin served)",
                     ),
                     &["bucket"],
                 ),
@@ -102,6 +115,7 @@ impl OriginMetrics {
     /// Makes an origin's series exist from start (at zero), so rates and alerts see it.
     pub(crate) fn configured(&self, bucket: &str) {
         self.bytes.with_label_values(&[bucket]);
+        self.served.with_label_values(&[bucket]);
         for op in ["HeadObject", "GetObject", "ListObjects"] {
             self.requests.with_label_values(&[bucket, op]);
         }
@@ -127,6 +141,10 @@ impl OriginMetrics {
 
     pub(crate) fn request(&self, bucket: &str, op: &str) {
         self.requests.with_label_values(&[bucket, op]).inc();
+    }
+
+    pub(crate) fn served(&self, bucket: &str, n: u64) {
+        self.served.with_label_values(&[bucket]).inc_by(n);
     }
 
     pub(crate) fn bytes(&self, bucket: &str, n: u64) {

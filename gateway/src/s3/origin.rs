@@ -141,6 +141,9 @@ fn stream_pieces(
             );
             while let Some(item) = inner.next().await {
                 let item = item.map_err(|e| std::io::Error::other(e.to_string()));
+                if let Ok(b) = &item {
+                    metrics.origin_served(&origin.spec.bucket, b.len() as u64);
+                }
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {
                     return;

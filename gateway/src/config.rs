@@ -80,6 +80,10 @@ pub struct Config {
     pub origins: Vec<crate::origin::OriginSpec>,
     /// Settings shared by every origin.
     pub origin: crate::origin::OriginSettings,
+    /// The bucket the Hugging Face Hub façade reads repositories from; `None`: no façade.
+    pub hf_bucket: Option<String>,
+    /// The bearer token the façade requires; `None`: it answers without one.
+    pub hf_token: Option<String>,
 }
 
 impl Default for Config {
@@ -117,6 +121,8 @@ impl Default for Config {
             scrub_every_secs: 7 * 24 * 3600,
             origins: Vec::new(),
             origin: crate::origin::OriginSettings::default(),
+            hf_bucket: None,
+            hf_token: None,
         }
     }
 }
@@ -164,6 +170,8 @@ pub struct FileConfig {
     pub origin_piece_size: Option<u64>,
     pub origin_max_connections: Option<usize>,
     pub origin_max_rate: Option<u64>,
+    pub hf_bucket: Option<String>,
+    pub hf_token: Option<String>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -208,6 +216,8 @@ pub struct Overrides {
     pub origin_piece_size: Option<u64>,
     pub origin_max_connections: Option<usize>,
     pub origin_max_rate: Option<u64>,
+    pub hf_bucket: Option<String>,
+    pub hf_token: Option<String>,
 }
 
 /// Why a configuration could not be built.
@@ -277,6 +287,8 @@ impl Config {
             c.origin.revalidate_secs = f.origin_revalidate_secs.unwrap_or(c.origin.revalidate_secs);
             c.origin.piece_size = f.origin_piece_size.unwrap_or(c.origin.piece_size);
             c.origin.max_connections = f.origin_max_connections.unwrap_or(c.origin.max_connections);
+            c.hf_bucket = f.hf_bucket;
+            c.hf_token = f.hf_token;
         }
         c.listen = over.listen.unwrap_or(c.listen);
         c.data_dir = over.data_dir.unwrap_or(c.data_dir);
@@ -321,6 +333,8 @@ impl Config {
             .origin_max_connections
             .unwrap_or(c.origin.max_connections);
         c.origin.max_rate = over.origin_max_rate.unwrap_or(c.origin.max_rate);
+        c.hf_bucket = over.hf_bucket.or(c.hf_bucket);
+        c.hf_token = over.hf_token.or(c.hf_token);
         for t in tables {
             c.origins.push(
                 crate::origin::OriginSpec::from_table(t, &defaults)

@@ -5,13 +5,15 @@
 //! Credentials ([`credentials`]) and configuration ([`config`]) are loaded once at start;
 //! with a certificate the same app is served over HTTPS ([`tls`]); what a slow client may
 //! cost is bounded where connections are accepted ([`connections`]). A bucket may front an
-//! upstream S3 bucket, read through once per piece ([`origin`]).
+//! upstream S3 bucket or HTTP server, read through once per piece ([`origin`]); a bucket may be
+//! served to Hugging Face Hub clients ([`hf`]).
 
 pub mod admin;
 pub mod config;
 pub mod connections;
 pub mod credentials;
 pub mod disk;
+pub mod hf;
 pub mod metrics;
 pub mod origin;
 pub mod s3;

@@ -183,6 +183,14 @@ struct ServeArgs {
     /// [default: 0].
     #[arg(long, env = "S3SWARM_ORIGIN_MAX_RATE")]
     origin_max_rate: Option<u64>,
+    /// Answer the Hugging Face Hub's download API (HF_ENDPOINT=http://this-node:9000) from
+    /// this bucket, laid out models/ORG/NAME/REVISION/PATH and datasets/ORG/NAME/REVISION/PATH.
+    /// Unsigned requests may read the bucket through it: set --hf-token to require a token.
+    #[arg(long, env = "S3SWARM_HF_BUCKET")]
+    hf_bucket: Option<String>,
+    /// The bearer token the Hub façade requires (the client's HF_TOKEN).
+    #[arg(long, env = "S3SWARM_HF_TOKEN", hide_env_values = true)]
+    hf_token: Option<String>,
     /// Test-only fault: corrupt every chunk this node serves to peers.
     #[arg(long, hide = true)]
     fault_corrupt_chunks: bool,
@@ -335,6 +343,8 @@ fn main() -> ExitCode {
                 origin_piece_size: a.origin_piece_size,
                 origin_max_connections: a.origin_max_connections,
                 origin_max_rate: a.origin_max_rate,
+                hf_bucket: a.hf_bucket,
+                hf_token: a.hf_token,
             };
             let config = match Config::load(a.config.as_deref(), over) {
                 Ok(c) => c,

@@ -63,6 +63,8 @@ struct AppState {
     keys: KeyStore,
     region: Arc<str>,
     host: Option<Arc<DomainHost>>,
+    /// The Hugging Face Hub façade, when `--hf-bucket` is set.
+    hf: Option<Arc<crate::hf::Facade>>,
 }
 
 /// Bytes of form fields a POST may carry beyond its file.
@@ -198,6 +200,18 @@ pub async fn serve(
     )
     .with_origins(origins.clone());
     crate::s3::start_flushers(&gateway);
+    let hf = config.hf_bucket.as_ref().map(|b| {
+        tracing::info!(
+            bucket = b,
+            token = config.hf_token.is_some(),
+            "answering the Hugging Face Hub API"
+        );
+        Arc::new(crate::hf::Facade::new(
+            gateway.clone(),
+            b.clone(),
+            config.hf_token.clone(),
+        ))
+    });
     let mut builder = S3ServiceBuilder::new(gateway);
     builder.set_auth(keys.clone());
     builder.set_access(BucketOwnership {
@@ -239,6 +253,7 @@ pub async fn serve(
         post_max_size: config.post_max_size,
         keys: keys.clone(),
         region: Arc::from(config.region.as_str()),
+        hf,
         host: config
             .domain
             .as_deref()
@@ -476,6 +491,12 @@ fn screen_signature(st: &AppState, req: &Request) -> Result<signature::Passed, s
 }
 
 async fn s3_handler(State(st): State<AppState>, mut req: Request) -> Response {
+    if crate::hf::wants(st.hf.as_deref(), req.method(), req.headers(), req.uri())
+        && let Some(hf) = &st.hf
+    {
+        OperationName::set(req.extensions(), "HubFacade");
+        return hf.serve(req.method(), req.uri(), req.headers()).await;
+    }
     match screen_signature(&st, &req) {
         Ok(signature::Passed::AsSent) => {}
         Ok(signature::Passed::WithBucketSlash) => {

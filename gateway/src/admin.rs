@@ -65,12 +65,23 @@ pub(crate) async fn prefetch(
 ) -> S3Result<S3Response<Body>> {
     use crate::s3::error::{join_err, s3_err};
     let (mut bucket, mut key, mut prefix, mut local) = (None, None, None, false);
+    let mut copies: Option<usize> = None;
     for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
             "bucket" => bucket = Some(v.into_owned()),
             "key" => key = Some(v.into_owned()),
             "prefix" => prefix = Some(v.into_owned()),
             "local" => local = v == "1" || v == "true",
+            "copies" => {
+                copies = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (1..=16).contains(n))
+                        .ok_or_else(|| {
+                            s3_error!(InvalidArgument, "copies must be a number from 1 to 16")
+                        })?,
+                )
+            }
             _ => {}
         }
     }
@@ -78,12 +89,17 @@ pub(crate) async fn prefetch(
         if o.owner != owner {
             return Err(s3_error!(AccessDenied, "Access Denied"));
         }
-        use crate::origin::warm::{Scope, start};
+        use crate::origin::warm::{Hold, Scope, start};
         let scope = match key {
             Some(k) => Scope::Key(k),
             None => Scope::Prefix(prefix.unwrap_or_default()),
         };
-        let lines: s3s::stream::DynByteStream = Box::pin(start(o.clone(), scope, local));
+        let hold = match (copies, local) {
+            (Some(n), _) => Hold::Copies(n),
+            (None, true) => Hold::Here,
+            (None, false) => Hold::Owner,
+        };
+        let lines: s3s::stream::DynByteStream = Box::pin(start(o.clone(), scope, hold));
         let mut resp = S3Response::new(Body::from(lines));
         resp.status = Some(StatusCode::OK);
         resp.headers.insert(
@@ -263,12 +279,14 @@ pub async fn warm_origin(
     bucket: &str,
     prefix: &str,
     all_nodes: bool,
+    copies: Option<usize>,
     json: bool,
 ) -> Result<(), AdminError> {
     use crate::origin::warm::WarmLine;
     use futures::StreamExt;
     use std::io::{IsTerminal, Write};
-    let endpoints = if all_nodes {
+    // Both ask every member: to keep all of it, or the pieces each ranks for.
+    let endpoints = if all_nodes || copies.is_some() {
         let v: serde_json::Value =
             serde_json::from_str(&call(endpoint, "GET", CLUSTER_PATH).await?)?;
         let scheme = endpoint.split("://").next().unwrap_or("http");
@@ -292,7 +310,9 @@ pub async fn warm_origin(
     query
         .append_pair("bucket", bucket)
         .append_pair("prefix", prefix);
-    if all_nodes {
+    if let Some(n) = copies {
+        query.append_pair("copies", &n.to_string());
+    } else if all_nodes {
         query.append_pair("local", "1");
     }
     let path = format!("{PREFETCH_PATH}?{}", query.finish());

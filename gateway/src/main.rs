@@ -231,8 +231,12 @@ enum ClusterCommand {
         /// The object's key (not with s3://).
         key: Option<String>,
         /// With s3://: onto every live member, not only into the swarm once.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "copies")]
         all_nodes: bool,
+        /// With s3://: keep each piece on N members (its first N by rendezvous rank, so the
+        /// copies spread over the swarm) [default: 1, its owner].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
+        copies: Option<u32>,
         #[command(flatten)]
         target: AdminTarget,
     },
@@ -365,6 +369,7 @@ fn main() -> ExitCode {
                     bucket,
                     key,
                     all_nodes,
+                    copies,
                     target: t,
                 },
         }) => match (bucket.strip_prefix("s3://"), key) {
@@ -372,7 +377,14 @@ fn main() -> ExitCode {
                 let (b, prefix) = path.split_once('/').unwrap_or((path, ""));
                 run(
                     false,
-                    gateway::admin::warm_origin(&t.endpoint, b, prefix, all_nodes, t.json),
+                    gateway::admin::warm_origin(
+                        &t.endpoint,
+                        b,
+                        prefix,
+                        all_nodes,
+                        copies.map(|n| n as usize),
+                        t.json,
+                    ),
                 )
             }
             (None, Some(key)) => run(

@@ -631,3 +631,29 @@ def test_pyarrow_reads_parquet_datasets_from_the_origin_bucket(fronted):
     assert one.equals(tables[1])
     whole = ds.dataset("data/pq/", filesystem=fs, format="parquet").to_table()
     assert sorted(whole.column("id").to_pylist()) == list(range(3000))
+
+
+@pytest.mark.server_errors
+def test_prefetch_with_two_copies_survives_a_node_and_the_origin_going_down(moto, tmp_path):
+    """`--copies 2`: every member keeps the pieces it ranks first or second for, so with the
+    origin unreachable and one node gone the other two still serve every byte (with the
+    default single copy, the lost node's pieces would have to come from the origin)."""
+    addr, upstream = moto
+    proxy = CountingProxy(addr)
+    nodes = start_swarm(proxy, tmp_path, 45, 3)
+    try:
+        data = put_upstream(upstream, "copies/weights.bin", 6 * MiB + 5)
+        p, served = served_by(proxy, lambda: prefetch(nodes[0], "s3://data/copies/", "--copies", "2"))
+        assert p.returncode == 0, p.stderr
+        assert served <= 1.05 * len(data) + 65536, f"warming 2 copies read {served} bytes from the origin"
+        for n in nodes:
+            n.client().head_object(Bucket="data", Key="copies/weights.bin")  # metadata known
+        proxy.stop()
+        nodes[0].stop()
+        for n in nodes[1:]:
+            got = n.client().get_object(Bucket="data", Key="copies/weights.bin")["Body"].read()
+            assert got == data
+    finally:
+        for n in nodes:
+            n.stop()
+        proxy.stop()

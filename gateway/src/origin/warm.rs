@@ -1,7 +1,8 @@
 //! Warming: bringing a prefix (or one key) of an origin bucket into the swarm before a job
 //! reads it. Every piece is obtained the usual way (its owner reads it from the upstream
-//! once); with `local`, this node also fetches each piece's chunks so its own readers find
-//! them here. The answer is one line of JSON per event, sent as it happens, so a caller can
+//! once); [`Hold`] says where its chunks are kept besides: nowhere else, on this node too
+//! (`--all-nodes` asks every member so), or on the piece's first N members by rendezvous
+//! rank (`--copies N` asks every member, and each keeps the pieces it ranks for). The answer is one line of JSON per event, sent as it happens, so a caller can
 //! show progress: a `start` with the totals, an `object` per object done (or failed), a `done`.
 
 use std::pin::Pin;
@@ -65,6 +66,18 @@ fn line(l: &WarmLine) -> Bytes {
     Bytes::from(v)
 }
 
+/// Where a warm-up keeps each piece's chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// With the piece's owner only (where obtaining it leaves them).
+    Owner,
+    /// On this node as well.
+    Here,
+    /// On this node if it is among the piece's first `n` live members by rendezvous rank
+    /// (the owner first): with every member warming, each piece ends up on `n` nodes.
+    Copies(usize),
+}
+
 /// What to warm: every object under `prefix`, or the one `key`.
 pub enum Scope {
     Prefix(String),
@@ -73,7 +86,7 @@ pub enum Scope {
 
 /// Starts warming in a task; the lines arrive on the returned body. A caller that goes away
 /// stops it at the next object.
-pub fn start(origin: Arc<Origin>, scope: Scope, local: bool) -> Lines {
+pub fn start(origin: Arc<Origin>, scope: Scope, hold: Hold) -> Lines {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let started = Instant::now();
@@ -113,7 +126,7 @@ pub fn start(origin: Arc<Origin>, scope: Scope, local: bool) -> Lines {
         let (mut failed, mut bytes) = (0u64, 0u64);
         for (key, object) in &objects {
             let pieces = origin.layout(object.size).count();
-            let error = warm_object(&origin, key, object, local).await.err();
+            let error = warm_object(&origin, key, object, hold).await.err();
             if error.is_some() {
                 failed += 1;
             } else {
@@ -196,14 +209,33 @@ async fn warm_object(
     origin: &Arc<Origin>,
     key: &str,
     object: &UpstreamObject,
-    local: bool,
+    hold: Hold,
 ) -> Result<(), OriginError> {
     let count = origin.layout(object.size).count();
+    let live = origin.swarm.as_ref().map(swarm::Swarm::live_ids);
+    let me = origin.swarm.as_ref().map(|s| s.me().id);
+    let mine = |i: u32| match (hold, &live, me) {
+        (Hold::Owner, _, _) => None,
+        (Hold::Here, _, _) => Some(true),
+        (Hold::Copies(n), Some(live), Some(me)) => {
+            let id = super::pieces::piece_id(&origin.spec, key, object, origin.piece_size, i);
+            Some(super::pieces::owners(&id, live, n).contains(&me))
+        }
+        // Alone: this node is every copy there is.
+        (Hold::Copies(_), _, _) => Some(true),
+    };
     let mut results = futures::stream::iter(0..count)
         .map(|i| async move {
-            let m = origin.piece(key, object, i).await?;
-            if local {
-                origin.hold_here(&m).await?;
+            match mine(i) {
+                // Not among this piece's holders: another member keeps it.
+                Some(false) => {}
+                Some(true) => {
+                    let m = origin.piece(key, object, i).await?;
+                    origin.hold_here(&m).await?;
+                }
+                None => {
+                    origin.piece(key, object, i).await?;
+                }
             }
             Ok::<_, OriginError>(())
         })

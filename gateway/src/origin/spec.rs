@@ -57,7 +57,7 @@ impl Default for OriginSettings {
 }
 
 /// One `[[origins]]` table of the TOML file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OriginTable {
     pub bucket: String,
@@ -111,13 +111,7 @@ impl OriginSpec {
             OriginTable {
                 bucket: local.to_owned(),
                 upstream: upstream.to_owned(),
-                endpoint: None,
-                region: None,
-                path_style: None,
-                access_key: None,
-                secret_key: None,
-                owner: None,
-                write: None,
+                ..Default::default()
             },
             d,
         )
@@ -293,13 +287,8 @@ mod tests {
         let t = OriginTable {
             bucket: "models".into(),
             upstream: "http://10.0.0.1:8080/".into(),
-            endpoint: None,
-            region: None,
-            path_style: None,
-            access_key: None,
-            secret_key: None,
-            owner: None,
             write: Some("through".into()),
+            ..Default::default()
         };
         assert!(
             OriginSpec::from_table(t, &d)

@@ -346,6 +346,22 @@ def test_writes_go_through_to_the_origin_and_are_read_back(fronted, tmp_path):
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
+def test_aws_s3_rm_recursive_deletes_through_to_the_origin(fronted, tmp_path):
+    """`aws s3 rm --recursive` sends DeleteObjects: each key is deleted at the origin."""
+    node, _, upstream = fronted
+    for i in range(5):
+        upstream.put_object(Bucket=UPSTREAM, Key=f"{PREFIX}rm/{i}.bin", Body=b"x")
+    upstream.put_object(Bucket=UPSTREAM, Key=f"{PREFIX}keep/0.bin", Body=b"x")
+    aws = aws_runner(node, tmp_path)
+    aws("s3", "rm", "--recursive", "s3://data/rm/")
+    left = upstream.list_objects_v2(Bucket=UPSTREAM, Prefix=PREFIX + "rm/").get("KeyCount")
+    assert left == 0, left
+    upstream.head_object(Bucket=UPSTREAM, Key=f"{PREFIX}keep/0.bin")
+    out = node.client().delete_objects(Bucket="data", Delete={"Objects": [{"Key": "keep/0.bin", "VersionId": "3"}]})
+    assert [e["Code"] for e in out["Errors"]] == ["InvalidArgument"]
+    upstream.head_object(Bucket=UPSTREAM, Key=f"{PREFIX}keep/0.bin")
+
+
 def test_a_read_only_origin_refuses_writes_and_writes_nothing(moto, tmp_path):
     addr, upstream = moto
     proxy = CountingProxy(addr)
@@ -364,6 +380,9 @@ def test_a_read_only_origin_refuses_writes_and_writes_nothing(moto, tmp_path):
         assert "read-only" in e.value.response["Error"]["Message"]
         with pytest.raises(ClientError) as e:
             s3.delete_object(Bucket="readonly", Key="ro/kept.bin")
+        assert e.value.response["Error"]["Code"] == "AccessDenied"
+        with pytest.raises(ClientError) as e:
+            s3.delete_objects(Bucket="readonly", Delete={"Objects": [{"Key": "ro/kept.bin"}]})
         assert e.value.response["Error"]["Code"] == "AccessDenied"
         upstream.head_object(Bucket=UPSTREAM, Key=PREFIX + "ro/kept.bin")
         with pytest.raises(ClientError):

@@ -105,6 +105,16 @@ def test_writes_are_acknowledged_here_read_back_at_once_and_land_in_the_origin(m
         assert "run1/old.pt" not in listed(s3, "ckpt", "run1/")
         wait_upstream(upstream, "run1/old.pt", None)
 
+        # A batch delete (what `aws s3 rm --recursive` sends): hidden at once, then upstream.
+        for i in range(3):
+            upstream.put_object(Bucket=UPSTREAM, Key=f"{PREFIX}run0/{i}.pt", Body=b"old run")
+        out = s3.delete_objects(Bucket="ckpt", Delete={"Objects": [{"Key": f"run0/{i}.pt"} for i in range(3)]})
+        assert sorted(d["Key"] for d in out["Deleted"]) == [f"run0/{i}.pt" for i in range(3)]
+        assert all("DeleteMarker" not in d for d in out["Deleted"]), out["Deleted"]
+        assert listed(s3, "ckpt", "run0/") == {}
+        for i in range(3):
+            wait_upstream(upstream, f"run0/{i}.pt", None)
+
         # A conditional create is judged against the origin's object too.
         with pytest.raises(ClientError) as e:
             s3.put_object(Bucket="ckpt", Key="run1/step-1.pt", Body=b"x", IfNoneMatch="*")

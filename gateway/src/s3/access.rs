@@ -30,9 +30,10 @@ const ORIGIN_READS: [&str; 7] = [
     "GetBucketLocation",
     "CreateBucket",
 ];
-const ORIGIN_WRITES: [&str; 6] = [
+const ORIGIN_WRITES: [&str; 7] = [
     "PutObject",
     "DeleteObject",
+    "DeleteObjects",
     "CreateMultipartUpload",
     "UploadPart",
     "CompleteMultipartUpload",

@@ -307,6 +307,12 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        if let Some(o) = self.origin_back(&req.input.bucket) {
+            return write_back::delete_objects(self, o, req).await;
+        }
+        if let Some(o) = self.origin(&req.input.bucket) {
+            return origin_write::delete_objects(o, req).await;
+        }
         delete::delete_objects(self, req).await
     }
 

@@ -96,6 +96,62 @@ pub(crate) async fn delete_object(
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
+/// A batch delete passed to the upstream key by key (a few at once), each answered as the
+/// upstream answered it.
+pub(crate) async fn delete_objects(
+    origin: Arc<Origin>,
+    req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    let objects = req.input.delete.objects;
+    if objects.len() > 1000 {
+        return Err(s3_error!(
+            MalformedXML,
+            "A DeleteObjects request may name at most 1000 keys"
+        ));
+    }
+    let quiet = req.input.delete.quiet.unwrap_or(false);
+    let results: Vec<(ObjectIdentifier, Result<(), s3s::S3Error>)> = futures::stream::iter(objects)
+        .map(|obj| {
+            let origin = origin.clone();
+            async move {
+                let r = if obj.version_id.as_deref().is_some_and(|v| v != "null") {
+                    Err(s3_error!(
+                        InvalidArgument,
+                        "This bucket fronts an origin; versions cannot be deleted through it"
+                    ))
+                } else {
+                    origin.delete(&obj.key).await.map_err(write_err)
+                };
+                (obj, r)
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+    for (obj, r) in results {
+        match r {
+            Ok(()) if !quiet => deleted.push(DeletedObject {
+                key: Some(obj.key),
+                version_id: obj.version_id,
+                ..Default::default()
+            }),
+            Ok(()) => {}
+            Err(e) => errors.push(Error {
+                key: Some(obj.key),
+                version_id: obj.version_id,
+                code: Some(e.code().as_str().to_owned()),
+                message: e.message().map(str::to_owned),
+            }),
+        }
+    }
+    Ok(S3Response::new(DeleteObjectsOutput {
+        deleted: Some(deleted),
+        errors: Some(errors),
+        ..Default::default()
+    }))
+}
+
 pub(crate) async fn create_upload(
     origin: Arc<Origin>,
     req: S3Request<CreateMultipartUploadInput>,

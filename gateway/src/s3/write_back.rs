@@ -320,6 +320,37 @@ pub(crate) async fn delete_object(
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
+/// A batch delete: delete markers in the namespace, uploaded as deletes like any pending write.
+pub(crate) async fn delete_objects(
+    g: &Gateway,
+    o: Arc<Origin>,
+    mut req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    ready(g, &o).await?;
+    let (versions, keys): (Vec<_>, Vec<_>) = std::mem::take(&mut req.input.delete.objects)
+        .into_iter()
+        .partition(|k| names_a_version(k.version_id.as_deref()));
+    req.input.delete.objects = keys;
+    let mut r = delete::delete_objects(g, req).await?;
+    for d in r.output.deleted.iter_mut().flatten() {
+        // An origin bucket shows no versions: the markers are how a delete waits its turn.
+        d.delete_marker = None;
+        d.delete_marker_version_id = None;
+        if let Some(k) = &d.key {
+            o.forget_local(k).await;
+        }
+    }
+    let errors = r.output.errors.get_or_insert_with(Vec::new);
+    errors.extend(versions.into_iter().map(|v| Error {
+        key: Some(v.key),
+        version_id: v.version_id,
+        code: Some("InvalidArgument".into()),
+        message: Some("This bucket fronts an origin; versions cannot be deleted through it".into()),
+    }));
+    o.flush_wake.notify_one();
+    Ok(r)
+}
+
 pub(crate) async fn create_upload(
     g: &Gateway,
     o: Arc<Origin>,

@@ -29,16 +29,27 @@ pub struct HttpOrigin {
     base: String,
 }
 
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// `key` as a URL path under the base: each segment percent-encoded, '/' kept.
 fn path_of(key: &str) -> String {
     key.split('/')
-        .map(|seg| {
-            form_urlencoded::byte_serialize(seg.as_bytes())
-                .collect::<String>()
-                .replace('+', "%20")
-        })
+        .map(|seg| percent_encoding::utf8_percent_encode(seg, SEGMENT).to_string())
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// The `Last-Modified` of an answer, in unix ms (0 when absent or unreadable).
+fn last_modified_ms(h: &HeaderMap) -> i64 {
+    header(h, header::LAST_MODIFIED)
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn header(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -141,10 +152,7 @@ impl HttpOrigin {
             .ok_or_else(|| {
                 OriginError::Unavailable(format!("HEAD of {url} answered without a length"))
             })?;
-        let last_modified_ms = header(h, header::LAST_MODIFIED)
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
+        let last_modified_ms = last_modified_ms(h);
         // A weak ETag (W/"...") names content loosely (it may change with compression):
         // not a version to read pieces of.
         let etag = match header(h, header::ETAG) {
@@ -212,13 +220,7 @@ impl HttpOrigin {
         // The version must be the one the pieces are of.
         let same = match made_up {
             None => header(h, header::ETAG).is_none_or(|e| e.trim_matches('"') == etag),
-            Some(v) => {
-                let lm = header(h, header::LAST_MODIFIED)
-                    .and_then(|v| httpdate::parse_http_date(v).ok())
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_millis() as i64);
-                v.starts_with(&format!("{lm:x}-"))
-            }
+            Some(v) => v.starts_with(&format!("{:x}-", last_modified_ms(h))),
         };
         if !same {
             return Err(OriginError::Changed);

@@ -618,7 +618,8 @@ async fn flush_key(g: &Gateway, o: &Arc<Origin>, key: String) -> Result<(), Stri
     })
     .await
     .map_err(|e| e.to_string())??;
-    o.forget_local(&key).await;
+    // The upload or delete above already dropped what this node knew of the key
+    // (`Origin::written`), and nothing is learned from the upstream while versions are pending.
     g.metrics.origin_flushed(&o.spec.bucket, outcome);
     tracing::debug!(bucket = o.spec.bucket, key, outcome, "written back");
     Ok(())

@@ -283,7 +283,7 @@ def live():
         wait_for("3 scrapes of every node after the load", scraped_since(load_end + 3))
         wait_for("a census after the load on every node", census_since_load, timeout=60)
         wait_for("the rules to be evaluated after the load", rules_evaluated_since_load)
-        yield type("Live", (), {"prom": prom, "nodes": nodes, "targets": targets, "load_end": load_end})
+        yield type("Live", (), {"prom": prom, "nodes": nodes, "targets": targets, "load_end": load_end, "tmp": tmp})
     finally:
         if prom:
             prom.stop()
@@ -328,9 +328,19 @@ def test_alert_rules_load_and_evaluate(live):
 
 
 def test_no_alert_fires_on_a_healthy_swarm(live):
+    may_be_pending = dict(MAY_BE_PENDING)
+    # The nodes report the real file system their data directories are on. When the test machine's
+    # own disk has less than 10% free (a CI host once had), S3swarmDiskNearlyFull pending is the
+    # right answer, not a false alarm: allowed then, and only if the nodes' figure is the disk's.
+    usage = shutil.disk_usage(live.tmp)
+    free = usage.free / usage.total
+    if free < 0.12:
+        reported = live.prom.values("instance:s3swarm_store_disk_free:ratio")
+        assert reported and all(abs(r - free) < 0.02 for r in reported), (reported, free)
+        may_be_pending["S3swarmDiskNearlyFull"] = f"the test machine's disk has {free:.1%} free"
     alerts = live.prom.api("/api/v1/alerts")["data"]["alerts"]
     unexpected = [(a["labels"]["alertname"], a["state"], a["labels"].get("instance")) for a in alerts
-                  if a["state"] == "firing" or a["labels"]["alertname"] not in MAY_BE_PENDING]
+                  if a["state"] == "firing" or a["labels"]["alertname"] not in may_be_pending]
     assert not unexpected, unexpected
 
 

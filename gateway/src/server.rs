@@ -70,6 +70,96 @@ struct AppState {
 /// Bytes of form fields a POST may carry beyond its file.
 const POST_FIELDS_SLACK: u64 = 1024 * 1024;
 
+impl AppState {
+    /// A node's HTTP state around its gateway: the s3s service (with the node's identities,
+    /// bucket access, the blob route and name validation) and what is checked before it.
+    fn new(
+        gateway: Gateway,
+        keys: KeyStore,
+        region: &str,
+        domain: Option<&str>,
+        post_max_size: u64,
+        hf: Option<Arc<crate::hf::Facade>>,
+    ) -> Self {
+        let (store, swarm, metrics, origins) = (
+            gateway.store.clone(),
+            gateway.swarm.clone(),
+            gateway.metrics.clone(),
+            gateway.origins.clone(),
+        );
+        let mut builder = S3ServiceBuilder::new(gateway);
+        builder.set_auth(keys.clone());
+        builder.set_access(BucketOwnership {
+            store: store.clone(),
+            origins: origins.clone(),
+        });
+        builder.set_route(BlobRoute {
+            store: store.clone(),
+            swarm: swarm.clone(),
+            metrics: metrics.clone(),
+            origins,
+        });
+        builder.set_validation(Names);
+        if let Some(domain) = domain {
+            builder.set_host(DomainHost::new(domain));
+        }
+        // s3s holds a POST upload's file in memory until the policy is checked; its default
+        // ceiling is 5 GB.
+        let mut s3_config = s3s::config::S3Config::default();
+        s3_config.post_object_max_file_size = post_max_size;
+        // XML bodies are read whole: the largest S3 sends are DeleteObjects (1,000 keys of up
+        // to 1 KiB, escaped) and CompleteMultipartUpload (10,000 parts); configuration
+        // documents are capped at 64 KiB before this (see `s3::limits`).
+        s3_config.xml_max_body_size = 8 << 20;
+        builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+            s3_config,
+        ))));
+        Self {
+            store,
+            swarm,
+            metrics,
+            s3: builder.build(),
+            domain: domain.map(Arc::from),
+            post_budget: Arc::new(tokio::sync::Semaphore::new(post_budget_kib(post_max_size))),
+            post_max_size,
+            keys,
+            region: Arc::from(region),
+            hf,
+            host: domain.map(|d| Arc::new(DomainHost::new(d))),
+        }
+    }
+}
+
+/// The routes of a node: probes, metrics, and S3 for everything else.
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .fallback(s3_handler)
+        .layer(middleware::from_fn_with_state(state.clone(), cors_layer))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::requests::observe,
+        ))
+        .with_state(state)
+}
+
+/// A node's routes around `gateway`, for the fuzz targets: what a request meets on a node
+/// with these identities and the default limits, without a socket.
+#[cfg(fuzzing)]
+pub(crate) fn fuzzing_router(gateway: Gateway, keys: KeyStore) -> Router {
+    let region = gateway.region.clone();
+    router(AppState::new(
+        gateway,
+        keys,
+        &region,
+        None,
+        crate::config::Config::default().post_max_size,
+        None,
+    ))
+}
+
 /// Runs a node until `shutdown` resolves.
 pub async fn serve(
     config: Config,
@@ -125,6 +215,7 @@ pub async fn serve(
                     fault_corrupt: config.fault_corrupt_chunks,
                     registry_dir: config.data_dir.join("registry"),
                     bootstrap_expect: config.bootstrap_expect,
+                    max_connections: config.swarm_max_connections,
                     hooks: metrics.swarm_hooks(),
                 },
                 store.clone(),
@@ -212,66 +303,17 @@ pub async fn serve(
             config.hf_token.clone(),
         ))
     });
-    let mut builder = S3ServiceBuilder::new(gateway);
-    builder.set_auth(keys.clone());
-    builder.set_access(BucketOwnership {
-        store: store.clone(),
-        origins: origins.clone(),
-    });
-    builder.set_route(BlobRoute {
-        store: store.clone(),
-        swarm: swarm.clone(),
-        metrics: metrics.clone(),
-        origins,
-    });
-    builder.set_validation(Names);
-    if let Some(domain) = &config.domain {
-        builder.set_host(DomainHost::new(domain));
-    }
-    // s3s holds a POST upload's file in memory until the policy is checked; its default
-    // ceiling is 5 GB.
-    let mut s3_config = s3s::config::S3Config::default();
-    s3_config.post_object_max_file_size = config.post_max_size;
-    // XML bodies are read whole: the largest S3 sends are DeleteObjects (1,000 keys of up to
-    // 1 KiB, escaped) and CompleteMultipartUpload (10,000 parts); configuration documents are
-    // capped at 64 KiB before this (see `s3::limits`).
-    s3_config.xml_max_body_size = 8 << 20;
-    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
-        s3_config,
-    ))));
-    let s3 = builder.build();
-
-    let state = AppState {
-        store,
-        swarm,
-        metrics,
-        s3,
-        domain: config.domain.as_deref().map(Arc::from),
-        post_budget: Arc::new(tokio::sync::Semaphore::new(post_budget_kib(
-            config.post_max_size,
-        ))),
-        post_max_size: config.post_max_size,
-        keys: keys.clone(),
-        region: Arc::from(config.region.as_str()),
+    let state = AppState::new(
+        gateway,
+        keys.clone(),
+        &config.region,
+        config.domain.as_deref(),
+        config.post_max_size,
         hf,
-        host: config
-            .domain
-            .as_deref()
-            .map(|d| Arc::new(DomainHost::new(d))),
-    };
+    );
     // What must be stopped, in order, once the server has stopped.
     let (closing_swarm, closing_store) = (state.swarm.clone(), state.store.clone());
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_handler))
-        .fallback(s3_handler)
-        .layer(middleware::from_fn_with_state(state.clone(), cors_layer))
-        .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
-            crate::metrics::requests::observe,
-        ))
-        .with_state(state);
+    let app = router(state);
 
     announce(&config, addr, tls.is_some(), &origin, keys.len());
     crate::connections::raise_open_file_limit();

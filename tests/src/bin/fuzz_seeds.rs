@@ -292,7 +292,31 @@ fn main() {
         v.extend_from_slice(text.as_bytes());
         c.put("signature_screen", name, &v);
     }
+    // aws_chunked: a flags byte (bit 0 signed, bit 1 trailer, bits 2-3 its algorithm, bit 4
+    // damaged), then the content as length-prefixed chunks (or, damaged, the damage's bytes
+    // first); see gateway::s3::fuzzing::Uploads.
+    let content: Vec<u8> = [&[200u8][..], &[7u8; 200], &[55], &[9u8; 55], &[1], b"z"].concat();
+    for (name, flags, prefix) in [
+        ("signed", 0b0000_0001u8, &[][..]),
+        ("signed-crc32c-trailer", 0b0000_0111, &[]),
+        ("signed-sha256-trailer", 0b0000_1111, &[]),
+        ("unsigned-crc32-trailer", 0b0000_0000, &[]),
+        ("unsigned-sha1-trailer", 0b0000_1000, &[]),
+        ("signed-flipped", 0b0001_0001, &[40, 0, 0x20]),
+        ("signed-trailer-flipped", 0b0001_0011, &[0x30, 1, 0x01]),
+    ] {
+        let mut v = vec![flags];
+        v.extend_from_slice(prefix);
+        v.extend_from_slice(&content);
+        c.put("aws_chunked", name, &v);
+    }
+    // Unsigned, as sent: a declared decoded length (LE u16), then the body.
+    let raw = b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n";
+    let mut v = vec![0b0001_0000u8, 5, 0];
+    v.extend_from_slice(raw);
+    c.put("aws_chunked", "unsigned-raw", &v);
     let targets: BTreeSet<&str> = [
+        "aws_chunked",
         "journal_apply",
         "manifest",
         "wire_frames",

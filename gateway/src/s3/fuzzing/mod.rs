@@ -1,7 +1,11 @@
 //! Entry points for the fuzz targets under `tests/fuzz`, compiled only with `--cfg fuzzing`
 //! (as cargo-fuzz builds): the parsers of client input, reached without a server. Each one
 //! checks what must hold of an accepted value, so a fuzzer finds wrong answers, not only
-//! panics.
+//! panics. `upload` drives a node's whole HTTP stack instead.
+
+mod upload;
+
+pub use upload::Uploads;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use s3s::host::S3Host;

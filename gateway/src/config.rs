@@ -56,6 +56,9 @@ pub struct Config {
     /// Found the swarm's registry once this many storage members are live (every node given
     /// the same peers); unset, a node started without peers founds it.
     pub bootstrap_expect: Option<usize>,
+    /// Peers' swarm connections this node accepts at most (proved ones; handshakes have
+    /// their own, fixed cap). Past it a peer is refused as busy.
+    pub swarm_max_connections: usize,
     /// Test-only fault switch: serve corrupted chunks to peers.
     pub fault_corrupt_chunks: bool,
     /// Open S3 connections at most; more wait in the kernel's backlog.
@@ -110,6 +113,7 @@ impl Default for Config {
             replicas: 2,
             capacity: None,
             bootstrap_expect: None,
+            swarm_max_connections: 1024,
             fault_corrupt_chunks: false,
             max_connections: 10_000,
             header_timeout_secs: 30,
@@ -152,6 +156,7 @@ pub struct FileConfig {
     pub replicas: Option<usize>,
     pub capacity: Option<u64>,
     pub bootstrap_expect: Option<usize>,
+    pub swarm_max_connections: Option<usize>,
     pub max_connections: Option<usize>,
     pub header_timeout_secs: Option<u64>,
     pub send_timeout_secs: Option<u64>,
@@ -197,6 +202,7 @@ pub struct Overrides {
     pub replicas: Option<usize>,
     pub capacity: Option<u64>,
     pub bootstrap_expect: Option<usize>,
+    pub swarm_max_connections: Option<usize>,
     pub fault_corrupt_chunks: bool,
     pub max_connections: Option<usize>,
     pub header_timeout_secs: Option<u64>,
@@ -271,6 +277,7 @@ impl Config {
             c.replicas = f.replicas.unwrap_or(c.replicas);
             c.capacity = f.capacity.or(c.capacity);
             c.bootstrap_expect = f.bootstrap_expect.or(c.bootstrap_expect);
+            c.swarm_max_connections = f.swarm_max_connections.unwrap_or(c.swarm_max_connections);
             c.max_connections = f.max_connections.unwrap_or(c.max_connections);
             c.header_timeout_secs = f.header_timeout_secs.unwrap_or(c.header_timeout_secs);
             c.send_timeout_secs = f.send_timeout_secs.unwrap_or(c.send_timeout_secs);
@@ -310,6 +317,9 @@ impl Config {
         c.replicas = over.replicas.unwrap_or(c.replicas);
         c.capacity = over.capacity.or(c.capacity);
         c.bootstrap_expect = over.bootstrap_expect.or(c.bootstrap_expect);
+        c.swarm_max_connections = over
+            .swarm_max_connections
+            .unwrap_or(c.swarm_max_connections);
         c.fault_corrupt_chunks = over.fault_corrupt_chunks;
         c.max_connections = over.max_connections.unwrap_or(c.max_connections);
         c.header_timeout_secs = over.header_timeout_secs.unwrap_or(c.header_timeout_secs);
@@ -410,6 +420,11 @@ impl Config {
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "--max-connections must be at least 1".into(),
+            ));
+        }
+        if self.swarm_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "--swarm-max-connections must be at least 1".into(),
             ));
         }
         for (flag, v) in [

@@ -31,7 +31,7 @@ struct ServeArgs {
     /// TOML config file (fields: listen, data_dir, region, max_object_size, gc_grace_secs,
     /// log_level, log_format, tls_cert, tls_key, domain, post_max_size, swarm_listen,
     /// swarm_advertise, peers, cluster_secret_file, replicas, capacity, bootstrap_expect,
-    /// max_connections, header_timeout_secs, send_timeout_secs, body_timeout_secs,
+    /// swarm_max_connections, max_connections, header_timeout_secs, send_timeout_secs, body_timeout_secs,
     /// disk_reserve_bytes, multipart_expiry_secs, scrub_rate, scrub_every_secs,
     /// origin_endpoint, origin_region, origin_path_style, origin_write, origin_revalidate_secs,
     /// origin_piece_size, origin_max_connections, origin_max_rate, [[keys]] tables with access_key and
@@ -145,6 +145,11 @@ struct ServeArgs {
     /// --peer founds it alone and the others join it.
     #[arg(long, env = "S3SWARM_BOOTSTRAP_EXPECT")]
     bootstrap_expect: Option<usize>,
+    /// Peers' swarm connections accepted at most, once they proved the cluster secret (at
+    /// most 64 more may be proving it at once); past it a peer is refused as busy and the
+    /// refusal counted in s3swarm_swarm_connections_refused_total [default: 1024].
+    #[arg(long, env = "S3SWARM_SWARM_MAX_CONNECTIONS")]
+    swarm_max_connections: Option<usize>,
     /// Front an upstream S3 bucket: LOCAL_BUCKET=s3://UPSTREAM_BUCKET[/PREFIX] (repeat, or
     /// comma-separate). The local bucket answers GET, HEAD and LIST as the upstream would,
     /// reading each piece of an object from it once. Credentials: S3SWARM_ORIGIN_ACCESS_KEY and
@@ -337,6 +342,7 @@ fn main() -> ExitCode {
                 replicas: a.replicas,
                 capacity: a.capacity,
                 bootstrap_expect: a.bootstrap_expect,
+                swarm_max_connections: a.swarm_max_connections,
                 fault_corrupt_chunks: a.fault_corrupt_chunks,
                 origins: a.origins,
                 origin_endpoint: a.origin_endpoint,

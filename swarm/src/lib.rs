@@ -14,6 +14,7 @@
 //!
 //! and the network layer that drives it on one node ([`Swarm`]):
 //!
+//! - [`admission`]: how many peers' connections a node takes on.
 //! - [`bootstrap`]: the addresses a node joins through (names resolved on every attempt).
 //! - [`auth`]: the cluster secret, proven on each QUIC connection and bound to its TLS session.
 //! - [`wire`]: the messages on QUIC streams.
@@ -27,6 +28,7 @@
 //! - [`seeding`]: sending each chunk once while its recipients pass it on.
 //! - `keeper`: placement, repair and eviction.
 
+pub mod admission;
 pub mod announce;
 pub mod auth;
 pub mod bootstrap;

@@ -51,6 +51,8 @@ pub struct SwarmConfig {
     /// swarms whose every node is given the same peers); `None`: a node given no peer founds
     /// it alone.
     pub bootstrap_expect: Option<usize>,
+    /// Peers' connections accepted at most once proved (see [`crate::admission`]).
+    pub max_connections: usize,
     /// Measurements reported as they happen.
     pub hooks: Hooks,
 }
@@ -80,6 +82,9 @@ pub struct SwarmStats {
     /// Peers' request and notice frames refused (no room, too slow, or malformed).
     pub frames_refused: AtomicU64,
     pub peers_dropped: AtomicU64,
+    /// Peers' connections turned away, indexed by [`crate::admission::Refusal`]: too many
+    /// proving the secret at once, or as many proved ones as the node accepts.
+    pub connections_refused: [AtomicU64; 2],
     pub journal_applied: AtomicU64,
     /// Entries recorded whose bucket incarnation was already deleted (nothing to apply).
     pub journal_superseded: AtomicU64,
@@ -208,6 +213,8 @@ pub(crate) struct Inner {
     pub frame_budget: Arc<tokio::sync::Semaphore>,
     /// What answers `Request::Service`, once the node above registered it.
     pub service: std::sync::OnceLock<Service>,
+    /// Caps on peers' connections.
+    pub admission: crate::admission::Admission,
 }
 
 /// The service a node above the swarm offers its peers: given the asker and the request
@@ -423,6 +430,7 @@ impl Swarm {
             registry: std::sync::OnceLock::new(),
             frame_budget: crate::wire::FrameBudget::node(),
             service: std::sync::OnceLock::new(),
+            admission: crate::admission::Admission::new(cfg.max_connections),
         });
         let dir = cfg.registry_dir.clone();
         let log = tokio::task::spawn_blocking(move || {

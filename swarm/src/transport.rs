@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use store::VerifiedChunk;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::OwnedSemaphorePermit;
 
+use crate::admission::Refusal;
 use crate::auth::{Role, session_keying};
 use crate::error::SwarmError;
 use crate::gossip::GossipEvent;
@@ -31,6 +33,22 @@ const BULK: i32 = 0;
 
 /// The code a stream is stopped with when its frame is refused (see `refuse_frame`).
 const FRAME_REFUSED: u32 = 2;
+/// The code a proved connection is closed with when the node has no room for it.
+const BUSY: u32 = 3;
+
+/// Why a connection was not admitted.
+enum Admit {
+    /// No room (see [`crate::admission`]).
+    Refused(Refusal),
+    /// No valid proof, or the exchange failed.
+    Failed(SwarmError),
+}
+
+impl From<SwarmError> for Admit {
+    fn from(e: SwarmError) -> Self {
+        Admit::Failed(e)
+    }
+}
 /// How long the proof exchange may take before the connection is dropped.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request may wait for its response header.
@@ -39,9 +57,17 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Inner {
-    /// Accepts connections until the endpoint closes.
+    /// Accepts connections until the endpoint closes, as many as [`crate::admission`] allows.
     pub async fn accept_loop(self: Arc<Self>) {
         while let Some(incoming) = self.endpoint.accept().await {
+            let proving = match self.admission.handshake() {
+                Ok(p) => p,
+                Err(why) => {
+                    self.refused(why, incoming.remote_address());
+                    incoming.refuse();
+                    continue;
+                }
+            };
             let me = self.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
@@ -52,16 +78,24 @@ impl Inner {
                         return;
                     }
                 };
-                match tokio::time::timeout(HELLO_TIMEOUT, me.admit(&conn)).await {
-                    Ok(Ok(peer)) => me.serve(conn, peer).await,
-                    Ok(Err(e)) => {
+                let admitted = tokio::time::timeout(HELLO_TIMEOUT, me.admit(&conn)).await;
+                drop(proving);
+                match admitted {
+                    Ok(Ok((peer, _slot))) => me.serve(conn, peer).await,
+                    Ok(Err(Admit::Refused(why))) => {
+                        me.refused(why, remote);
+                        conn.close(BUSY.into(), b"busy: connection limit reached");
+                    }
+                    Ok(Err(Admit::Failed(e))) => {
                         me.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%remote, error = %e, "refused a peer");
                         conn.close(1u32.into(), b"unauthorized");
                     }
                     Err(_) => {
                         me.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%remote, "refused a peer: no proof in time");
+                        // Counted; not worth a line each (a crowd of strangers would
+                        // write 64 every few seconds).
+                        tracing::debug!(%remote, "refused a peer: no proof in time");
                         conn.close(1u32.into(), b"unauthorized");
                     }
                 }
@@ -69,11 +103,24 @@ impl Inner {
         }
     }
 
+    fn refused(&self, why: Refusal, remote: SocketAddr) {
+        let i = match why {
+            Refusal::Handshakes => 0,
+            Refusal::Busy => 1,
+        };
+        self.stats.connections_refused[i].fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%remote, ?why, "turned a peer's connection away");
+    }
+
     /// The listener's side of the proof exchange: the dialer proves first, and learns
-    /// nothing (not even who we are) unless its proof checks out.
-    async fn admit(&self, conn: &quinn::Connection) -> Result<Member, SwarmError> {
+    /// nothing (not even who we are) unless its proof checks out and there is room for it.
+    /// The room is held while the connection is served.
+    async fn admit(
+        &self,
+        conn: &quinn::Connection,
+    ) -> Result<(Member, OwnedSemaphorePermit), Admit> {
         let remote = conn.remote_address().to_string();
-        let (mut send, mut recv) = conn.accept_bi().await?;
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(SwarmError::from)?;
         let hello: Hello = wire::read_frame_max(&mut recv, wire::MAX_HELLO).await?;
         let keying = session_keying(conn)?;
         if hello.protocol != PROTOCOL
@@ -82,13 +129,12 @@ impl Inner {
                 .secret
                 .verify(Role::Dialer, &hello.member.id, &keying, &hello.proof)
         {
-            return Err(SwarmError::Unauthorized(remote));
+            return Err(SwarmError::Unauthorized(remote).into());
         }
         if self.is_banned(&hello.member.id) {
-            return Err(SwarmError::Unauthorized(format!(
-                "{remote} (dropped earlier)"
-            )));
+            return Err(SwarmError::Unauthorized(format!("{remote} (dropped earlier)")).into());
         }
+        let slot = self.admission.connection().map_err(Admit::Refused)?;
         let reply = Hello {
             protocol: PROTOCOL,
             member: self.me.clone(),
@@ -96,7 +142,7 @@ impl Inner {
         };
         wire::write_frame(&mut send, &reply).await?;
         send.finish().ok();
-        Ok(hello.member)
+        Ok((hello.member, slot))
     }
 
     /// An authenticated connection to the peer at `addr`, dialing if there is none.

@@ -52,19 +52,30 @@ fn client_endpoint() -> (quinn::Endpoint, quinn::ClientConfig) {
     (ep, client)
 }
 
-/// A connection that has proven the cluster secret, as a peer named `id`.
+/// A connection that has proven the cluster secret, as a peer with a new random id.
 async fn join(
     ep: &quinn::Endpoint,
     cfg: &quinn::ClientConfig,
     to: SocketAddr,
 ) -> quinn::Connection {
+    try_join(ep, cfg, to)
+        .await
+        .unwrap_or_else(|e| panic!("the node admits the rogue: {e}"))
+}
+
+/// As [`join`], or why the node did not admit it (its close reason, when it gave one).
+async fn try_join(
+    ep: &quinn::Endpoint,
+    cfg: &quinn::ClientConfig,
+    to: SocketAddr,
+) -> Result<quinn::Connection, String> {
     let secret = swarm::ClusterSecret::new(SECRET.as_bytes().to_vec()).expect("secret");
     let conn = ep
         .connect_with(cfg.clone(), to, "s3swarm")
         .expect("connect")
         .await
-        .expect("handshake");
-    let (mut send, mut recv) = conn.open_bi().await.expect("hello stream");
+        .map_err(|e| format!("handshake: {e}"))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let keying = auth::session_keying(&conn).expect("keying");
     let id = swarm::NodeId(rand::random());
     let hello = Hello {
@@ -78,12 +89,16 @@ async fn join(
         },
         proof: secret.proof(Role::Dialer, &id, &keying),
     };
-    wire::write_frame(&mut send, &hello).await.expect("hello");
-    send.finish().ok();
-    let _: Hello = wire::read_frame(&mut recv)
+    wire::write_frame(&mut send, &hello)
         .await
-        .expect("the node admits the rogue");
-    conn
+        .map_err(|e| e.to_string())?;
+    send.finish().ok();
+    match wire::read_frame::<_, Hello>(&mut recv).await {
+        Ok(_) => Ok(conn),
+        Err(e) => Err(conn
+            .close_reason()
+            .map_or_else(|| e.to_string(), |r| r.to_string())),
+    }
 }
 
 fn junk(len: usize) -> Vec<u8> {
@@ -321,4 +336,118 @@ async fn a_hostile_authenticated_peer_cannot_exhaust_a_nodes_memory_or_stop_it_s
     assert!(refused > 100.0, "{refused} frames refused");
     assert_eq!(a.exited(), None);
     assert_eq!(get_bytes(&s3a, "calm", "model.bin").await, data);
+}
+
+/// Connections are capped: a crowd of strangers that never prove the secret gets 64 at a
+/// time to try (the rest are refused at once, and those let in go after the hello timeout),
+/// and a holder of the secret opening connection after connection, under new ids, gets
+/// `--swarm-max-connections` of them in all, members' included; the rest are closed as
+/// busy. Meanwhile the node keeps serving S3 and its member keeps reading through it; once
+/// the rogue's connections close, there is room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_connections_are_capped_before_and_after_the_proof() {
+    const CAP: usize = 6;
+    let secret = SecretFile::new(SECRET);
+    let cap = CAP.to_string();
+    let mut a = Node::start_swarm(
+        NET,
+        5,
+        &secret,
+        &[],
+        &["--scrub-rate", "0", "--swarm-max-connections", &cap],
+    );
+    let b = Node::start_swarm(NET, 6, &secret, &[5], &["--scrub-rate", "0"]);
+    all_alive(&[&a, &b], 2.0).await;
+    let s3a = a.client_once(ACCESS_KEY, SECRET_KEY, Duration::from_secs(2));
+    s3a.create_bucket()
+        .bucket("capped")
+        .send()
+        .await
+        .expect("bucket");
+    let data = pseudo_random(1 << 20, 7);
+    put(&s3a, "capped", "held.bin", &data).await;
+    let to: SocketAddr = swarm_addr(NET, 5).parse().expect("addr");
+    let (ep, cfg) = client_endpoint();
+
+    // 300 strangers at once: each completes QUIC's handshake and then says nothing.
+    let mut strangers = Vec::new();
+    for _ in 0..300 {
+        let (ep, cfg) = (ep.clone(), cfg.clone());
+        strangers.push(tokio::spawn(async move {
+            let conn = ep.connect_with(cfg, to, "s3swarm").ok()?.await.ok()?;
+            // Held until the node gives up on it.
+            let reason = conn.closed().await;
+            Some(reason)
+        }));
+    }
+    let small = pseudo_random(4096, 1);
+    let answered = tokio::time::timeout(Duration::from_secs(2), async {
+        put(&s3a, "capped", "during", &small).await;
+        get_bytes(&s3a, "capped", "during").await
+    })
+    .await;
+    assert!(
+        answered.is_ok_and(|got| got == small),
+        "S3 stalled under the strangers"
+    );
+    let mut let_in = 0;
+    for t in strangers {
+        if t.await.expect("task").is_some() {
+            let_in += 1;
+        }
+    }
+    let turned_away = a
+        .metric(r#"s3swarm_swarm_connections_refused_total{reason="handshakes"}"#)
+        .await;
+    eprintln!("strangers: {let_in} of 300 got a connection, {turned_away} refused at once");
+    assert!(
+        let_in <= swarm::admission::MAX_HANDSHAKES + 8,
+        "{let_in} strangers were let in at once"
+    );
+    assert!(turned_away >= 200.0, "{turned_away} refused");
+
+    // A holder of the secret, under new ids each time.
+    let mut admitted = Vec::new();
+    let mut refusals = Vec::new();
+    for _ in 0..20 {
+        match try_join(&ep, &cfg, to).await {
+            Ok(c) => admitted.push(c),
+            Err(why) => refusals.push(why),
+        }
+    }
+    let busy = a
+        .metric(r#"s3swarm_swarm_connections_refused_total{reason="busy"}"#)
+        .await;
+    eprintln!(
+        "rogue: {} of 20 connections admitted, {busy} refused as busy; first refusal: {:?}",
+        admitted.len(),
+        refusals.first()
+    );
+    // b holds one of the CAP (it dialed a), perhaps two while a's dial of b is also served.
+    assert!(
+        (CAP - 2..=CAP - 1).contains(&admitted.len()),
+        "{} admitted",
+        admitted.len()
+    );
+    assert_eq!(busy as usize, refusals.len());
+    assert!(refusals.iter().all(|r| r.contains("busy")), "{refusals:?}");
+    // The member already in still reads through the node, and the node still serves.
+    assert_eq!(get_bytes(&b.client(), "capped", "held.bin").await, data);
+    assert_eq!(get_bytes(&s3a, "capped", "held.bin").await, data);
+    // Closing the rogue's connections frees their room.
+    for c in &admitted {
+        c.close(0u32.into(), b"done");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match try_join(&ep, &cfg, to).await {
+            Ok(_) => break,
+            Err(why) => assert!(
+                Instant::now() < deadline,
+                "no room after the rogue left: {why}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(a.exited(), None);
 }

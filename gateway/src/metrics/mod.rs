@@ -295,10 +295,14 @@ const SWARM_COUNTERS: [SwarmCounter; 10] = [
     ),
 ];
 
+/// `reason` labels of `swarm_connections_refused_total`, in `SwarmStats`' order.
+const REFUSAL_REASONS: [&str; 2] = ["handshakes", "busy"];
+
 struct SwarmMetrics {
     node_info: IntGaugeVec,
     members: IntGaugeVec,
     peer_bytes: IntCounterVec,
+    connections_refused: IntCounterVec,
     counters: Vec<(IntCounter, StatField)>,
     journal_backlog: IntGauge,
     journal_parked: IntGauge,
@@ -331,6 +335,14 @@ impl SwarmMetrics {
             "Chunks read for S3 clients, by where they came from",
             &["source"],
         );
+        let connections_refused = by(
+            "swarm_connections_refused_total",
+            "Peers' connections turned away: too many proving the cluster secret at once (handshakes), or as many proved ones as --swarm-max-connections (busy)",
+            &["reason"],
+        );
+        for reason in REFUSAL_REASONS {
+            connections_refused.with_label_values(&[reason]);
+        }
         // Both sources exist from the start, so a share of zero reads as 0, not as no data.
         for source in ["local", "peer"] {
             read_bytes.with_label_values(&[source]);
@@ -362,6 +374,7 @@ impl SwarmMetrics {
                 "Chunk bytes exchanged with peers, by direction and the peer's role",
                 &["direction", "class"],
             ),
+            connections_refused,
             counters: SWARM_COUNTERS
                 .iter()
                 .map(|(name, help, field)| (reg(r, IntCounter::new(*name, *help)), *field))
@@ -449,6 +462,12 @@ impl SwarmMetrics {
         let s = swarm.stats();
         for (counter, field) in &self.counters {
             catch_up(counter, field(s).load(Relaxed));
+        }
+        for (i, reason) in REFUSAL_REASONS.iter().enumerate() {
+            catch_up(
+                &self.connections_refused.with_label_values(&[reason]),
+                s.connections_refused[i].load(Relaxed),
+            );
         }
         for i in 0..2 {
             let class = swarm::PeerClass::label(i);

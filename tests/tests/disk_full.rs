@@ -1,6 +1,8 @@
 //! A full disk: uploads answer 507 InsufficientStorage (not a 500 that SDKs retry), nothing
 //! partial is visible, `/readyz` says why, deletes still work, and writes resume by themselves
 //! once space is freed. The data directory is a 64 MiB tmpfs mounted by the test (as root).
+//! And a disk that turns read-only under the node (an ext4 image on a loop device, failed by
+//! the kernel's own error path): writes answer 503 with the cause, reads go on.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -245,4 +247,219 @@ async fn a_disk_filled_to_the_last_byte_answers_507_and_recovers_when_space_is_f
         .send()
         .await
         .expect("writes resume once space is freed");
+}
+
+/// An ext4 file system on a loop device, mounted with `errors=remount-ro` on a fresh directory:
+/// the kernel can be made to find an error on it (`trigger_fs_error`), after which it is
+/// read-only under the running node, open files and all, as a failing disk leaves it.
+struct FailingDisk {
+    img: PathBuf,
+    mnt: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FailingDisk {
+    fn create(mib: u64) -> FailingDisk {
+        let dir = tempfile::Builder::new()
+            .prefix("s3swarm-ro-")
+            .tempdir()
+            .expect("temp dir");
+        let img = dir.path().join("disk.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mount point");
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(mib << 20))
+            .expect("image");
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", img.to_str().expect("utf-8 path")],
+        );
+        let disk = FailingDisk {
+            img,
+            mnt,
+            _dir: dir,
+        };
+        disk.mount();
+        disk
+    }
+
+    fn mount(&self) {
+        run(
+            "mount",
+            &[
+                "-o",
+                "loop,errors=remount-ro",
+                self.img.to_str().expect("utf-8 path"),
+                self.mnt.to_str().expect("utf-8 path"),
+            ],
+        );
+    }
+
+    /// The kernel's own error handling, as a bad block or a failed journal write starts it.
+    fn fail(&self) {
+        let out = Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(&self.mnt)
+            .output()
+            .expect("findmnt");
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let name = dev.rsplit('/').next().expect("a device name");
+        std::fs::write(
+            format!("/sys/fs/ext4/{name}/trigger_fs_error"),
+            "s3swarm test\n",
+        )
+        .expect("trigger an ext4 error");
+    }
+
+    /// Unmounted, repaired by fsck and mounted again, as an operator brings a disk back.
+    fn repair(&self) {
+        run("umount", &[self.mnt.to_str().expect("utf-8 path")]);
+        // e2fsck exits 1 when it fixed something, which is expected here.
+        let st = Command::new("e2fsck")
+            .args(["-f", "-y"])
+            .arg(&self.img)
+            .output()
+            .expect("e2fsck");
+        assert!(
+            matches!(st.status.code(), Some(0 | 1)),
+            "e2fsck: {}",
+            String::from_utf8_lossy(&st.stdout)
+        );
+        self.mount();
+    }
+}
+
+impl Drop for FailingDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+    }
+}
+
+/// An SDK error's code, HTTP status and message.
+fn summary<E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> (String, Option<u16>, String) {
+    let msg = e
+        .as_service_error()
+        .and_then(|s| s.message())
+        .map_or_else(|| format!("{e:?}"), str::to_owned);
+    (code(e), e.raw_response().map(|r| r.status().as_u16()), msg)
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} (this test needs root and loop devices): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The disk under RocksDB and the packs turns read-only while the node runs (the kernel found
+/// an error on it). Tried: a PUT whose bytes are new (the pack append fails first), a small
+/// PUT and a DELETE (the metadata commit fails in RocksDB's log): each answers 503 naming the
+/// cause, nothing stored or removed; reads keep working; `/readyz` says writes are failing;
+/// the node stops when asked. Once the disk is repaired and the node restarted, what was
+/// stored before is whole and writes land again.
+#[tokio::test]
+async fn a_disk_gone_read_only_answers_503_for_writes_keeps_reads_and_says_why() {
+    let disk = FailingDisk::create(300);
+    let dir = disk.mnt.join("data");
+    let mut node = Node::start_on(&dir, &["--scrub-rate", "0"]);
+    let s3 = node.client_once(
+        s3swarm_tests::ACCESS_KEY,
+        s3swarm_tests::SECRET_KEY,
+        Duration::from_secs(30),
+    );
+    s3.create_bucket().bucket("full").send().await.unwrap();
+    let before = pseudo_random(3 << 20, 1);
+    s3.put_object()
+        .bucket("full")
+        .key("before")
+        .body(before.clone().into())
+        .send()
+        .await
+        .unwrap();
+
+    disk.fail();
+    node.expect_server_errors();
+    let big = s3
+        .put_object()
+        .bucket("full")
+        .key("during")
+        .body(pseudo_random(3 << 20, 2).into())
+        .send()
+        .await
+        .unwrap_err();
+    let small = s3
+        .put_object()
+        .bucket("full")
+        .key("during-small")
+        .body(b"tiny".to_vec().into())
+        .send()
+        .await
+        .unwrap_err();
+    let delete = s3
+        .delete_object()
+        .bucket("full")
+        .key("before")
+        .send()
+        .await
+        .unwrap_err();
+    let answers = [
+        ("big PUT", summary(&big)),
+        ("small PUT", summary(&small)),
+        ("DELETE", summary(&delete)),
+    ];
+    for (what, (code, status, msg)) in answers {
+        assert_eq!(code, "ServiceUnavailable", "{what}: {msg}");
+        assert_eq!(status, Some(503), "{what}");
+        assert!(
+            msg.contains("Read-only file system") || msg.contains("read-only"),
+            "{what}: the answer does not say why: {msg}"
+        );
+    }
+    assert_eq!(
+        s3_get(&s3, "before").await,
+        before,
+        "reads stop with writes"
+    );
+    let (st, body) = readyz(&node).await;
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("writes are failing"), "{body}");
+    assert!(
+        node.stop(30).is_some(),
+        "the node did not stop within 30 s of SIGTERM"
+    );
+
+    disk.repair();
+    let node = Node::start_on(&dir, &["--scrub-rate", "0"]);
+    let s3 = node.client_once(
+        s3swarm_tests::ACCESS_KEY,
+        s3swarm_tests::SECRET_KEY,
+        Duration::from_secs(30),
+    );
+    assert_eq!(s3_get(&s3, "before").await, before);
+    for key in ["during", "during-small"] {
+        let missing = s3
+            .head_object()
+            .bucket("full")
+            .key(key)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&missing), "NotFound", "{key}");
+    }
+    s3.put_object()
+        .bucket("full")
+        .key("after")
+        .body(b"again".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let (st, body) = readyz(&node).await;
+    assert_eq!(st, 200, "{body}");
 }

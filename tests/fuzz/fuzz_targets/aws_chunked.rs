@@ -14,14 +14,7 @@ struct Node {
 }
 
 static NODE: LazyLock<Node> = LazyLock::new(|| {
-    // Where tests/fuzz/run says (tmpfs when there is one), else the system's temp.
-    let base = std::env::var_os("S3SWARM_FUZZ_TMP")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new()
-        .prefix("s3swarm-fuzz-chunked-")
-        .tempdir_in(base)
-        .expect("temp dir");
+    let dir = s3swarm_fuzz::store_dir("s3swarm-fuzz-chunked-");
     Node {
         uploads: Uploads::open(dir.path()),
         _dir: dir,

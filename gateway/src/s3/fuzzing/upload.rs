@@ -94,14 +94,8 @@ impl Uploads {
             next: AtomicU64::new(0),
             _store: store,
         };
-        let (status, body) = this.send(
-            "PUT",
-            &format!("/{BUCKET}"),
-            &[],
-            "UNSIGNED-PAYLOAD",
-            Vec::new(),
-        );
-        assert_eq!(status, 200, "CreateBucket: {body}");
+        let (status, body) = this.request("PUT", &format!("/{BUCKET}"));
+        assert_eq!(status, 200, "CreateBucket: {}", text(&body));
         this
     }
 
@@ -151,7 +145,7 @@ impl Uploads {
         let key = format!("/{BUCKET}/k{}", self.next.fetch_add(1, Ordering::Relaxed));
         match plan.damage {
             Some(Damage::Raw { declared }) => {
-                let (status, body) = self.put_chunked(&key, &plan, rest.to_vec(), declared);
+                let (status, body) = self.put_raw(&key, &plan, rest.to_vec(), declared);
                 assert!(status < 500, "{status} for a raw body: {body}");
                 match self.get(&key) {
                     Some(stored) => {
@@ -197,6 +191,10 @@ fn cut(mut rest: &[u8]) -> Vec<Vec<u8>> {
         rest = &tail[n..];
     }
     pieces
+}
+
+fn text(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).into_owned()
 }
 
 fn payload_mode(plan: &Plan) -> &'static str {
@@ -362,18 +360,21 @@ impl Uploads {
             let i = at % body.len();
             body[i] ^= xor;
         }
-        self.call("PUT", key, signed.headers, body)
+        let (status, answer) = self.call("PUT", key, signed.headers, body);
+        (status, text(&answer))
     }
 
-    fn put_chunked(&self, key: &str, plan: &Plan, body: Vec<u8>, declared: usize) -> (u16, String) {
+    /// The body as the input gave it, signed for its length and a declared decoded length.
+    fn put_raw(&self, key: &str, plan: &Plan, body: Vec<u8>, declared: usize) -> (u16, String) {
         let headers = Self::headers_for(plan, declared, body.len());
         let signed = Self::sign("PUT", key, headers, payload_mode(plan));
-        self.call("PUT", key, signed.headers, body)
+        let (status, answer) = self.call("PUT", key, signed.headers, body);
+        (status, text(&answer))
     }
 
     /// GetObject: the bytes, or None for a missing key.
     fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let (status, body) = self.send_bytes("GET", key, &[], "UNSIGNED-PAYLOAD", Vec::new());
+        let (status, body) = self.request("GET", key);
         match status {
             200 => Some(body),
             404 => None,
@@ -381,49 +382,17 @@ impl Uploads {
         }
     }
 
-    fn send(
-        &self,
-        method: &str,
-        path: &str,
-        extra: &[(&str, &str)],
-        payload: &str,
-        body: Vec<u8>,
-    ) -> (u16, String) {
-        let (status, bytes) = self.send_bytes(method, path, extra, payload, body);
-        (status, String::from_utf8_lossy(&bytes).into_owned())
-    }
-
-    fn send_bytes(
-        &self,
-        method: &str,
-        path: &str,
-        extra: &[(&str, &str)],
-        payload: &str,
-        body: Vec<u8>,
-    ) -> (u16, Vec<u8>) {
-        let mut headers = vec![("host".to_owned(), HOST.to_owned())];
-        headers.extend(
-            extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        headers.push(("x-amz-content-sha256".into(), payload.into()));
-        let signed = Self::sign(method, path, headers, payload);
-        self.call_bytes(method, path, signed.headers, body)
+    /// A bodiless request, signed.
+    fn request(&self, method: &str, path: &str) -> (u16, Vec<u8>) {
+        let headers = vec![
+            ("host".to_owned(), HOST.to_owned()),
+            ("x-amz-content-sha256".into(), "UNSIGNED-PAYLOAD".into()),
+        ];
+        let signed = Self::sign(method, path, headers, "UNSIGNED-PAYLOAD");
+        self.call(method, path, signed.headers, Vec::new())
     }
 
     fn call(
-        &self,
-        method: &str,
-        path: &str,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    ) -> (u16, String) {
-        let (status, bytes) = self.call_bytes(method, path, headers, body);
-        (status, String::from_utf8_lossy(&bytes).into_owned())
-    }
-
-    fn call_bytes(
         &self,
         method: &str,
         path: &str,

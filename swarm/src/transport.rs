@@ -36,6 +36,13 @@ const FRAME_REFUSED: u32 = 2;
 /// The code a proved connection is closed with when the node has no room for it.
 const BUSY: u32 = 3;
 
+/// How long the proof exchange may take before the connection is dropped.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request may wait for its response header.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long dialing may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Why a connection was not admitted.
 enum Admit {
     /// No room (see [`crate::admission`]).
@@ -49,12 +56,6 @@ impl From<SwarmError> for Admit {
         Admit::Failed(e)
     }
 }
-/// How long the proof exchange may take before the connection is dropped.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a request may wait for its response header.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long dialing may take.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Inner {
     /// Accepts connections until the endpoint closes, as many as [`crate::admission`] allows.

@@ -468,6 +468,59 @@ async fn conditional_writes_are_enforced_and_race_free() {
         wins += usize::from(t.await.unwrap());
     }
     assert_eq!(wins, 1);
+
+    // CopyObject takes the same conditions on its destination (a lone node: the store's
+    // commit decides): onto an existing key with If-None-Match: *, 412; onto a new one, 200;
+    // If-Match with a stale ETag 412, with the current one 200; and sixteen racing copies
+    // onto one new key, one winner.
+    let copy = |key: &'static str| {
+        s3.copy_object()
+            .bucket("cond")
+            .key(key)
+            .copy_source("cond/k")
+    };
+    let e = copy("race").if_none_match("*").send().await.unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(412));
+    copy("copied").if_none_match("*").send().await.unwrap();
+    let e = copy("copied")
+        .if_match("\"0000\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "PreconditionFailed");
+    let current = s3
+        .head_object()
+        .bucket("cond")
+        .key("copied")
+        .send()
+        .await
+        .unwrap();
+    copy("copied")
+        .if_match(current.e_tag().unwrap())
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .content_type("text/x-again")
+        .send()
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s3 = s3.clone();
+        tasks.push(tokio::spawn(async move {
+            s3.copy_object()
+                .bucket("cond")
+                .key("copy-race")
+                .copy_source("cond/k")
+                .if_none_match("*")
+                .send()
+                .await
+                .is_ok()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1, "racing conditional copies");
 }
 
 /// A conditional PUT whose condition held when it started but not when it commits (another

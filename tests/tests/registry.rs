@@ -303,3 +303,156 @@ async fn nodes_all_given_the_same_peers_found_the_registry_together_with_bootstr
     // registry says the name is held (by the same owner) all the same.
     assert!(e.is_err(), "a second create of one name was acknowledged");
 }
+
+/// CopyObject takes `If-None-Match: *` and `If-Match` on its destination as PutObject does,
+/// decided by the registry: of copies racing onto one new key through every node, one wins
+/// and the rest get a precondition failure; every node then serves the winner's source; an
+/// `If-Match` copy needs the key's current ETag (a stale one gets 412, no object 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_conditional_copies_onto_one_key_through_every_node_have_exactly_one_winner() {
+    let (_secret, nodes) = three(46, &[]).await;
+    let clients: Vec<Client> = nodes.iter().map(Node::client).collect();
+    clients[0]
+        .create_bucket()
+        .bucket("copies")
+        .send()
+        .await
+        .unwrap();
+    wait_for_bucket(&nodes, ACCESS_KEY, SECRET_KEY, "copies").await;
+    // A source per copier, each on every node before the race.
+    for w in 0..9 {
+        clients[w % 3]
+            .put_object()
+            .bucket("copies")
+            .key(format!("src-{w}"))
+            .body(ByteStream::from(format!("source {w}").into_bytes()))
+            .send()
+            .await
+            .unwrap();
+    }
+    for c in &clients {
+        until("every source on every node", 20, || {
+            let c = c.clone();
+            async move {
+                for w in 0..9 {
+                    let key = format!("src-{w}");
+                    if c.head_object()
+                        .bucket("copies")
+                        .key(&key)
+                        .send()
+                        .await
+                        .is_err()
+                    {
+                        return false;
+                    }
+                }
+                true
+            }
+        })
+        .await;
+    }
+    for round in 0..3 {
+        let key = format!("dst-{round}");
+        let copiers = (0..9).map(|w| {
+            let c = clients[w % 3].clone();
+            let key = key.clone();
+            async move {
+                let r = c
+                    .copy_object()
+                    .bucket("copies")
+                    .key(&key)
+                    .copy_source(format!("copies/src-{w}"))
+                    .if_none_match("*")
+                    .send()
+                    .await;
+                (w, r.map(|_| ()).map_err(|e| code(&e)))
+            }
+        });
+        let outcomes = futures::future::join_all(copiers).await;
+        let winners: Vec<usize> = outcomes
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(w, _)| *w)
+            .collect();
+        for (w, r) in &outcomes {
+            if let Err(code) = r {
+                assert!(
+                    code == "PreconditionFailed" || code == "ConditionalRequestConflict",
+                    "round {round}: copier {w} got {code}, not a precondition failure"
+                );
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: copiers {winners:?} all won"
+        );
+        let want = format!("source {}", winners[0]).into_bytes();
+        for c in &clients {
+            until("the winning copy on every node", 20, || {
+                let (c, key, want) = (c.clone(), key.clone(), want.clone());
+                async move {
+                    match c.get_object().bucket("copies").key(&key).send().await {
+                        Ok(o) => o.body.collect().await.is_ok_and(|b| b.to_vec() == want),
+                        Err(_) => false,
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    // If-Match on the destination: the current ETag passes, a stale one and a missing key do not.
+    let current = clients[1]
+        .head_object()
+        .bucket("copies")
+        .key("dst-0")
+        .send()
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .to_owned();
+    let stale = clients[2]
+        .copy_object()
+        .bucket("copies")
+        .key("dst-0")
+        .copy_source("copies/src-0")
+        .if_match("\"0123456789abcdef0123456789abcdef\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&stale), "PreconditionFailed");
+    let missing = clients[2]
+        .copy_object()
+        .bucket("copies")
+        .key("nothing-here")
+        .copy_source("copies/src-0")
+        .if_match(current.as_str())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&missing), "NoSuchKey");
+    clients[2]
+        .copy_object()
+        .bucket("copies")
+        .key("dst-0")
+        .copy_source("copies/src-8")
+        .if_match(current.as_str())
+        .send()
+        .await
+        .unwrap();
+    until("the If-Match copy on every node", 20, || {
+        let c = clients[0].clone();
+        async move {
+            match c.get_object().bucket("copies").key("dst-0").send().await {
+                Ok(o) => o
+                    .body
+                    .collect()
+                    .await
+                    .is_ok_and(|b| b.to_vec() == b"source 8"),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+}

@@ -7,7 +7,10 @@ use store::{ByteRange, ObjectKey, ObjectRecord, Replacement, UploadRef, VersionI
 
 use super::error::{join_err, s3_err, version_arg};
 use super::get::{etag_matches, seconds};
-use super::{Gateway, object_meta_of, tagging, timestamp, with_blake3};
+use super::{
+    Gateway, commit_err, decide, object_meta_of, precheck_write, tagging, timestamp, with_blake3,
+    write_precondition,
+};
 
 struct CopyConditions<'a> {
     if_match: Option<&'a ETagCondition>,
@@ -85,6 +88,25 @@ fn copy_source_err(e: store::StoreError) -> s3s::S3Error {
     }
 }
 
+/// `If-Match` / `If-None-Match` of a CopyObject, on its destination.
+fn destination_precondition(
+    headers: &http::HeaderMap,
+) -> S3Result<Option<store::WritePrecondition>> {
+    let condition = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| {
+                ETagCondition::parse_http_header(v.as_bytes())
+                    .map_err(|_| s3_error!(InvalidArgument, "{name} is not a valid entity tag"))
+            })
+            .transpose()
+    };
+    write_precondition(
+        condition("if-match")?.as_ref(),
+        condition("if-none-match")?.as_ref(),
+    )
+}
+
 fn caller_of(creds: Option<&s3s::auth::Credentials>) -> String {
     creds.map(|c| c.access_key.clone()).unwrap_or_default()
 }
@@ -94,9 +116,14 @@ pub(crate) async fn copy_object(
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let caller = caller_of(req.credentials.as_ref());
+    // Conditions on the destination (S3 takes If-Match / If-None-Match on CopyObject as on
+    // PutObject; s3s's input has no fields for them).
+    let precondition = destination_precondition(&req.headers)?;
     let input = req.input;
     let (src_bucket, src_key, src_version) = source_of(g, &input.copy_source, &caller)?;
     let dst_key = ObjectKey::new(&input.key).map_err(s3_err)?;
+    precheck_write(g, &input.bucket, &input.key, precondition.as_ref()).await?;
+    let conditional = precondition.is_some();
     let source = g
         .store
         .object_version(src_bucket, src_key, src_version)
@@ -154,16 +181,38 @@ pub(crate) async fn copy_object(
         src_key.to_string(),
         input.bucket.clone(),
     );
+    // The copy keeps the source's ETag: that is what a conditional copy leaves at the key.
+    let ticket = decide::conditional_write(
+        g,
+        &input.bucket,
+        &input.key,
+        precondition.as_ref(),
+        &source.etag,
+    )
+    .await?;
+    let precondition = if ticket.is_some() { None } else { precondition };
     // The conditions were checked against this version; the copy must be of the same one.
     let etag = source.etag.clone();
     let pinned = Some(source.version_id);
     let replacement = Replacement { meta, tags };
     let rec = tokio::task::spawn_blocking(move || {
-        store.copy_object((&sb, &sk, pinned), (&db, &dst_key), replacement, Some(etag))
+        store.copy_object(
+            (&sb, &sk, pinned),
+            (&db, &dst_key),
+            replacement,
+            Some(etag),
+            precondition,
+        )
     })
     .await
     .map_err(join_err)?
-    .map_err(copy_source_err)?;
+    .map_err(|e| match e {
+        e @ store::StoreError::DeleteMarker { .. } => copy_source_err(e),
+        e => commit_err(e, conditional),
+    })?;
+    if let Some(t) = ticket {
+        t.carried_out();
+    }
     let output = CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(ETag::Strong(rec.etag.clone())),

@@ -634,6 +634,7 @@ mod tests {
                     ("bkt", &key(dst)),
                     Replacement::default(),
                     None,
+                    None,
                 )
                 .unwrap();
         }
@@ -655,7 +656,13 @@ mod tests {
             tags: None,
         };
         store
-            .copy_object(("bkt", "src", None), ("bkt", &key("src")), replace, None)
+            .copy_object(
+                ("bkt", "src", None),
+                ("bkt", &key("src")),
+                replace,
+                None,
+                None,
+            )
             .unwrap();
         for k in ["src", "a"] {
             store.delete_object("bkt", k, None).unwrap();

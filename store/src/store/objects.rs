@@ -282,6 +282,7 @@ impl Store {
         dst: (&str, &ObjectKey),
         replace: Replacement,
         source_etag: Option<String>,
+        precondition: Option<WritePrecondition>,
     ) -> Result<ObjectRecord> {
         self.bucket(src.0)?;
         let skey = object_key(src.0, src.1);
@@ -329,7 +330,7 @@ impl Store {
                 tags: replace.tags.unwrap_or_else(|| source.tags.clone()),
                 ..source
             };
-            let rec = install(tx, okey, rec, versioning, None)?;
+            let rec = install(tx, okey, rec, versioning, precondition.as_ref())?;
             journal_version(tx, &shared, &dst_bucket, &dst_key, rec.version_id)?;
             Ok(rec)
         })

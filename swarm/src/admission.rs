@@ -27,6 +27,24 @@ pub enum Refusal {
     Busy,
 }
 
+impl Refusal {
+    /// Every reason, in the order [`crate::SwarmStats::connections_refused`] counts them.
+    pub const ALL: [Refusal; 2] = [Refusal::Handshakes, Refusal::Busy];
+
+    /// Where [`crate::SwarmStats::connections_refused`] counts this reason.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The reason as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Handshakes => "handshakes",
+            Refusal::Busy => "busy",
+        }
+    }
+}
+
 impl Admission {
     pub fn new(max_connections: usize) -> Self {
         Self {

@@ -82,7 +82,7 @@ pub struct SwarmStats {
     /// Peers' request and notice frames refused (no room, too slow, or malformed).
     pub frames_refused: AtomicU64,
     pub peers_dropped: AtomicU64,
-    /// Peers' connections turned away, indexed by [`crate::admission::Refusal`]: too many
+    /// Peers' connections turned away, at [`crate::admission::Refusal::index`]: too many
     /// proving the secret at once, or as many proved ones as the node accepts.
     pub connections_refused: [AtomicU64; 2],
     pub journal_applied: AtomicU64,

@@ -105,11 +105,7 @@ impl Inner {
     }
 
     fn refused(&self, why: Refusal, remote: SocketAddr) {
-        let i = match why {
-            Refusal::Handshakes => 0,
-            Refusal::Busy => 1,
-        };
-        self.stats.connections_refused[i].fetch_add(1, Ordering::Relaxed);
+        self.stats.connections_refused[why.index()].fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%remote, ?why, "turned a peer's connection away");
     }
 

@@ -295,9 +295,6 @@ const SWARM_COUNTERS: [SwarmCounter; 10] = [
     ),
 ];
 
-/// `reason` labels of `swarm_connections_refused_total`, in `SwarmStats`' order.
-const REFUSAL_REASONS: [&str; 2] = ["handshakes", "busy"];
-
 struct SwarmMetrics {
     node_info: IntGaugeVec,
     members: IntGaugeVec,
@@ -340,8 +337,8 @@ impl SwarmMetrics {
             "Peers' connections turned away: too many proving the cluster secret at once (handshakes), or as many proved ones as --swarm-max-connections (busy)",
             &["reason"],
         );
-        for reason in REFUSAL_REASONS {
-            connections_refused.with_label_values(&[reason]);
+        for why in swarm::admission::Refusal::ALL {
+            connections_refused.with_label_values(&[why.label()]);
         }
         // Both sources exist from the start, so a share of zero reads as 0, not as no data.
         for source in ["local", "peer"] {
@@ -463,10 +460,10 @@ impl SwarmMetrics {
         for (counter, field) in &self.counters {
             catch_up(counter, field(s).load(Relaxed));
         }
-        for (i, reason) in REFUSAL_REASONS.iter().enumerate() {
+        for why in swarm::admission::Refusal::ALL {
             catch_up(
-                &self.connections_refused.with_label_values(&[reason]),
-                s.connections_refused[i].load(Relaxed),
+                &self.connections_refused.with_label_values(&[why.label()]),
+                s.connections_refused[why.index()].load(Relaxed),
             );
         }
         for i in 0..2 {

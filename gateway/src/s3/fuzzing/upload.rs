@@ -224,6 +224,13 @@ struct Signed {
     headers: Vec<(String, String)>,
 }
 
+/// What a link of the signature chain signs.
+#[derive(Clone, Copy)]
+enum Signing {
+    Chunk,
+    Trailer,
+}
+
 /// The body as an SDK sends it: each chunk as `hex-size[;chunk-signature=S]\r\n` + data +
 /// `\r\n`, then the empty chunk, then the trailer lines (signed ones end with
 /// `x-amz-trailer-signature`) and a blank line. Without `signed`, signatures are zeros of
@@ -236,18 +243,18 @@ fn encode(plan: &Plan, pieces: &[Vec<u8>], signed: Option<&Signed>) -> Vec<u8> {
         (s, scope, key)
     });
     let mut prev = signed.map_or_else(|| zeros.clone(), |s| s.seed.clone());
-    let mut sign_next = |kind: &str, hashed: &[u8]| -> String {
+    let mut sign_next = |kind: Signing, hashed: &[u8]| -> String {
         let Some((s, scope, key)) = &chain else {
             return zeros.clone();
         };
         let sts = match kind {
-            "chunk" => format!(
+            Signing::Chunk => format!(
                 "AWS4-HMAC-SHA256-PAYLOAD\n{}\n{scope}\n{prev}\n{}\n{}",
                 s.amz_date,
                 hex::encode(Sha256::digest(b"")),
                 hex::encode(Sha256::digest(hashed))
             ),
-            _ => format!(
+            Signing::Trailer => format!(
                 "AWS4-HMAC-SHA256-TRAILER\n{}\n{scope}\n{prev}\n{}",
                 s.amz_date,
                 hex::encode(Sha256::digest(hashed))
@@ -261,7 +268,7 @@ fn encode(plan: &Plan, pieces: &[Vec<u8>], signed: Option<&Signed>) -> Vec<u8> {
         body.extend_from_slice(format!("{:x}", p.len()).as_bytes());
         if plan.signed {
             body.extend_from_slice(
-                format!(";chunk-signature={}", sign_next("chunk", p)).as_bytes(),
+                format!(";chunk-signature={}", sign_next(Signing::Chunk, p)).as_bytes(),
             );
         }
         body.extend_from_slice(b"\r\n");
@@ -276,7 +283,7 @@ fn encode(plan: &Plan, pieces: &[Vec<u8>], signed: Option<&Signed>) -> Vec<u8> {
         body.extend_from_slice(line.as_bytes());
         body.extend_from_slice(b"\r\n");
         if plan.signed {
-            let sig = sign_next("trailer", format!("{line}\n").as_bytes());
+            let sig = sign_next(Signing::Trailer, format!("{line}\n").as_bytes());
             body.extend_from_slice(format!("x-amz-trailer-signature:{sig}\r\n").as_bytes());
         }
     }

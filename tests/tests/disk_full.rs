@@ -19,21 +19,18 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn mount(mib: u64) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("s3swarm-full-")
-            .tempdir()
-            .expect("temp dir");
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).expect("mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(&mnt)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test mounts a small tmpfs and needs root for it: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (dir, mnt) = mount_point("s3swarm-full-");
+        let size = format!("size={mib}m");
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &size,
+                "tmpfs",
+                mnt.to_str().expect("utf-8 path"),
+            ],
         );
         Tmpfs { mnt, _dir: dir }
     }
@@ -260,13 +257,8 @@ struct FailingDisk {
 
 impl FailingDisk {
     fn create(mib: u64) -> FailingDisk {
-        let dir = tempfile::Builder::new()
-            .prefix("s3swarm-ro-")
-            .tempdir()
-            .expect("temp dir");
+        let (dir, mnt) = mount_point("s3swarm-ro-");
         let img = dir.path().join("disk.img");
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).expect("mount point");
         std::fs::File::create(&img)
             .and_then(|f| f.set_len(mib << 20))
             .expect("image");
@@ -344,6 +336,17 @@ fn summary<E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug>(
         .and_then(|s| s.message())
         .map_or_else(|| format!("{e:?}"), str::to_owned);
     (code(e), e.raw_response().map(|r| r.status().as_u16()), msg)
+}
+
+/// A fresh temporary directory and an empty `mnt` inside it to mount on.
+fn mount_point(prefix: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mount point");
+    (dir, mnt)
 }
 
 fn run(cmd: &str, args: &[&str]) {

@@ -394,6 +394,15 @@ async fn a_read_in_progress_survives_an_overwrite_and_a_delete() {
     assert!(got == old, "the reader got the complete old version");
 }
 
+/// How many of these requests succeeded.
+async fn successes(tasks: Vec<tokio::task::JoinHandle<bool>>) -> usize {
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    wins
+}
+
 #[tokio::test]
 async fn conditional_writes_are_enforced_and_race_free() {
     let node = Node::start();
@@ -463,10 +472,7 @@ async fn conditional_writes_are_enforced_and_race_free() {
                 .is_ok()
         }));
     }
-    let mut wins = 0;
-    for t in tasks {
-        wins += usize::from(t.await.unwrap());
-    }
+    let wins = successes(tasks).await;
     assert_eq!(wins, 1);
 
     // CopyObject takes the same conditions on its destination (a lone node: the store's
@@ -516,10 +522,7 @@ async fn conditional_writes_are_enforced_and_race_free() {
                 .is_ok()
         }));
     }
-    let mut wins = 0;
-    for t in tasks {
-        wins += usize::from(t.await.unwrap());
-    }
+    let wins = successes(tasks).await;
     assert_eq!(wins, 1, "racing conditional copies");
 }
 

@@ -64,6 +64,46 @@ async fn wait_for_bucket(nodes: &[Node], access: &str, secret: &str, bucket: &st
     }
 }
 
+/// Of racing conditional writers' outcomes (writer, Ok or error code) in `round`: every loser
+/// failed its precondition, and exactly one won; returns it.
+fn the_one_winner(round: usize, outcomes: &[(usize, Result<(), String>)]) -> usize {
+    let winners: Vec<usize> = outcomes
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(w, _)| *w)
+        .collect();
+    for (w, r) in outcomes {
+        if let Err(code) = r {
+            assert!(
+                code == "PreconditionFailed" || code == "ConditionalRequestConflict",
+                "round {round}: writer {w} got {code}, not a precondition failure"
+            );
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "round {round}: writers {winners:?} were all acknowledged"
+    );
+    winners[0]
+}
+
+/// Waits until every client's node serves `want` at `bucket/key`.
+async fn serves_everywhere(clients: &[Client], bucket: &str, key: &str, want: &[u8]) {
+    for c in clients {
+        until("the winner's write on every node", 20, || {
+            let c = c.clone();
+            async move {
+                match c.get_object().bucket(bucket).key(key).send().await {
+                    Ok(o) => o.body.collect().await.is_ok_and(|b| b.to_vec() == want),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_conditional_creates_of_one_key_through_every_node_have_exactly_one_winner() {
     let (_secret, nodes) = three(24, &[]).await;
@@ -94,38 +134,10 @@ async fn racing_conditional_creates_of_one_key_through_every_node_have_exactly_o
             }
         });
         let outcomes = futures::future::join_all(writers).await;
-        let winners: Vec<usize> = outcomes
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(w, _)| *w)
-            .collect();
-        for (w, r) in &outcomes {
-            if let Err(code) = r {
-                assert!(
-                    code == "PreconditionFailed" || code == "ConditionalRequestConflict",
-                    "round {round}: writer {w} got {code}, not a precondition failure"
-                );
-            }
-        }
-        assert_eq!(
-            winners.len(),
-            1,
-            "round {round}: writers {winners:?} were all acknowledged"
-        );
+        let winner = the_one_winner(round, &outcomes);
         // What every node serves is the winner's write.
-        let want = format!("writer {}", winners[0]).into_bytes();
-        for c in &clients {
-            until("the winner's write on every node", 20, || {
-                let (c, key, want) = (c.clone(), key.clone(), want.clone());
-                async move {
-                    match c.get_object().bucket("race").key(&key).send().await {
-                        Ok(o) => o.body.collect().await.is_ok_and(|b| b.to_vec() == want),
-                        Err(_) => false,
-                    }
-                }
-            })
-            .await;
-        }
+        let want = format!("writer {winner}").into_bytes();
+        serves_everywhere(&clients, "race", &key, &want).await;
     }
     // If-Match chains: of writers racing to replace the same ETag, one wins.
     let first = clients[0]
@@ -369,37 +381,9 @@ async fn racing_conditional_copies_onto_one_key_through_every_node_have_exactly_
             }
         });
         let outcomes = futures::future::join_all(copiers).await;
-        let winners: Vec<usize> = outcomes
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(w, _)| *w)
-            .collect();
-        for (w, r) in &outcomes {
-            if let Err(code) = r {
-                assert!(
-                    code == "PreconditionFailed" || code == "ConditionalRequestConflict",
-                    "round {round}: copier {w} got {code}, not a precondition failure"
-                );
-            }
-        }
-        assert_eq!(
-            winners.len(),
-            1,
-            "round {round}: copiers {winners:?} all won"
-        );
-        let want = format!("source {}", winners[0]).into_bytes();
-        for c in &clients {
-            until("the winning copy on every node", 20, || {
-                let (c, key, want) = (c.clone(), key.clone(), want.clone());
-                async move {
-                    match c.get_object().bucket("copies").key(&key).send().await {
-                        Ok(o) => o.body.collect().await.is_ok_and(|b| b.to_vec() == want),
-                        Err(_) => false,
-                    }
-                }
-            })
-            .await;
-        }
+        let winner = the_one_winner(round, &outcomes);
+        let want = format!("source {winner}").into_bytes();
+        serves_everywhere(&clients, "copies", &key, &want).await;
     }
     // If-Match on the destination: the current ETag passes, a stale one and a missing key do not.
     let current = clients[1]
@@ -441,18 +425,5 @@ async fn racing_conditional_copies_onto_one_key_through_every_node_have_exactly_
         .send()
         .await
         .unwrap();
-    until("the If-Match copy on every node", 20, || {
-        let c = clients[0].clone();
-        async move {
-            match c.get_object().bucket("copies").key("dst-0").send().await {
-                Ok(o) => o
-                    .body
-                    .collect()
-                    .await
-                    .is_ok_and(|b| b.to_vec() == b"source 8"),
-                Err(_) => false,
-            }
-        }
-    })
-    .await;
+    serves_everywhere(&clients[..1], "copies", "dst-0", b"source 8").await;
 }

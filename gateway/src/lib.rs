@@ -16,6 +16,7 @@ pub mod disk;
 pub mod hf;
 pub mod metrics;
 pub mod origin;
+pub(crate) mod peer;
 pub mod s3;
 pub mod scrub;
 pub mod server;

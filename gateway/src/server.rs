@@ -271,9 +271,6 @@ pub async fn serve(
         .await
         .map_err(ServeError::Origin)?,
     );
-    if let Some(sw) = &swarm {
-        sw.serve(crate::origin::service(origins.clone()));
-    }
     for o in origins.iter() {
         tracing::info!(
             bucket = o.spec.bucket,
@@ -290,6 +287,9 @@ pub async fn serve(
         config.max_object_size,
     )
     .with_origins(origins.clone());
+    if let Some(sw) = &swarm {
+        sw.serve(crate::peer::service(origins.clone(), gateway.clone()));
+    }
     crate::s3::start_flushers(&gateway);
     let hf = config.hf_bucket.as_ref().map(|b| {
         tracing::info!(

@@ -41,6 +41,11 @@ pub struct Census {
     pub referenced_bytes: u64,
     /// Size of the pack files, dead space not yet reclaimed included.
     pub pack_bytes: u64,
+    /// Multipart uploads in progress whose home is this node.
+    pub uploads: u64,
+    /// Relay uploads: parts received here for an upload homed elsewhere, kept only until its
+    /// home has them (a count that stays above zero means hand-overs that never finished).
+    pub relay_uploads: u64,
     /// How long the count took.
     pub took: Duration,
 }
@@ -113,6 +118,16 @@ impl Store {
                 c.held_chunks += 1;
                 c.stored_bytes += len;
                 c.referenced_bytes += len.saturating_mul(e.refs);
+            }
+            Ok(true)
+        })?;
+        view.scan(Cf::Uploads, &[], |_, v| {
+            let rec: crate::records::UploadRecord = serde_json::from_slice(v)
+                .map_err(|e| StoreError::Corrupt(format!("upload record: {e}")))?;
+            if rec.relay {
+                c.relay_uploads += 1;
+            } else {
+                c.uploads += 1;
             }
             Ok(true)
         })?;

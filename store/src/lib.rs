@@ -36,6 +36,6 @@ pub use store::{
     BatchOutcome, BlobHolder, ChunkState, Deleted, Fate, FoundBy, HeldChunk, INLINE_MAX, KeyState,
     ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE, NewObject, ObjectWriter, PieceId,
     ReadPin, Replacement, ScrubStep, StagedObject, Store, StoreOptions, StoreStats, UploadRef,
-    VersionsPage, WritePrecondition,
+    VersionsPage, WritePrecondition, upload_home,
 };
 pub use version::{DeleteMarker, Version, VersionId, Versioning};

@@ -163,6 +163,10 @@ pub struct UploadRecord {
     /// Tags from `x-amz-tagging`, applied when the upload completes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// A private upload that only holds a part received here for an upload whose home is
+    /// another node, until that node has taken the part over: never listed, never completed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relay: bool,
 }
 
 /// One uploaded part.

@@ -563,6 +563,12 @@ impl Swarm {
         self.inner.download(chunks, true)
     }
 
+    /// Starts fetching chunks this node lacks and must keep (a part of an upload it holds
+    /// whose bytes arrived at another node): not evictable copies.
+    pub fn fetch_kept(&self, chunks: Vec<store::ChunkHash>) -> crate::transfer::Download {
+        self.inner.download(chunks, false)
+    }
+
     /// The members, their state and what they hold (each live peer is asked).
     pub async fn status(&self) -> ClusterStatus {
         let inner = &self.inner;

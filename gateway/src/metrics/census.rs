@@ -23,6 +23,7 @@ pub(crate) struct CensusMetrics {
     stored: IntGauge,
     chunks: IntGaugeVec,
     pack_bytes: IntGauge,
+    uploads: IntGaugeVec,
     finished_at: Gauge,
     took: Gauge,
 }
@@ -68,6 +69,18 @@ impl CensusMetrics {
                 "store_pack_bytes",
                 "Size of the pack files, space of dead chunks not yet reclaimed included",
             ),
+            uploads: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "store_multipart_uploads",
+                        "Multipart uploads in progress on this node: those whose home it is, and \
+                         relay copies of parts received here for an upload homed elsewhere \
+                         (dropped once the home has them)",
+                    ),
+                    &["kind"],
+                ),
+            ),
             finished_at: reg(
                 r,
                 Gauge::new(
@@ -106,6 +119,12 @@ impl CensusMetrics {
             .with_label_values(&["damaged"])
             .set(clamp(c.damaged_chunks));
         self.pack_bytes.set(clamp(c.pack_bytes));
+        self.uploads
+            .with_label_values(&["home"])
+            .set(clamp(c.uploads));
+        self.uploads
+            .with_label_values(&["relay"])
+            .set(clamp(c.relay_uploads));
         self.took.set(c.took.as_secs_f64());
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -85,7 +85,7 @@ const OWNER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a node asks a piece's owner for.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct PieceAsk {
+pub(crate) struct PieceAsk {
     bucket: String,
     key: String,
     etag: String,
@@ -377,7 +377,7 @@ impl Origin {
             piece_size: self.piece_size,
             index,
         };
-        let body = serde_json::to_vec(&ask).map_err(|e| e.to_string())?;
+        let body = crate::peer::PeerAsk::Piece(ask).encode()?;
         let answer = sw
             .ask(&owner, body, OWNER_TIMEOUT)
             .await
@@ -557,9 +557,8 @@ impl Origins {
     }
 
     /// Answers a peer that asks this node, as a piece's owner, for the piece.
-    async fn answer(&self, body: Vec<u8>) -> Result<Vec<u8>, String> {
-        let ask: PieceAsk =
-            serde_json::from_slice(&body).map_err(|e| format!("bad piece request: {e}"))?;
+    /// A peer's request for a piece this node was chosen to fetch: its chunk list.
+    pub(crate) async fn answer(&self, ask: PieceAsk) -> Result<Vec<u8>, String> {
         let o = self
             .get(&ask.bucket)
             .ok_or_else(|| format!("bucket {:?} fronts no origin on this node", ask.bucket))?;
@@ -583,12 +582,4 @@ impl Origins {
             .map(|m| m.encode())
             .map_err(|e| e.to_string())
     }
-}
-
-/// What this node answers its peers' piece requests with.
-pub fn service(origins: Arc<Origins>) -> swarm::Service {
-    Arc::new(move |_from, body| {
-        let origins = origins.clone();
-        Box::pin(async move { origins.answer(body).await })
-    })
 }

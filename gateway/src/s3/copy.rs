@@ -3,10 +3,11 @@
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
-use store::{ByteRange, ObjectKey, ObjectRecord, Replacement, UploadRef, VersionId};
+use store::{ByteRange, ObjectKey, ObjectRecord, Replacement, VersionId};
 
 use super::error::{join_err, s3_err, version_arg};
 use super::get::{etag_matches, seconds};
+use super::upload_home::{self, UploadName};
 use super::{
     Gateway, commit_err, decide, object_meta_of, precheck_write, tagging, timestamp, with_blake3,
     write_precondition,
@@ -241,10 +242,12 @@ pub(crate) async fn upload_part_copy(
     let caller = caller_of(req.credentials.as_ref());
     let input = req.input;
     let number = super::multipart::part_number(input.part_number)?;
-    let upload = g
-        .store
-        .upload(&input.bucket, &input.key, &input.upload_id)
-        .map_err(s3_err)?;
+    let name = UploadName {
+        bucket: input.bucket.clone(),
+        key: input.key.clone(),
+        upload_id: input.upload_id.clone(),
+    };
+    let (upload, home) = upload_home::record(g, &name).await?;
     let (src_bucket, src_key, src_version) = source_of(g, &input.copy_source, &caller)?;
     let store = g.store.clone();
     let (sb, sk) = (src_bucket.to_owned(), src_key.to_owned());
@@ -274,27 +277,42 @@ pub(crate) async fn upload_part_copy(
         slice_manifest()
     };
     let algorithm = upload.checksum_algorithm.clone();
+    // Chunks the range covers whole are shared, wherever they are held; the partial ones at
+    // its ends are read, and with a checksum to compute, every one is: those must be here.
+    let read: Vec<store::ChunkHash> = manifest
+        .slices(range)
+        .filter(|s| algorithm.is_some() || s.offset != 0 || s.len != s.chunk.len)
+        .map(|s| s.chunk.hash)
+        .collect();
     let store = g.store.clone();
-    let (bucket, key, upload_id) = (input.bucket.clone(), input.key.clone(), input.upload_id);
-    let e = etag.clone();
-    let rec = tokio::task::spawn_blocking(move || {
-        // An upload that declared a checksum algorithm needs it for this part too: that
-        // one costs a read of the range.
-        let checksum = match algorithm {
-            None => None,
-            Some(alg) => Some(checksum_of_range(&store, &manifest, range, &alg)?),
-        };
-        let upload = UploadRef {
-            bucket: &bucket,
-            key: &key,
-            upload_id: &upload_id,
-        };
-        store
-            .put_part_copy(&upload, number, &manifest, range, e, checksum)
-            .map_err(s3_err)
+    let absent = tokio::task::spawn_blocking(move || {
+        read.into_iter()
+            .filter(|h| !store.has_chunk(h).unwrap_or(false))
+            .collect::<Vec<_>>()
     })
     .await
-    .map_err(join_err)??;
+    .map_err(join_err)?;
+    fetch_chunks(g, absent).await?;
+    let e = etag.clone();
+    let rec = upload_home::keep_part(
+        g,
+        &name,
+        (upload, home),
+        number,
+        range.len(),
+        move |store, up| {
+            // An upload that declared a checksum algorithm needs it for this part too: that
+            // one costs a read of the range.
+            let checksum = match algorithm {
+                None => None,
+                Some(alg) => Some(checksum_of_range(store, &manifest, range, &alg)?),
+            };
+            store
+                .put_part_copy(up, number, &manifest, range, e, checksum)
+                .map_err(s3_err)
+        },
+    )
+    .await?;
     let c = super::checksum::to_dto(rec.checksum.as_ref());
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
@@ -350,4 +368,28 @@ fn checksum_of_range(
         })
         .map_err(s3_err)?;
     super::checksum::finish(h, algorithm)
+}
+
+/// Fetches chunks this node must read but does not hold, from whichever peers hold them.
+pub(crate) async fn fetch_chunks(g: &Gateway, absent: Vec<store::ChunkHash>) -> S3Result<()> {
+    if absent.is_empty() {
+        return Ok(());
+    }
+    let Some(sw) = g.swarm.as_ref() else {
+        return Err(s3_error!(
+            InternalError,
+            "chunk {} is referenced but not stored on this node",
+            absent[0]
+        ));
+    };
+    let dl = sw.fetch(absent.clone());
+    for h in &absent {
+        dl.wait(h).await.map_err(|e| {
+            s3_error!(
+                ServiceUnavailable,
+                "chunk {h} could not be fetched from any peer ({e}); retry shortly"
+            )
+        })?;
+    }
+    Ok(())
 }

@@ -22,6 +22,7 @@ pub(crate) mod post;
 mod put;
 pub(crate) mod signature;
 mod tagging;
+mod upload_home;
 mod vhost;
 mod write_back;
 
@@ -34,6 +35,7 @@ use store::{ObjectMeta, Store, StoreError};
 
 pub(crate) use access::BucketOwnership;
 pub(crate) use multipart::expire_incomplete as expire_incomplete_uploads;
+pub(crate) use upload_home::{UploadAsk, answer_upload};
 pub(crate) use vhost::DomainHost;
 pub(crate) use write_back::start_flushers;
 

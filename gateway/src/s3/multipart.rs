@@ -2,11 +2,12 @@
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
-use store::{MAX_PART_NUMBER, ObjectKey, PartRecord, StoredChecksum, UploadRecord, UploadRef};
+use store::{MAX_PART_NUMBER, ObjectKey, PartRecord, StoredChecksum, UploadRecord};
 
 use super::checksum::{algorithm_named, check_claim, multipart_checksum, multipart_plan, to_dto};
 use super::error::{join_err, s3_err};
 use super::put::{receive, upload_body};
+use super::upload_home::{self, Claimed, Completion, UploadName};
 use super::{
     Gateway, commit_err, object_meta_of, precheck_write, tagging, timestamp, with_blake3,
     write_precondition,
@@ -58,13 +59,16 @@ pub(crate) async fn create(
         checksum_algorithm: plan.map(|(a, _)| a.to_owned()),
         checksum_composite: plan.is_some_and(|(_, c)| c),
         tags: tagging::from_header(input.tagging.as_deref())?,
+        relay: false,
     };
     let store = g.store.clone();
     let bucket = input.bucket.clone();
-    let upload_id = tokio::task::spawn_blocking(move || store.create_upload(&bucket, &key, rec))
-        .await
-        .map_err(join_err)?
-        .map_err(s3_err)?;
+    let home = upload_home::home_for_new(g);
+    let upload_id =
+        tokio::task::spawn_blocking(move || store.create_upload(&bucket, &key, rec, home))
+            .await
+            .map_err(join_err)?
+            .map_err(s3_err)?;
     let output = CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
@@ -93,11 +97,13 @@ pub(crate) async fn upload_part(
         ..
     } = req;
     let number = part_number(input.part_number)?;
+    let name = UploadName {
+        bucket: input.bucket.clone(),
+        key: input.key.clone(),
+        upload_id: input.upload_id.clone(),
+    };
     // Fail before reading a possibly large body.
-    let upload = g
-        .store
-        .upload(&input.bucket, &input.key, &input.upload_id)
-        .map_err(s3_err)?;
+    let (upload, home) = upload_home::record(g, &name).await?;
     let mut input = input;
     // An upload that declared a checksum algorithm gets it for every part, sent or not.
     if input.checksum_algorithm.is_none() {
@@ -106,11 +112,6 @@ pub(crate) async fn upload_part(
             .clone()
             .map(ChecksumAlgorithm::from);
     }
-    let (bucket, key, upload_id) = (
-        input.bucket.clone(),
-        input.key.clone(),
-        input.upload_id.clone(),
-    );
     let received = receive(g, &headers, trailing_headers, upload_body!(input)).await?;
     let (ingested, stored) = (received.ingested, received.checksum);
     if let Some(want) = &upload.checksum_algorithm
@@ -128,19 +129,13 @@ pub(crate) async fn upload_part(
         ));
     }
     let etag = hex::encode(ingested.md5);
-    let store = g.store.clone();
     let (e, s) = (etag.clone(), stored.clone());
-    tokio::task::spawn_blocking(move || {
-        let upload = UploadRef {
-            bucket: &bucket,
-            key: &key,
-            upload_id: &upload_id,
-        };
-        store.put_part(&upload, number, ingested.staged, e, s)
+    let size = ingested.staged.size();
+    let staged = ingested.staged;
+    upload_home::keep_part(g, &name, (upload, home), number, size, move |store, up| {
+        store.put_part(up, number, staged, e, s).map_err(s3_err)
     })
-    .await
-    .map_err(join_err)?
-    .map_err(s3_err)?;
+    .await?;
     let c = to_dto(stored.as_ref());
     let output = UploadPartOutput {
         e_tag: Some(ETag::Strong(etag)),
@@ -159,10 +154,8 @@ pub(crate) async fn complete(
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let input = req.input;
-    let key = ObjectKey::new(&input.key).map_err(s3_err)?;
+    ObjectKey::new(&input.key).map_err(s3_err)?;
     let precondition = write_precondition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
-    precheck_write(g, &input.bucket, &input.key, precondition.as_ref()).await?;
-    let conditional = precondition.is_some();
     let parts = input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -181,50 +174,28 @@ pub(crate) async fn complete(
             Ok((n, etag))
         })
         .collect::<S3Result<Vec<_>>>()?;
-    let claimed = Checksum {
-        checksum_crc32: input.checksum_crc32.clone(),
-        checksum_crc32c: input.checksum_crc32c.clone(),
-        checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-        checksum_sha1: input.checksum_sha1.clone(),
-        checksum_sha256: input.checksum_sha256.clone(),
-        ..Default::default()
+    let completion = Completion {
+        upload: UploadName {
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            upload_id: input.upload_id.clone(),
+        },
+        listed,
+        claimed: Claimed {
+            crc32: input.checksum_crc32,
+            crc32c: input.checksum_crc32c,
+            crc64nvme: input.checksum_crc64nvme,
+            sha1: input.checksum_sha1,
+            sha256: input.checksum_sha256,
+        },
+        precondition,
     };
-    let checksum = upload_checksum(g, &input.bucket, &input.key, &input.upload_id, &listed).await?;
-    match &checksum {
-        Some(c) => check_claim(&claimed, c)?,
-        None if claimed != Checksum::default() => {
-            return Err(s3_error!(
-                InvalidRequest,
-                "The upload was not created with a checksum algorithm, so the object has no checksum to compare"
-            ));
-        }
-        None => {}
-    }
-    let ticket = match super::decide::multipart_etag(&listed) {
-        Some(etag) => {
-            super::decide::conditional_write(
-                g,
-                &input.bucket,
-                &input.key,
-                precondition.as_ref(),
-                &etag,
-            )
-            .await?
-        }
-        None => None,
-    };
-    let precondition = if ticket.is_some() { None } else { precondition };
-    let store = g.store.clone();
-    let (bucket, upload_id) = (input.bucket.clone(), input.upload_id);
-    let rec = tokio::task::spawn_blocking(move || {
-        store.complete_upload(&bucket, &key, &upload_id, &listed, checksum, precondition)
-    })
-    .await
-    .map_err(join_err)?
-    .map_err(|e| commit_err(e, conditional))?;
-    if let Some(t) = ticket {
-        t.carried_out();
-    }
+    let rec = upload_home::complete(
+        g,
+        completion,
+        |g, c| async move { complete_here(g, c).await },
+    )
+    .await?;
     let c = to_dto(rec.checksum.as_ref());
     let output = CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
@@ -241,6 +212,81 @@ pub(crate) async fn complete(
         ..Default::default()
     };
     Ok(with_blake3(S3Response::new(output), &rec.content_hash))
+}
+
+/// Completes an upload whose home is this node (asked by a client here, or by a peer).
+pub(crate) async fn complete_here(g: Gateway, c: Completion) -> S3Result<store::ObjectRecord> {
+    let g = &g;
+    let Completion {
+        upload,
+        listed,
+        claimed,
+        precondition,
+    } = c;
+    let key = ObjectKey::new(&upload.key).map_err(s3_err)?;
+    precheck_write(g, &upload.bucket, &upload.key, precondition.as_ref()).await?;
+    let conditional = precondition.is_some();
+    let claimed = Checksum {
+        checksum_crc32: claimed.crc32,
+        checksum_crc32c: claimed.crc32c,
+        checksum_crc64nvme: claimed.crc64nvme,
+        checksum_sha1: claimed.sha1,
+        checksum_sha256: claimed.sha256,
+        ..Default::default()
+    };
+    let checksum =
+        upload_checksum(g, &upload.bucket, &upload.key, &upload.upload_id, &listed).await?;
+    match &checksum {
+        Some(c) => check_claim(&claimed, c)?,
+        None if claimed != Checksum::default() => {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The upload was not created with a checksum algorithm, so the object has no checksum to compare"
+            ));
+        }
+        None => {}
+    }
+    let ticket = match super::decide::multipart_etag(&listed) {
+        Some(etag) => {
+            super::decide::conditional_write(
+                g,
+                &upload.bucket,
+                &upload.key,
+                precondition.as_ref(),
+                &etag,
+            )
+            .await?
+        }
+        None => None,
+    };
+    let precondition = if ticket.is_some() { None } else { precondition };
+    fetch_absent_parts(g, &upload.upload_id).await?;
+    let store = g.store.clone();
+    let UploadName {
+        bucket, upload_id, ..
+    } = upload;
+    let rec = tokio::task::spawn_blocking(move || {
+        store.complete_upload(&bucket, &key, &upload_id, &listed, checksum, precondition)
+    })
+    .await
+    .map_err(join_err)?
+    .map_err(|e| commit_err(e, conditional))?;
+    if let Some(t) = ticket {
+        t.carried_out();
+    }
+    Ok(rec)
+}
+
+/// Fetches the chunks of an upload's parts held only by peers (parts copied from objects
+/// stored elsewhere): completing reads every byte once.
+async fn fetch_absent_parts(g: &Gateway, upload_id: &str) -> S3Result<()> {
+    let store = g.store.clone();
+    let id = upload_id.to_owned();
+    let absent = tokio::task::spawn_blocking(move || store.upload_absent_chunks(&id))
+        .await
+        .map_err(join_err)?
+        .map_err(s3_err)?;
+    super::copy::fetch_chunks(g, absent).await
 }
 
 /// The object checksum an upload's listed parts add up to, if the upload declared an
@@ -301,14 +347,13 @@ pub(crate) async fn abort(
     g: &Gateway,
     req: S3Request<AbortMultipartUploadInput>,
 ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-    let store = g.store.clone();
     let input = req.input;
-    tokio::task::spawn_blocking(move || {
-        store.abort_upload(&input.bucket, &input.key, &input.upload_id)
-    })
-    .await
-    .map_err(join_err)?
-    .map_err(s3_err)?;
+    let name = UploadName {
+        bucket: input.bucket,
+        key: input.key,
+        upload_id: input.upload_id,
+    };
+    upload_home::abort(g, &name).await?;
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
 }
 
@@ -317,21 +362,17 @@ pub(crate) async fn list_parts(
     req: S3Request<ListPartsInput>,
 ) -> S3Result<S3Response<ListPartsOutput>> {
     let input = req.input;
-    let upload = g
-        .store
-        .upload(&input.bucket, &input.key, &input.upload_id)
-        .map_err(s3_err)?;
+    let name = UploadName {
+        bucket: input.bucket.clone(),
+        key: input.key.clone(),
+        upload_id: input.upload_id.clone(),
+    };
+    let (upload, all) = upload_home::parts(g, &name).await?;
     let max = input
         .max_parts
         .unwrap_or(MAX_PARTS_LISTED)
         .clamp(0, MAX_PARTS_LISTED) as usize;
     let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
-    let store = g.store.clone();
-    let id = input.upload_id.clone();
-    let all = tokio::task::spawn_blocking(move || store.parts(&id))
-        .await
-        .map_err(join_err)?
-        .map_err(s3_err)?;
     let mut after: Vec<_> = all.into_iter().filter(|(n, _)| *n > marker).collect();
     let truncated = after.len() > max;
     after.truncate(max);
@@ -384,12 +425,7 @@ pub(crate) async fn list_uploads(
         .unwrap_or(MAX_UPLOADS_LISTED)
         .clamp(0, MAX_UPLOADS_LISTED) as usize;
     let prefix = input.prefix.clone().unwrap_or_default();
-    let store = g.store.clone();
-    let (b, p) = (input.bucket.clone(), prefix.clone());
-    let all = tokio::task::spawn_blocking(move || store.uploads(&b, &p))
-        .await
-        .map_err(join_err)?
-        .map_err(s3_err)?;
+    let all = upload_home::list(g, &input.bucket, &prefix).await?;
     let key_marker = input.key_marker.clone().unwrap_or_default();
     let id_marker = input.upload_id_marker.clone().unwrap_or_default();
     let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());

@@ -43,6 +43,7 @@ use crate::version::{DeleteMarker, Version, VersionId, Versioning, next_seq};
 pub use chunks::ReadPin;
 pub use decisions::{Fate, KeyState};
 pub use ingest::{ObjectWriter, StagedObject};
+pub use multipart::upload_home;
 pub use pieces::PieceId;
 pub use replication::BatchOutcome;
 pub use scrub::{FoundBy, ScrubStep};
@@ -180,7 +181,7 @@ pub struct Replacement {
 }
 
 /// What a conditional write requires of the object it replaces.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WritePrecondition {
     /// `If-None-Match: *`: only create, never overwrite.
     NotExists,

@@ -4,14 +4,21 @@
 use super::*;
 
 impl Store {
-    /// Starts a multipart upload; returns its id.
+    /// Starts a multipart upload; returns its id. `home`: the node whose store holds the
+    /// upload, written into the id so any node can tell where to send its parts (see
+    /// [`upload_home`]); `None` for an id only this store understands.
     pub fn create_upload(
         &self,
         bucket: &str,
         key: &ObjectKey,
         rec: UploadRecord,
+        home: Option<NodeId>,
     ) -> Result<String> {
-        let upload_id = hex::encode(rand::random::<[u8; 16]>());
+        let random = hex::encode(rand::random::<[u8; 16]>());
+        let upload_id = match home {
+            Some(node) => format!("{}{random}", node.to_hex()),
+            None => random,
+        };
         let ukey = upload_key(bucket, key.as_str(), &upload_id);
         let bucket = bucket.to_owned();
         let id = upload_id.clone();
@@ -156,6 +163,109 @@ impl Store {
         })
     }
 
+    /// Takes over part `number` of an upload from the node that received it: `manifest` is
+    /// the part's chunk list there. The chunks are referenced here (recorded as absent where
+    /// this node has never held them) and kept for durability, not as evictable copies.
+    /// Returns the part's record and the chunks this node must still fetch; until it has,
+    /// the part cannot be read (see [`Store::drop_part`] for giving up).
+    pub fn adopt_part(
+        &self,
+        upload: &UploadRef<'_>,
+        number: u32,
+        manifest: Manifest,
+        etag: String,
+        checksum: Option<StoredChecksum>,
+    ) -> Result<(PartRecord, Vec<ChunkHash>)> {
+        check_upload_id(upload.upload_id)?;
+        if !(1..=MAX_PART_NUMBER).contains(&number) {
+            return Err(StoreError::InvalidPart(format!(
+                "part number {number} is outside 1..=10000"
+            )));
+        }
+        let ukey = upload_key(upload.bucket, upload.key, upload.upload_id);
+        let pkey = part_key(upload.upload_id, number);
+        let upload_id = upload.upload_id.to_owned();
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Uploads, &ukey)?.is_none() {
+                return Err(StoreError::NoSuchUpload(upload_id));
+            }
+            let mut absent = Vec::new();
+            for c in manifest.chunks() {
+                let key = c.hash.as_bytes().to_vec();
+                let entry = match tx.get(Cf::Chunks, &key)? {
+                    Some(v) => {
+                        let mut e = ChunkEntry::decode(&v)?;
+                        e.refs += 1;
+                        e.dead_ms = None;
+                        e.origin = false;
+                        e.cached = false;
+                        e
+                    }
+                    None => ChunkEntry {
+                        refs: 1,
+                        location: ChunkLocation::Absent,
+                        dead_ms: None,
+                        cached: false,
+                        origin: false,
+                    },
+                };
+                if !entry.location.is_held() && !absent.contains(&c.hash) {
+                    absent.push(c.hash);
+                }
+                tx.put(Cf::Chunks, key, entry.encode());
+            }
+            let id = ManifestId::random();
+            tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
+            let rec = PartRecord {
+                size: manifest.size(),
+                etag,
+                manifest: id.to_hex(),
+                last_modified_ms: now_ms(),
+                checksum,
+            };
+            replace_part(tx, pkey, &rec)?;
+            Ok((rec, absent))
+        })
+    }
+
+    /// Removes part `number` of an upload if it is still the one recorded as `rec` (a part
+    /// taken over whose chunks could not be fetched); a part uploaded again since stays.
+    pub fn drop_part(&self, upload_id: &str, number: u32, rec: &PartRecord) -> Result<()> {
+        check_upload_id(upload_id)?;
+        let pkey = part_key(upload_id, number);
+        let manifest = rec.manifest.clone();
+        self.db.transact(move |tx| {
+            let Some(v) = tx.get(Cf::Parts, &pkey)? else {
+                return Ok(());
+            };
+            let now: PartRecord = from_json(&v)?;
+            if now.manifest == manifest {
+                release_manifest(tx, now.manifest_id()?, None)?;
+                tx.delete(Cf::Parts, pkey);
+            }
+            Ok(())
+        })
+    }
+
+    /// A part's chunk list.
+    pub fn part_manifest(&self, part: &PartRecord) -> Result<Manifest> {
+        load_manifest(&self.shared.meta, part.manifest_id()?)
+    }
+
+    /// The chunks of an upload's parts this node does not hold (parts copied from objects
+    /// whose chunks are held elsewhere), which completing the upload must read.
+    pub fn upload_absent_chunks(&self, upload_id: &str) -> Result<Vec<ChunkHash>> {
+        let mut absent = Vec::new();
+        for (_, part) in self.parts(upload_id)? {
+            for c in self.part_manifest(&part)?.chunks() {
+                if !self.has_chunk(&c.hash)? && !absent.contains(&c.hash) {
+                    absent.push(c.hash);
+                }
+            }
+        }
+        Ok(absent)
+    }
+
     /// The parts uploaded so far, by part number.
     pub fn parts(&self, upload_id: &str) -> Result<Vec<(u32, PartRecord)>> {
         let mut prefix = upload_id.as_bytes().to_vec();
@@ -192,7 +302,10 @@ impl Store {
                     .ok_or_else(|| StoreError::Corrupt("upload key".into()))?;
                 let key = String::from_utf8_lossy(&rest[..split]).into_owned();
                 let id = String::from_utf8_lossy(&rest[split + 1..]).into_owned();
-                out.push((key, id, from_json(v)?));
+                let rec: UploadRecord = from_json(v)?;
+                if !rec.relay {
+                    out.push((key, id, rec));
+                }
                 Ok(true)
             })?;
         Ok(out)
@@ -354,10 +467,19 @@ impl Store {
     }
 }
 
-/// Upload ids are ours (32 hex digits); anything else cannot name an upload, and must not
-/// reach key construction where it could alias another upload's parts.
+/// The node that holds an upload, from its id: ids made for a swarm node are its node id
+/// (32 hex digits) then 32 random ones; a bare 32-digit id names no node (a store alone).
+pub fn upload_home(upload_id: &str) -> Option<NodeId> {
+    if upload_id.len() != 64 {
+        return None;
+    }
+    NodeId::from_hex(upload_id.get(..32)?).ok()
+}
+
+/// Upload ids are ours (32 or 64 hex digits); anything else cannot name an upload, and must
+/// not reach key construction where it could alias another upload's parts.
 fn check_upload_id(id: &str) -> Result<()> {
-    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if (id.len() == 32 || id.len() == 64) && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(())
     } else {
         Err(StoreError::NoSuchUpload(id.chars().take(64).collect()))

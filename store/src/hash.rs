@@ -79,6 +79,10 @@ blake3_newtype!(
     /// BLAKE3 of an object's whole content (what `b3sum` prints for the file).
     ContentHash
 );
+blake3_newtype!(
+    /// BLAKE3 of an encoded manifest: how a journal entry names a chunk list too long to carry.
+    ManifestHash
+);
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
+use crate::hash::ManifestHash;
 pub use crate::merge::Refusal;
 use crate::names::BucketId;
 use crate::records::BucketRecord;
@@ -141,16 +142,31 @@ pub enum Change {
 }
 
 /// A version as replicated: the record, and for an object its chunk list (so a peer can
-/// resolve and fetch it) and part sizes (for reads by part number).
+/// resolve and fetch it) and part sizes (for reads by part number, at most 10,000).
+///
+/// The chunk list is carried only when short ([`INLINE_MANIFEST_CHUNKS`] chunks at most);
+/// a longer one is named by its hash (`manifest`) and travels beside the entry, fetched and
+/// verified like a chunk, so no entry grows with its object: an object of 160,000 chunks
+/// replicates in an entry the size of a small one's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ObjectState {
     pub version: Version,
-    /// The encoded manifest, hex.
+    /// The encoded manifest, hex, when short.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunks: Option<String>,
+    /// The BLAKE3 of the encoded manifest, hex, when it is not carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_sizes: Option<Vec<u64>>,
 }
+
+/// The longest chunk list a journal entry carries itself (about 4.6 KB of hex).
+pub const INLINE_MANIFEST_CHUNKS: usize = 32;
+
+/// The largest manifest a peer may hand over (a 5 TiB object of 256 KiB chunks needs 1.5 GB;
+/// one of this size describes 7 TiB of average 1 MiB chunks).
+pub const MAX_MANIFEST_BYTES: u64 = 512 << 20;
 
 impl Change {
     /// The key of the name's stamp. A bucket incarnation is `b id`; a version is
@@ -212,6 +228,8 @@ pub struct Pulled {
     pub seq: u64,
     entry: std::result::Result<Entry, String>,
     bytes: Vec<u8>,
+    /// The manifest the entry names by hash, once fetched and checked against it.
+    manifest: Option<Vec<u8>>,
 }
 
 impl Pulled {
@@ -221,6 +239,7 @@ impl Pulled {
             seq,
             entry: Entry::decode(&bytes).map_err(|e| e.to_string()),
             bytes,
+            manifest: None,
         }
     }
 
@@ -229,9 +248,48 @@ impl Pulled {
         self.entry.as_ref().map_err(String::as_str)
     }
 
-    pub(crate) fn into_parts(self) -> (NodeId, u64, std::result::Result<Entry, String>, Vec<u8>) {
-        (self.origin, self.seq, self.entry, self.bytes)
+    /// The manifest the entry names by hash and does not carry, if any (an unparsable hash
+    /// names none: the entry is refused when applied).
+    pub fn named_manifest(&self) -> Option<ManifestHash> {
+        match &self.entry.as_ref().ok()?.change {
+            Change::Version {
+                state:
+                    Some(ObjectState {
+                        manifest: Some(h), ..
+                    }),
+                ..
+            } => h.parse().ok(),
+            _ => None,
+        }
     }
+
+    /// Hands over the manifest the entry names; false (and not kept) if `bytes` do not hash
+    /// to the name.
+    pub fn attach_manifest(&mut self, bytes: Vec<u8>) -> bool {
+        let ok = self.named_manifest() == Some(ManifestHash::of(&bytes));
+        if ok {
+            self.manifest = Some(bytes);
+        }
+        ok
+    }
+
+    pub(crate) fn into_parts(self) -> PulledParts {
+        PulledParts {
+            origin: self.origin,
+            seq: self.seq,
+            entry: self.entry,
+            bytes: self.bytes,
+            manifest: self.manifest,
+        }
+    }
+}
+
+pub(crate) struct PulledParts {
+    pub origin: NodeId,
+    pub seq: u64,
+    pub entry: std::result::Result<Entry, String>,
+    pub bytes: Vec<u8>,
+    pub manifest: Option<Vec<u8>>,
 }
 
 /// Journal key: origin, then its number (big-endian, so one origin's entries are in order).
@@ -259,6 +317,9 @@ pub enum Applied {
     Superseded,
     /// Recorded but refused: it is not something a client could have written.
     Refused(Refusal),
+    /// Not recorded: it names a manifest this node neither holds nor was handed (pull it
+    /// and the manifest again).
+    NoManifest,
 }
 
 #[cfg(test)]

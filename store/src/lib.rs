@@ -25,7 +25,7 @@ pub use census::{Census, DbFigures, DiskSpace};
 pub use chunker::Chunker;
 pub use consensus::ConsensusLog;
 pub use error::{Result, StoreError};
-pub use hash::{ChunkHash, ContentHash, VerifiedChunk};
+pub use hash::{ChunkHash, ContentHash, ManifestHash, VerifiedChunk};
 pub use journal::{Applied, Hlc, NodeId, StampSource};
 pub use manifest::{ByteRange, ChunkRef, ChunkSlice, Manifest};
 pub use names::{BucketId, BucketName, MAX_KEY_LEN, ObjectKey};

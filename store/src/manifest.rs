@@ -62,7 +62,7 @@ pub struct ChunkSlice {
     pub len: u32,
 }
 
-const ENTRY: usize = 32 + 4;
+pub(crate) const ENTRY: usize = 32 + 4;
 
 /// The ordered chunks of one object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

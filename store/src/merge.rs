@@ -80,7 +80,9 @@ pub(crate) enum Verdict {
 }
 
 /// Checks an entry as if a client had sent it; `Ok` carries its decoded manifest, if any.
-pub(crate) fn validate(entry: &Entry) -> Result<Option<Manifest>, Refusal> {
+/// `named`: the manifest the entry names by hash, as held here (checked against the hash
+/// when it was recorded).
+pub(crate) fn validate(entry: &Entry, named: Option<&[u8]>) -> Result<Option<Manifest>, Refusal> {
     match &entry.change {
         Change::Bucket { name, id, record } => {
             BucketName::new(name).map_err(|_| Refusal::BucketName)?;
@@ -101,7 +103,10 @@ pub(crate) fn validate(entry: &Entry) -> Result<Option<Manifest>, Refusal> {
             BucketName::new(bucket).map_err(|_| Refusal::BucketName)?;
             ObjectKey::new(key).map_err(|_| Refusal::Key)?;
             let Some(ObjectState {
-                version, chunks, ..
+                version,
+                chunks,
+                manifest,
+                ..
             }) = state
             else {
                 return Ok(None);
@@ -112,8 +117,14 @@ pub(crate) fn validate(entry: &Entry) -> Result<Option<Manifest>, Refusal> {
             match version {
                 Version::DeleteMarker(_) => Ok(None),
                 Version::Object(o) => {
-                    let bytes = hex::decode(chunks.as_deref().unwrap_or_default())
-                        .map_err(|_| Refusal::Record)?;
+                    let bytes = match (chunks, manifest) {
+                        (None, Some(_)) => named.ok_or(Refusal::Record)?.to_vec(),
+                        // Two chunk lists.
+                        (Some(_), Some(_)) => return Err(Refusal::Record),
+                        // None at all is an empty object's.
+                        (carried, None) => hex::decode(carried.as_deref().unwrap_or_default())
+                            .map_err(|_| Refusal::Record)?,
+                    };
                     let manifest = Manifest::decode(&bytes).map_err(|_| Refusal::Record)?;
                     if manifest.size() != o.size || o.content_hash().is_err() {
                         return Err(Refusal::Record);

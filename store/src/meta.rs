@@ -54,10 +54,14 @@ pub(crate) enum Cf {
     Parked,
     /// Pieces of upstream (origin) objects cached here: piece id -> manifest id.
     Pieces,
+    /// Manifests that journal entries name by hash rather than carry (see
+    /// [`crate::journal::ObjectState`]): BLAKE3 of the encoding -> the encoding. Every node
+    /// holding such an entry holds its manifest here, so it can pass both on.
+    ManifestBlobs,
 }
 
 impl Cf {
-    const ALL: [Cf; 19] = [
+    const ALL: [Cf; 20] = [
         Cf::Buckets,
         Cf::Objects,
         Cf::Manifests,
@@ -77,6 +81,7 @@ impl Cf {
         Cf::Graves,
         Cf::Parked,
         Cf::Pieces,
+        Cf::ManifestBlobs,
     ];
 
     fn name(self) -> &'static str {
@@ -100,6 +105,7 @@ impl Cf {
             Cf::Graves => "graves",
             Cf::Parked => "parked",
             Cf::Pieces => "origin_pieces",
+            Cf::ManifestBlobs => "manifest_blobs",
         }
     }
 }

@@ -117,6 +117,44 @@ impl Inner {
                 }
                 batch.push(pulled);
             }
+            // Entries that name their manifest rather than carry it are recorded with it:
+            // fetched from the peer that sent them (which holds it, as everyone holding the
+            // entry does) and checked against the name.
+            for pulled in &mut batch {
+                if held_back.contains(&pulled.origin) {
+                    continue;
+                }
+                let Some(hash) = pulled.named_manifest() else {
+                    continue;
+                };
+                let store = self.store.clone();
+                let held = tokio::task::spawn_blocking(move || store.has_manifest_blob(&hash))
+                    .await
+                    .map_err(|e| SwarmError::Protocol(e.to_string()))??;
+                if held {
+                    continue;
+                }
+                let fetched = match self.fetch_manifest(peer, hash).await {
+                    Ok(bytes) => {
+                        if pulled.attach_manifest(bytes) {
+                            Ok(())
+                        } else {
+                            Err(format!("{} sent other bytes", peer.id))
+                        }
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match fetched {
+                    Ok(()) => {}
+                    Err(why) => {
+                        tracing::warn!(origin = %pulled.origin, peer = %peer.id, manifest = %hash,
+                            error = why, "a journal entry's manifest could not be fetched; not applied yet");
+                        self.count_unapplied(pulled.origin, "manifest_unavailable");
+                        held_back.insert(pulled.origin);
+                    }
+                }
+            }
+            batch.retain(|p| !held_back.contains(&p.origin));
             if batch.is_empty() {
                 return Ok(behind(&seen, &theirs));
             }
@@ -136,6 +174,7 @@ impl Inner {
                 .await
                 .map_err(|e| SwarmError::Protocol(e.to_string()))??;
             let now = SharedClock::wall_ms();
+            let mut held_back_after = Vec::new();
             let mut objects = outcome.released > 0;
             let mut parked = outcome.released > 0;
             for (a, (origin, at, is_object)) in outcome.applied.iter().zip(stamps) {
@@ -160,6 +199,9 @@ impl Inner {
                             "replicated journal entry refused");
                         self.count_unapplied(origin, why.as_str());
                     }
+                    // Only if the manifest vanished between the fetch and the commit: the
+                    // entry is pulled again.
+                    Applied::NoManifest => held_back_after.push(origin),
                     Applied::Duplicate | Applied::Gap => {}
                 }
             }
@@ -178,10 +220,11 @@ impl Inner {
             if objects {
                 self.keeper_wake.notify_one();
             }
+            held_back.extend(held_back_after);
             if outcome
                 .applied
                 .iter()
-                .all(|a| matches!(a, Applied::Duplicate | Applied::Gap))
+                .all(|a| matches!(a, Applied::Duplicate | Applied::Gap | Applied::NoManifest))
             {
                 return Ok(behind(&seen, &theirs));
             }

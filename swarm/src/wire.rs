@@ -14,7 +14,7 @@ use crate::member::Member;
 use crate::node::NodeId;
 
 /// Bumped when a message changes incompatibly; peers with another version are refused.
-pub const PROTOCOL: u32 = 6;
+pub const PROTOCOL: u32 = 7;
 /// The largest control frame accepted (a journal page, a have-list).
 pub const MAX_FRAME: usize = 8 << 20;
 
@@ -36,6 +36,8 @@ pub enum Request {
     /// One whole chunk. `insist`: the asker was pointed elsewhere for it a while ago and
     /// knows no other holder it can use (the recipient may be one it dropped): send it anyway.
     Chunk { hash: [u8; 32], insist: bool },
+    /// A manifest that journal entries name by hash (see `store::journal::ObjectState`).
+    Manifest { hash: [u8; 32] },
     /// What the peer holds, for `cluster status`.
     Status,
     /// A message of the registry's consensus group (see [`crate::registry`]): openraft's
@@ -76,6 +78,11 @@ pub enum Response {
         len: u32,
     },
     NoChunk,
+    /// The manifest's bytes follow: `len` of them.
+    Manifest {
+        len: u64,
+    },
+    NoManifest,
     /// The chunk was just sent to this other member: get it there (see [`crate::seeding`]).
     Elsewhere(NodeId),
     /// The responder's upload queue is full: ask another holder, or this one a little later.

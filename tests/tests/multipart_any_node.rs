@@ -87,7 +87,11 @@ async fn a_multipart_upload_goes_through_any_node() {
         .collect();
     all_alive(&nodes.iter().collect::<Vec<_>>(), 3.0).await;
     let c: Vec<Client> = nodes.iter().map(Node::client).collect();
-    c[0].create_bucket().bucket("balanced").send().await.unwrap();
+    c[0].create_bucket()
+        .bucket("balanced")
+        .send()
+        .await
+        .unwrap();
     for n in &nodes {
         let c = n.client();
         until("the bucket on every node", 20, || {
@@ -226,7 +230,12 @@ async fn a_multipart_upload_goes_through_any_node() {
     let src = pseudo_random(9 * MIB, 4701);
     put(&c[1], "balanced", "source.bin", &src).await;
     until("the source on node 1", 20, || async {
-        c[0].head_object().bucket("balanced").key("source.bin").send().await.is_ok()
+        c[0].head_object()
+            .bucket("balanced")
+            .key("source.bin")
+            .send()
+            .await
+            .is_ok()
     })
     .await;
     let id3 = create(&c[2], "balanced", "copied.bin").await;
@@ -314,7 +323,15 @@ async fn a_multipart_upload_goes_through_any_node() {
 
     // `If-None-Match: *` through a node that is not the home: the key exists, so 412.
     let id5 = create(&c[0], "balanced", "ckpt/step-100.pt").await;
-    let p = part(&c[1], "balanced", "ckpt/step-100.pt", &id5, 1, b"would overwrite").await;
+    let p = part(
+        &c[1],
+        "balanced",
+        "ckpt/step-100.pt",
+        &id5,
+        1,
+        b"would overwrite",
+    )
+    .await;
     let e = c[2]
         .complete_multipart_upload()
         .bucket("balanced")
@@ -331,7 +348,15 @@ async fn a_multipart_upload_goes_through_any_node() {
     // The upload's home goes down: a part sent elsewhere gets 503 and loses nothing; once
     // the home is back the same upload goes on and completes through yet another node.
     let id6 = create(&c[2], "balanced", "while-down.bin").await;
-    let before = part(&c[0], "balanced", "while-down.bin", &id6, 1, &data[..5 * MIB]).await;
+    let before = part(
+        &c[0],
+        "balanced",
+        "while-down.bin",
+        &id6,
+        1,
+        &data[..5 * MIB],
+    )
+    .await;
     nodes[2].kill9();
     let once = nodes[0].client_once(ACCESS_KEY, SECRET_KEY, Duration::from_secs(30));
     let e = once
@@ -374,7 +399,10 @@ async fn a_multipart_upload_goes_through_any_node() {
     // No relay copy is left behind: no node holds an upload but the one still open (id4 was
     // completed, id5 is still open at node 1), counted by each node's census.
     let refs: Vec<&Node> = nodes.iter().collect();
-    assert_eq!(uploads_everywhere(&refs, "balanced").await, vec![id5.clone()]);
+    assert_eq!(
+        uploads_everywhere(&refs, "balanced").await,
+        vec![id5.clone()]
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::*;
+use crate::hash::ManifestHash;
+use crate::journal::{INLINE_MANIFEST_CHUNKS, PulledParts};
 use crate::merge::{self, Placement, Refusal, Standing, Verdict};
 use crate::names::BucketId;
 
@@ -73,6 +75,16 @@ impl Store {
         Ok(out)
     }
 
+    /// A manifest journal entries here name by hash (see [`journal::ObjectState`]).
+    pub fn manifest_blob(&self, hash: &ManifestHash) -> Result<Option<Vec<u8>>> {
+        self.shared.meta.get(Cf::ManifestBlobs, hash.as_bytes())
+    }
+
+    /// Whether this node holds the manifest named `hash`.
+    pub fn has_manifest_blob(&self, hash: &ManifestHash) -> Result<bool> {
+        Ok(self.manifest_blob(hash)?.is_some())
+    }
+
     /// This node's own journal length (the number of its last write).
     pub fn journal_head(&self) -> Result<u64> {
         Ok(self
@@ -101,11 +113,11 @@ impl Store {
         self.db.transact(move |tx| {
             let mut out = BatchOutcome::default();
             for p in batch {
-                let (origin, seq, entry, bytes) = p.into_parts();
-                let a = if origin == me {
+                let p = p.into_parts();
+                let a = if p.origin == me {
                     Applied::Duplicate
                 } else {
-                    record_entry(tx, &shared, origin, seq, entry, bytes, &mut out.released)?
+                    record_entry(tx, &shared, p, &mut out.released)?
                 };
                 out.applied.push(a);
             }
@@ -222,18 +234,29 @@ pub(super) fn journal_version(
     let state = match found {
         None => None,
         Some(version) => {
-            let (chunks, part_sizes) = match &version {
+            let (chunks, manifest, part_sizes) = match &version {
                 Version::Object(o) => {
                     let m = o.manifest_id()?;
-                    let chunks = tx.get(Cf::Manifests, &m.0)?.map(hex::encode);
                     let sizes = tx.get(Cf::PartSizes, &m.0)?.map(|v| decode_part_sizes(&v));
-                    (chunks, sizes)
+                    match tx.get(Cf::Manifests, &m.0)? {
+                        // A long chunk list stays out of the entry: named by its hash, kept
+                        // beside the journal for peers to fetch.
+                        Some(bytes)
+                            if bytes.len() > INLINE_MANIFEST_CHUNKS * crate::manifest::ENTRY =>
+                        {
+                            let hash = ManifestHash::of(&bytes);
+                            tx.put(Cf::ManifestBlobs, hash.as_bytes().to_vec(), bytes);
+                            (None, Some(hash.to_hex()), sizes)
+                        }
+                        bytes => (bytes.map(hex::encode), None, sizes),
+                    }
                 }
-                Version::DeleteMarker(_) => (None, None),
+                Version::DeleteMarker(_) => (None, None, None),
             };
             Some(ObjectState {
                 version,
                 chunks,
+                manifest,
                 part_sizes,
             })
         }
@@ -258,18 +281,32 @@ pub(super) fn journal_version(
 fn record_entry(
     tx: &mut Tx<'_>,
     shared: &Shared,
-    origin: NodeId,
-    seq: u64,
-    entry: std::result::Result<Entry, String>,
-    bytes: Vec<u8>,
+    pulled: PulledParts,
     released: &mut u64,
 ) -> Result<Applied> {
+    let PulledParts {
+        origin,
+        seq,
+        entry,
+        bytes,
+        manifest,
+    } = pulled;
     let seen = seen_in(tx, &origin)?;
     if seq <= seen {
         return Ok(Applied::Duplicate);
     }
     if seq != seen + 1 {
         return Ok(Applied::Gap);
+    }
+    // An entry is recorded only with the manifest it names, so that whoever holds the entry
+    // can pass both on, and a parked entry finds its manifest when it is applied.
+    if let Some(hash) = entry.as_ref().ok().and_then(named_manifest) {
+        let key = hash.as_bytes().to_vec();
+        match manifest {
+            Some(m) if ManifestHash::of(&m) == hash => tx.put(Cf::ManifestBlobs, key, m),
+            _ if tx.get(Cf::ManifestBlobs, &key)?.is_some() => {}
+            _ => return Ok(Applied::NoManifest),
+        }
     }
     let at = journal::entry_key(&origin, seq);
     tx.put(Cf::Journal, at.clone(), bytes);
@@ -352,7 +389,11 @@ fn carry_out(
     journal_key: &[u8],
     decided: &mut VecDeque<BucketId>,
 ) -> Result<Applied> {
-    let manifest = match merge::validate(&entry) {
+    let named = match named_manifest(&entry) {
+        Some(h) => tx.get(Cf::ManifestBlobs, h.as_bytes())?,
+        None => None,
+    };
+    let manifest = match merge::validate(&entry, named.as_deref()) {
         Ok(m) => m,
         Err(r) => return Ok(Applied::Refused(r)),
     };
@@ -603,4 +644,17 @@ fn adopt_manifest(
         tx.put(Cf::PartSizes, id.0.to_vec(), encode_part_sizes(sizes));
     }
     Ok(id)
+}
+
+/// The manifest an entry names by hash, if it names one it does not carry.
+fn named_manifest(entry: &Entry) -> Option<ManifestHash> {
+    match &entry.change {
+        Change::Version {
+            state: Some(ObjectState {
+                manifest: Some(h), ..
+            }),
+            ..
+        } => h.parse().ok(),
+        _ => None,
+    }
 }

@@ -75,6 +75,8 @@ pub struct Config {
     pub disk_reserve_bytes: Option<u64>,
     /// Incomplete multipart uploads older than this many seconds are aborted.
     pub multipart_expiry_secs: u64,
+    /// Seconds between passes that drop superseded namespace journal entries.
+    pub journal_prune_secs: u64,
     /// Bytes per second the scrub re-hashes held chunks at; 0: no scrub.
     pub scrub_rate: u64,
     /// Seconds from the start of one scrub pass to the start of the next.
@@ -121,6 +123,7 @@ impl Default for Config {
             body_timeout_secs: 30,
             disk_reserve_bytes: None,
             multipart_expiry_secs: 7 * 24 * 3600,
+            journal_prune_secs: 300,
             scrub_rate: 32 * 1024 * 1024,
             scrub_every_secs: 7 * 24 * 3600,
             origins: Vec::new(),
@@ -163,6 +166,7 @@ pub struct FileConfig {
     pub body_timeout_secs: Option<u64>,
     pub disk_reserve_bytes: Option<u64>,
     pub multipart_expiry_secs: Option<u64>,
+    pub journal_prune_secs: Option<u64>,
     pub scrub_rate: Option<u64>,
     pub scrub_every_secs: Option<u64>,
     #[serde(default)]
@@ -210,6 +214,7 @@ pub struct Overrides {
     pub body_timeout_secs: Option<u64>,
     pub disk_reserve_bytes: Option<u64>,
     pub multipart_expiry_secs: Option<u64>,
+    pub journal_prune_secs: Option<u64>,
     pub scrub_rate: Option<u64>,
     pub scrub_every_secs: Option<u64>,
     /// `--origin LOCAL=s3://BUCKET[/PREFIX]` flags.
@@ -284,6 +289,7 @@ impl Config {
             c.body_timeout_secs = f.body_timeout_secs.unwrap_or(c.body_timeout_secs);
             c.disk_reserve_bytes = f.disk_reserve_bytes.or(c.disk_reserve_bytes);
             c.multipart_expiry_secs = f.multipart_expiry_secs.unwrap_or(c.multipart_expiry_secs);
+            c.journal_prune_secs = f.journal_prune_secs.unwrap_or(c.journal_prune_secs);
             c.scrub_rate = f.scrub_rate.unwrap_or(c.scrub_rate);
             c.scrub_every_secs = f.scrub_every_secs.unwrap_or(c.scrub_every_secs);
             tables = f.origins;
@@ -329,6 +335,7 @@ impl Config {
         c.multipart_expiry_secs = over
             .multipart_expiry_secs
             .unwrap_or(c.multipart_expiry_secs);
+        c.journal_prune_secs = over.journal_prune_secs.unwrap_or(c.journal_prune_secs);
         c.scrub_rate = over.scrub_rate.unwrap_or(c.scrub_rate);
         c.scrub_every_secs = over.scrub_every_secs.unwrap_or(c.scrub_every_secs);
         defaults.endpoint = over.origin_endpoint.or(defaults.endpoint);
@@ -432,6 +439,7 @@ impl Config {
             ("--send-timeout-secs", self.send_timeout_secs),
             ("--body-timeout-secs", self.body_timeout_secs),
             ("--multipart-expiry-secs", self.multipart_expiry_secs),
+            ("--journal-prune-secs", self.journal_prune_secs),
             ("--scrub-every-secs", self.scrub_every_secs),
         ] {
             if v == 0 {

@@ -17,6 +17,7 @@ pub mod hf;
 pub mod metrics;
 pub mod origin;
 pub(crate) mod peer;
+pub mod pruning;
 pub mod s3;
 pub mod scrub;
 pub mod server;

@@ -32,7 +32,7 @@ struct ServeArgs {
     /// log_level, log_format, tls_cert, tls_key, domain, post_max_size, swarm_listen,
     /// swarm_advertise, peers, cluster_secret_file, replicas, capacity, bootstrap_expect,
     /// swarm_max_connections, max_connections, header_timeout_secs, send_timeout_secs, body_timeout_secs,
-    /// disk_reserve_bytes, multipart_expiry_secs, scrub_rate, scrub_every_secs,
+    /// disk_reserve_bytes, multipart_expiry_secs, journal_prune_secs, scrub_rate, scrub_every_secs,
     /// origin_endpoint, origin_region, origin_path_style, origin_write, origin_revalidate_secs,
     /// origin_piece_size, origin_max_connections, origin_max_rate, [[keys]] tables with access_key and
     /// secret_key, and [[origins]] tables with bucket, upstream, endpoint, region, path_style,
@@ -106,6 +106,11 @@ struct ServeArgs {
     /// [default: 604800, 7 days].
     #[arg(long, env = "S3SWARM_MULTIPART_EXPIRY_SECS")]
     multipart_expiry_secs: Option<u64>,
+    /// Seconds between passes that drop namespace journal entries superseded by newer ones
+    /// (peers are told which went), keeping the journal the size of the namespace
+    /// [default: 300].
+    #[arg(long, env = "S3SWARM_JOURNAL_PRUNE_SECS")]
+    journal_prune_secs: Option<u64>,
     /// Bytes per second the scrub re-reads and re-hashes stored chunks at, replacing damaged
     /// copies from peers; 0 turns it off (reads still verify what they serve)
     /// [default: 33554432, 32 MiB/s].
@@ -333,6 +338,7 @@ fn main() -> ExitCode {
                 body_timeout_secs: a.body_timeout_secs,
                 disk_reserve_bytes: a.disk_reserve_bytes,
                 multipart_expiry_secs: a.multipart_expiry_secs,
+                journal_prune_secs: a.journal_prune_secs,
                 scrub_rate: a.scrub_rate,
                 scrub_every_secs: a.scrub_every_secs,
                 swarm_listen: a.swarm_listen,

@@ -247,6 +247,10 @@ pub async fn serve(
             every: std::time::Duration::from_secs(config.scrub_every_secs),
         },
     ));
+    tokio::spawn(crate::pruning::run(
+        store.clone(),
+        std::time::Duration::from_secs(config.journal_prune_secs),
+    ));
     tokio::spawn(crate::s3::expire_incomplete_uploads(
         store.clone(),
         std::time::Duration::from_secs(config.multipart_expiry_secs),

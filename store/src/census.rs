@@ -41,6 +41,8 @@ pub struct Census {
     pub referenced_bytes: u64,
     /// Size of the pack files, dead space not yet reclaimed included.
     pub pack_bytes: u64,
+    /// Namespace journal entries held (every origin's, pruned ones gone).
+    pub journal_entries: u64,
     /// Multipart uploads in progress whose home is this node.
     pub uploads: u64,
     /// Relay uploads: parts received here for an upload homed elsewhere, kept only until its
@@ -119,6 +121,10 @@ impl Store {
                 c.stored_bytes += len;
                 c.referenced_bytes += len.saturating_mul(e.refs);
             }
+            Ok(true)
+        })?;
+        view.scan(Cf::Journal, &[], |_, _| {
+            c.journal_entries += 1;
             Ok(true)
         })?;
         view.scan(Cf::Uploads, &[], |_, v| {

@@ -320,6 +320,9 @@ pub enum Applied {
     /// Not recorded: it names a manifest this node neither holds nor was handed (pull it
     /// and the manifest again).
     NoManifest,
+    /// A skip marker: the sender pruned these numbers (entries superseded by others it
+    /// holds); recorded as seen.
+    Pruned,
 }
 
 #[cfg(test)]

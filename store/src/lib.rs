@@ -34,7 +34,7 @@ pub use records::{
 };
 pub use store::{
     BatchOutcome, BlobHolder, ChunkState, Deleted, Fate, FoundBy, HeldChunk, INLINE_MAX, KeyState,
-    ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE, NewObject, ObjectWriter, PieceId,
+    ListCursor, ListPage, MAX_PART_NUMBER, MIN_PART_SIZE, NewObject, ObjectWriter, PieceId, Pruned,
     ReadPin, Replacement, ScrubStep, StagedObject, Store, StoreOptions, StoreStats, UploadRef,
     VersionsPage, WritePrecondition, upload_home,
 };

@@ -102,9 +102,20 @@ fn pull(to: &Store, from: &Store) {
         if page.is_empty() {
             return;
         }
+        // Manifests the entries name travel beside them, from the same peer.
         let batch = page
             .into_iter()
-            .map(|(o, n, b)| Pulled::new(o, n, b))
+            .map(|(o, n, b)| {
+                let mut p = Pulled::new(o, n, b);
+                if let Some(h) = p.named_manifest() {
+                    let m = from
+                        .manifest_blob(&h)
+                        .unwrap()
+                        .expect("the sender holds it");
+                    assert!(p.attach_manifest(m));
+                }
+                p
+            })
             .collect();
         let out = to.apply_journal_batch(batch).unwrap();
         assert!(
@@ -182,7 +193,10 @@ fn deliver_shuffled(to: &Store, journals: &[Vec<(NodeId, u64, Vec<u8>)>], rng: &
             batch.push(Pulled::new(*a, *n, b.clone()));
         }
         let take = rng.random_range(1..=4).min(j.len() - next[o]);
-        if rng.random_bool(0.1) && next[o] + take + 1 < j.len() {
+        if rng.random_bool(0.1)
+            && next[o] + take + 1 < j.len()
+            && !j[next[o] + take + 1].2.is_empty()
+        {
             // A premature entry: refused as a gap, not recorded, delivered again later.
             let (a, n, b) = &j[next[o] + take + 1];
             let out = to
@@ -208,6 +222,11 @@ fn run(seed: u64) {
     for _ in 0..rng.random_range(20..60) {
         let w = rng.random_range(0..writers.len());
         write(&writers[w].store, &mut rng);
+        if rng.random_bool(0.1) {
+            // Pruning at any moment changes nothing a reader ends up with.
+            let p = rng.random_range(0..writers.len());
+            writers[p].store.prune_journal().unwrap();
+        }
         if rng.random_bool(0.15) {
             // Some writers catch up with some others: later writes depend on earlier ones.
             let a = rng.random_range(0..writers.len());
@@ -215,6 +234,11 @@ fn run(seed: u64) {
             if a != b {
                 pull(&writers[a].store, &writers[b].store);
             }
+        }
+    }
+    if rng.random_bool(0.5) {
+        for w in &writers {
+            w.store.prune_journal().unwrap();
         }
     }
     let journals = journals(&writers);
@@ -254,6 +278,9 @@ fn run(seed: u64) {
             .map(|n| n.store.journal_seen().unwrap().values().sum::<u64>())
             .sum();
         for a in &all {
+            if rng.random_bool(0.3) {
+                a.store.prune_journal().unwrap();
+            }
             for b in &all {
                 if !Arc::ptr_eq(&a.store, &b.store) {
                     pull(&a.store, &b.store);
@@ -471,4 +498,86 @@ fn versions_minted_with_the_same_seq_on_two_nodes_are_both_kept() {
         assert_eq!(ids.len(), 3, "versions kept: {ids:?}");
         assert!(ids.contains(&twin) && ids.contains(&on_b.version_id));
     }
+}
+
+#[test]
+fn a_pruned_journal_hands_a_new_node_the_namespace_not_its_history() {
+    let w = node();
+    w.store
+        .create_bucket(&BucketName::new("kept").unwrap(), "alice", None)
+        .unwrap();
+    w.store
+        .create_bucket(&BucketName::new("gone").unwrap(), "alice", None)
+        .unwrap();
+    for round in 0..20 {
+        for k in ["a", "b", "c"] {
+            put_bytes(&w.store, "kept", k, format!("{k} {round}").as_bytes());
+        }
+        put_bytes(&w.store, "gone", "x", b"in a bucket deleted later");
+    }
+    // One object of many chunks, overwritten: its first manifest is released with its entry.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let big: Vec<u8> = (0..48 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    put_bytes(&w.store, "kept", "big", &big);
+    let first_big = own_journal(&w.store)
+        .last()
+        .map(|(o, n, b)| Pulled::new(*o, *n, b.clone()))
+        .and_then(|p| p.named_manifest())
+        .expect("the big object's entry names its manifest");
+    put_bytes(&w.store, "kept", "big", &big[1..]);
+    w.store.delete_object("gone", "x", None).unwrap();
+    w.store.delete_bucket("gone").unwrap();
+    let history = own_journal(&w.store).len();
+    assert_eq!(history, 2 + 20 * 4 + 2 + 2);
+
+    // Before pruning, a joining node is handed every entry; after, one per live name.
+    let before = node();
+    pull(&before.store, &w.store);
+    let p = w.store.prune_journal().unwrap();
+    assert_eq!(p.examined as usize, history);
+    let left: Vec<_> = own_journal(&w.store)
+        .into_iter()
+        .filter(|(_, _, b)| !b.is_empty())
+        .collect();
+    // kept's create, the last versions of a, b, c and big, gone's deletion.
+    assert_eq!(
+        left.len(),
+        6,
+        "{} of {history} entries left: {:?}",
+        left.len(),
+        left.iter()
+            .map(|(_, _, b)| String::from_utf8_lossy(b)
+                .chars()
+                .take(160)
+                .collect::<String>())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(p.dropped as usize, history - 6);
+    assert!(
+        w.store.manifest_blob(&first_big).unwrap().is_none(),
+        "the overwritten manifest is released"
+    );
+    let after = node();
+    pull(&after.store, &w.store);
+    assert_eq!(dump(&after.store), dump(&w.store));
+    assert_eq!(dump(&before.store), dump(&w.store));
+    assert_eq!(
+        after.store.journal_seen().unwrap()[&w.store.node_id()],
+        history as u64,
+        "the joining node has seen every number, pruned ones included"
+    );
+    // It passes on what it holds: a third node pulling from it gets the same namespace.
+    let third = node();
+    pull(&third.store, &after.store);
+    assert_eq!(dump(&third.store), dump(&w.store));
+    // A node that had the whole history and pulls again moves nothing.
+    pull(&before.store, &w.store);
+    assert_eq!(dump(&before.store), dump(&w.store));
 }

@@ -202,7 +202,7 @@ impl Inner {
                     // Only if the manifest vanished between the fetch and the commit: the
                     // entry is pulled again.
                     Applied::NoManifest => held_back_after.push(origin),
-                    Applied::Duplicate | Applied::Gap => {}
+                    Applied::Duplicate | Applied::Gap | Applied::Pruned => {}
                 }
             }
             if outcome.released > 0 {

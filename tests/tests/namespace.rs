@@ -385,3 +385,72 @@ async fn a_node_that_has_not_caught_up_refuses_creates_and_conditional_writes_un
     assert_eq!(code(&e), "PreconditionFailed");
     assert_eq!(b.metric("s3swarm_swarm_ready").await, 1.0);
 }
+
+/// A node that joins after a long history pulls the namespace, not the history: nodes prune
+/// entries superseded by newer writes of their names (here every second), and a joiner is
+/// told which numbers went. An object of many chunks replicates with its chunk list beside
+/// its entry, fetched from the peer that sent it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_joins_after_a_long_history_pulls_the_namespace_not_the_history() {
+    let secret = SecretFile::new(SECRET);
+    let prune = ["--journal-prune-secs", "1"];
+    let a = Node::start_swarm(48, 1, &secret, &[], &prune);
+    let b = Node::start_swarm(48, 2, &secret, &[1], &prune);
+    all_alive(&[&a, &b], 2.0).await;
+    let (ca, cb) = (a.client(), b.client());
+    ca.create_bucket().bucket("history").send().await.unwrap();
+    until("the bucket on b", 20, || async {
+        cb.head_bucket().bucket("history").send().await.is_ok()
+    })
+    .await;
+    let mut last = std::collections::BTreeMap::new();
+    for round in 0..40 {
+        for key in ["k0", "k1", "k2"] {
+            let body = format!("{key} round {round}");
+            let c = if round % 2 == 0 { &ca } else { &cb };
+            put(c, "history", key, body.as_bytes()).await;
+            last.insert(key, body.into_bytes());
+        }
+    }
+    // Many chunks: the entry names its chunk list, which travels beside it.
+    let big = pseudo_random(48 << 20, 4801);
+    put(&ca, "history", "big", &big[1..]).await;
+    put(&cb, "history", "big", &big).await;
+    let history = a
+        .metric("s3swarm_swarm_journal_entries_applied_total")
+        .await
+        + b.metric("s3swarm_swarm_journal_entries_applied_total")
+            .await;
+    assert!(history >= 120.0, "{history} entries were exchanged");
+    for n in [&a, &b] {
+        until("superseded entries pruned", 30, || async {
+            n.metric_or_zero("s3swarm_store_journal_pruned_total").await >= 100.0
+        })
+        .await;
+    }
+
+    let d = Node::start_swarm(48, 4, &secret, &[2], &prune);
+    all_alive(&[&a, &b, &d], 3.0).await;
+    let cd = d.client();
+    for (key, body) in &last {
+        until("the last write of every key on the joiner", 30, || async {
+            read(&cd, "history", key).await.ok().as_ref() == Some(body)
+        })
+        .await;
+    }
+    assert!(read(&cd, "history", "big").await.ok() == Some(big.clone()));
+    let pulled = d
+        .metric("s3swarm_swarm_journal_entries_applied_total")
+        .await;
+    eprintln!("the joiner applied {pulled} entries; a and b had applied {history}");
+    assert!(
+        pulled <= 10.0,
+        "the joiner applied {pulled} entries for a namespace of 5 names ({history} in its history)"
+    );
+    // The tail goes on as before, both ways.
+    put(&cd, "history", "after", b"written on the joiner").await;
+    until("the joiner's write on a", 20, || async {
+        read(&ca, "history", "after").await.ok().as_deref() == Some(&b"written on the joiner"[..])
+    })
+    .await;
+}

@@ -24,6 +24,7 @@ pub(crate) struct CensusMetrics {
     chunks: IntGaugeVec,
     pack_bytes: IntGauge,
     uploads: IntGaugeVec,
+    journal: IntGauge,
     finished_at: Gauge,
     took: Gauge,
 }
@@ -81,6 +82,11 @@ impl CensusMetrics {
                     &["kind"],
                 ),
             ),
+            journal: gauge(
+                "store_journal_entries",
+                "Namespace journal entries held (every origin's); superseded ones are pruned, so \
+                 this follows the namespace's size, not its history",
+            ),
             finished_at: reg(
                 r,
                 Gauge::new(
@@ -119,6 +125,7 @@ impl CensusMetrics {
             .with_label_values(&["damaged"])
             .set(clamp(c.damaged_chunks));
         self.pack_bytes.set(clamp(c.pack_bytes));
+        self.journal.set(clamp(c.journal_entries));
         self.uploads
             .with_label_values(&["home"])
             .set(clamp(c.uploads));

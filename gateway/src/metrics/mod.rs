@@ -75,6 +75,7 @@ struct StoreMetrics {
     scrub_chunks: IntCounter,
     scrub_bytes: IntCounter,
     scrub_passes: IntCounter,
+    journal_pruned: IntCounter,
     fsync: Histogram,
     disk_size: IntGauge,
     disk_free: IntGauge,
@@ -124,6 +125,11 @@ impl StoreMetrics {
             repaired: counter(
                 "store_chunks_repaired_total",
                 "Damaged chunk copies replaced by a verified copy from a peer",
+            ),
+            journal_pruned: counter(
+                "store_journal_pruned_total",
+                "Namespace journal entries dropped because a newer write of their name (or their \
+                 bucket's deletion) supersedes them",
             ),
             scrub_chunks: counter(
                 "store_scrub_chunks_total",
@@ -195,6 +201,7 @@ impl StoreMetrics {
         catch_up(&self.written_bytes, s.bytes_written.load(Relaxed));
         catch_up(&self.packs_written, s.packs_written.load(Relaxed));
         catch_up(&self.gc_runs, s.gc_runs.load(Relaxed));
+        catch_up(&self.journal_pruned, s.journal_pruned.load(Relaxed));
         catch_up(&self.gc_freed_bytes, s.gc_bytes_freed.load(Relaxed));
         catch_up(&self.gc_packs_removed, s.packs_removed.load(Relaxed));
         for (by, n) in [

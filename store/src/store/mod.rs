@@ -30,6 +30,7 @@ mod listing;
 mod multipart;
 mod objects;
 mod pieces;
+mod pruning;
 mod refcounts;
 mod replication;
 mod scrub;
@@ -45,6 +46,7 @@ pub use decisions::{Fate, KeyState};
 pub use ingest::{ObjectWriter, StagedObject};
 pub use multipart::upload_home;
 pub use pieces::PieceId;
+pub use pruning::Pruned;
 pub use replication::BatchOutcome;
 pub use scrub::{FoundBy, ScrubStep};
 // Shared by the sibling files (each has `use super::*`).
@@ -101,6 +103,8 @@ pub struct StoreStats {
     pub scrub_chunks: AtomicU64,
     pub scrub_bytes: AtomicU64,
     pub scrub_passes: AtomicU64,
+    /// Journal entries dropped as superseded (see [`Store::prune_journal`]).
+    pub journal_pruned: AtomicU64,
 }
 
 pub(crate) struct Shared {

@@ -59,15 +59,30 @@ impl Store {
                 continue;
             }
             let start = journal::entry_key(&origin, from + 1);
+            // Numbers missing here were pruned (superseded): a skip marker up to the number
+            // before the next entry held, and up to `have` after the last one.
+            let mut next = from + 1;
+            let mut cut = false;
             self.shared.meta.scan(Cf::Journal, &start, |k, v| {
-                if !k.starts_with(&origin.0) || (bytes >= max_bytes && !out.is_empty()) {
+                if !k.starts_with(&origin.0) {
+                    return Ok(false);
+                }
+                if bytes >= max_bytes && !out.is_empty() {
+                    cut = true;
                     return Ok(false);
                 }
                 let seq = decode_seq(&k[16..])?;
+                if seq > next {
+                    out.push((origin, seq - 1, Vec::new()));
+                }
                 bytes += v.len();
                 out.push((origin, seq, v.to_vec()));
+                next = seq + 1;
                 Ok(true)
             })?;
+            if !cut && next <= have {
+                out.push((origin, have, Vec::new()));
+            }
             if bytes >= max_bytes {
                 break;
             }
@@ -77,7 +92,11 @@ impl Store {
 
     /// A manifest journal entries here name by hash (see [`journal::ObjectState`]).
     pub fn manifest_blob(&self, hash: &ManifestHash) -> Result<Option<Vec<u8>>> {
-        self.shared.meta.get(Cf::ManifestBlobs, hash.as_bytes())
+        Ok(self
+            .shared
+            .meta
+            .get(Cf::ManifestBlobs, hash.as_bytes())?
+            .map(|v| blob_bytes(&v).to_vec()))
     }
 
     /// Whether this node holds the manifest named `hash`.
@@ -245,7 +264,7 @@ pub(super) fn journal_version(
                             if bytes.len() > INLINE_MANIFEST_CHUNKS * crate::manifest::ENTRY =>
                         {
                             let hash = ManifestHash::of(&bytes);
-                            tx.put(Cf::ManifestBlobs, hash.as_bytes().to_vec(), bytes);
+                            hold_blob(tx, &hash, Some(bytes))?;
                             (None, Some(hash.to_hex()), sizes)
                         }
                         bytes => (bytes.map(hex::encode), None, sizes),
@@ -295,17 +314,21 @@ fn record_entry(
     if seq <= seen {
         return Ok(Applied::Duplicate);
     }
+    if bytes.is_empty() {
+        // A skip marker: the sender pruned up to `seq` what is superseded by entries it
+        // holds, which reach this node as they reached the sender.
+        tx.put(Cf::Seen, origin.0.to_vec(), seq.to_be_bytes().to_vec());
+        return Ok(Applied::Pruned);
+    }
     if seq != seen + 1 {
         return Ok(Applied::Gap);
     }
     // An entry is recorded only with the manifest it names, so that whoever holds the entry
     // can pass both on, and a parked entry finds its manifest when it is applied.
     if let Some(hash) = entry.as_ref().ok().and_then(named_manifest) {
-        let key = hash.as_bytes().to_vec();
-        match manifest {
-            Some(m) if ManifestHash::of(&m) == hash => tx.put(Cf::ManifestBlobs, key, m),
-            _ if tx.get(Cf::ManifestBlobs, &key)?.is_some() => {}
-            _ => return Ok(Applied::NoManifest),
+        let handed = manifest.filter(|m| ManifestHash::of(m) == hash);
+        if !hold_blob(tx, &hash, handed)? {
+            return Ok(Applied::NoManifest);
         }
     }
     let at = journal::entry_key(&origin, seq);
@@ -393,7 +416,7 @@ fn carry_out(
         Some(h) => tx.get(Cf::ManifestBlobs, h.as_bytes())?,
         None => None,
     };
-    let manifest = match merge::validate(&entry, named.as_deref()) {
+    let manifest = match merge::validate(&entry, named.as_deref().map(blob_bytes)) {
         Ok(m) => m,
         Err(r) => return Ok(Applied::Refused(r)),
     };
@@ -647,7 +670,7 @@ fn adopt_manifest(
 }
 
 /// The manifest an entry names by hash, if it names one it does not carry.
-fn named_manifest(entry: &Entry) -> Option<ManifestHash> {
+pub(super) fn named_manifest(entry: &Entry) -> Option<ManifestHash> {
     match &entry.change {
         Change::Version {
             state: Some(ObjectState {
@@ -657,4 +680,57 @@ fn named_manifest(entry: &Entry) -> Option<ManifestHash> {
         } => h.parse().ok(),
         _ => None,
     }
+}
+
+/// A manifest kept for journal entries is stored with how many entries here name it: a
+/// big-endian u64, then the encoding.
+pub(super) fn blob_bytes(v: &[u8]) -> &[u8] {
+    v.get(8..).unwrap_or_default()
+}
+
+fn blob_count(v: &[u8]) -> u64 {
+    v.get(..8)
+        .and_then(|c| c.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// Counts one more entry naming manifest `hash`, stored from `bytes` if not held yet;
+/// false if it is neither held nor given.
+pub(super) fn hold_blob(
+    tx: &mut Tx<'_>,
+    hash: &ManifestHash,
+    bytes: Option<Vec<u8>>,
+) -> Result<bool> {
+    let key = hash.as_bytes().to_vec();
+    let v = match (tx.get(Cf::ManifestBlobs, &key)?, bytes) {
+        (Some(held), _) => {
+            let mut v = (blob_count(&held) + 1).to_be_bytes().to_vec();
+            v.extend_from_slice(blob_bytes(&held));
+            v
+        }
+        (None, Some(b)) => {
+            let mut v = 1u64.to_be_bytes().to_vec();
+            v.extend_from_slice(&b);
+            v
+        }
+        (None, None) => return Ok(false),
+    };
+    tx.put(Cf::ManifestBlobs, key, v);
+    Ok(true)
+}
+
+/// Counts one entry naming manifest `hash` fewer; the manifest goes with the last.
+pub(super) fn release_blob(tx: &mut Tx<'_>, hash: &ManifestHash) -> Result<()> {
+    let key = hash.as_bytes().to_vec();
+    if let Some(held) = tx.get(Cf::ManifestBlobs, &key)? {
+        match blob_count(&held) {
+            0 | 1 => tx.delete(Cf::ManifestBlobs, key),
+            n => {
+                let mut v = (n - 1).to_be_bytes().to_vec();
+                v.extend_from_slice(blob_bytes(&held));
+                tx.put(Cf::ManifestBlobs, key, v);
+            }
+        }
+    }
+    Ok(())
 }

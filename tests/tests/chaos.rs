@@ -382,7 +382,14 @@ async fn acknowledged_writes_survive_kills_freezes_and_partitions_and_no_identit
     let mut nodes: Vec<Node> = (1..=NODES)
         .map(|i| {
             let peers: Vec<u8> = (1..i).collect();
-            Node::start_swarm(NET, i, &secret, &peers, &["--config", &cfg])
+            // Pruning every second: superseded entries go while nodes are killed and cut off.
+            Node::start_swarm(
+                NET,
+                i,
+                &secret,
+                &peers,
+                &["--config", &cfg, "--journal-prune-secs", "1"],
+            )
         })
         .collect();
     // Partitions and kills make the gates answer 503 on purpose; the history checker judges

@@ -10,8 +10,8 @@
 //! - or its bucket incarnation is dead here and it is not that incarnation's deletion: the
 //!   deletion (kept for good) supersedes everything written into it wherever it arrives.
 //!
-//! Entries waiting for their bucket (parked) are never dropped, nor refused ones' neighbours'
-//! numbers: only the entries themselves go, so numbering is untouched.
+//! Entries waiting for their bucket (parked) and undecodable ones are never dropped. Only
+//! entries go, never numbers: a puller is told which numbers went and records them as seen.
 
 use super::replication::{grave_key, named_manifest, release_blob};
 use super::*;

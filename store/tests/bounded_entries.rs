@@ -151,3 +151,55 @@ fn a_long_chunk_list_travels_beside_its_entry() {
         m.chunks()
     );
 }
+
+/// A skip marker after an entry that was not recorded (its manifest missing) must not pass
+/// over it: the origin stops there for the batch, and nothing of it is marked seen.
+#[test]
+fn a_skip_marker_never_passes_over_an_entry_left_unrecorded() {
+    let (a, _da) = open();
+    a.create_bucket(&BucketName::new("big").unwrap(), "alice", None)
+        .unwrap();
+    put(&a, "many-chunks", &noise(48 << 20, 2));
+    put(&a, "k", b"first");
+    put(&a, "k", b"second");
+    let p = a.prune_journal().unwrap();
+    assert_eq!(p.dropped, 1, "the first write of k is superseded");
+    let page = everything(&a);
+    let shape: Vec<(u64, bool)> = page
+        .iter()
+        .map(|p| (p.seq, p.named_manifest().is_some()))
+        .collect();
+    assert_eq!(shape, vec![(1, false), (2, true), (3, false), (4, false)]);
+    let (b, _db) = open();
+    let out = b.apply_journal_batch(page).unwrap();
+    assert_eq!(
+        out.applied,
+        vec![
+            Applied::Newer,
+            Applied::NoManifest,
+            Applied::Gap,
+            Applied::Gap
+        ]
+    );
+    assert_eq!(b.journal_seen().unwrap().get(&a.node_id()), Some(&1));
+    // With the manifest, everything lands, the marker included.
+    let mut page = everything(&a);
+    let blob = a
+        .manifest_blob(&page[1].named_manifest().unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(page[1].attach_manifest(blob));
+    let out = b.apply_journal_batch(page).unwrap();
+    assert_eq!(
+        out.applied,
+        vec![
+            Applied::Duplicate,
+            Applied::Newer,
+            Applied::Pruned,
+            Applied::Newer
+        ]
+    );
+    assert_eq!(b.journal_seen().unwrap().get(&a.node_id()), Some(&4));
+    assert!(b.object("big", "many-chunks").is_ok());
+    assert_eq!(b.object("big", "k").unwrap().etag, "etag-of-k");
+}

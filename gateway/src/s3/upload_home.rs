@@ -250,9 +250,18 @@ pub(crate) async fn keep_part(
     };
     let (relay_id, part, manifest) = blocking(move || {
         let key = ObjectKey::new(&u.key).map_err(s3_err)?;
-        let relay_id = store
-            .create_upload(&u.bucket, &key, relay, None)
-            .map_err(s3_err)?;
+        let relay_id = match store.create_upload(&u.bucket, &key, relay, None) {
+            Ok(id) => id,
+            // The home has the bucket (it answered for the upload); this node has not heard
+            // of it yet.
+            Err(store::StoreError::NoSuchBucket(b)) => {
+                return Err(s3_error!(
+                    ServiceUnavailable,
+                    "this node has not yet received bucket {b}; retry shortly"
+                ));
+            }
+            Err(e) => return Err(s3_err(e)),
+        };
         let here = UploadRef {
             bucket: &u.bucket,
             key: &u.key,
@@ -279,15 +288,24 @@ pub(crate) async fn keep_part(
         manifest: hex::encode(manifest.encode()),
     };
     let timeout = ASK_TIMEOUT + Duration::from_secs(size / HANDOVER_MIN_RATE);
-    let adopted = ask(g, node, handover, timeout).await;
-    let (store, u) = (g.store.clone(), upload.clone());
-    blocking(move || {
-        store
-            .abort_upload(&u.bucket, &u.key, &relay_id)
-            .map_err(s3_err)
-    })
-    .await?;
-    match adopted? {
+    // In a task of its own: a client that hangs up mid-way must not leave the relay upload
+    // (and the part's bytes) behind until the uploads expire.
+    let (g2, u) = (g.clone(), upload.clone());
+    let handed = tokio::spawn(async move {
+        let adopted = ask(&g2, node, handover, timeout).await;
+        let store = g2.store.clone();
+        let dropped =
+            tokio::task::spawn_blocking(move || store.abort_upload(&u.bucket, &u.key, &relay_id))
+                .await;
+        if !matches!(dropped, Ok(Ok(()))) {
+            tracing::warn!(
+                ?dropped,
+                "a relay upload could not be dropped; it expires with the incomplete uploads"
+            );
+        }
+        adopted
+    });
+    match handed.await.map_err(join_err)?? {
         UploadReply::Part(p) => Ok(p),
         _ => Err(unexpected(node)),
     }
@@ -523,11 +541,9 @@ async fn adopt(
             .map_err(s3_err)
     })
     .await?;
-    if absent.is_empty() {
-        return Ok(part);
-    }
-    let fetched = match g.swarm.as_ref() {
-        Some(sw) => {
+    let fetched = match (absent.is_empty(), g.swarm.as_ref()) {
+        (true, _) => Ok(()),
+        (false, Some(sw)) => {
             let dl = sw.fetch_kept(absent.clone());
             let mut outcome = Ok(());
             for h in &absent {
@@ -538,15 +554,17 @@ async fn adopt(
             }
             outcome
         }
-        None => Err("this node is in no swarm".to_owned()),
+        (false, None) => Err("this node is in no swarm".to_owned()),
     };
+    let store = g.store.clone();
+    let (u, p) = (upload.clone(), part.clone());
     if let Err(why) = fetched {
-        let (store, id, p) = (g.store.clone(), upload.upload_id.clone(), part.clone());
-        blocking(move || store.drop_part(&id, number, &p).map_err(s3_err)).await?;
+        blocking(move || store.abandon_part(&u.upload_id, number, &p).map_err(s3_err)).await?;
         return Err(s3_error!(
             ServiceUnavailable,
             "part {number} could not be moved to the node holding the upload ({why}); retry the part"
         ));
     }
+    blocking(move || store.settle_part(&u.as_ref(), number, &p).map_err(s3_err)).await?;
     Ok(part)
 }

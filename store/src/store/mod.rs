@@ -53,8 +53,8 @@ pub use scrub::{FoundBy, ScrubStep};
 use ingest::NewChunk;
 use multipart::{decode_part_sizes, encode_part_sizes};
 use refcounts::{
-    add_ref, commit_staged, drop_chunk, load_manifest, read_slice, release_manifest,
-    release_upload_parts, replace_part, share_manifest,
+    add_ref, commit_staged, drop_chunk, load_manifest, read_slice, reference_chunks,
+    release_manifest, release_upload_parts, replace_part, share_manifest,
 };
 use versions::{
     bucket_in, current, decode_seq, delete_current, delete_version, find_noncurrent,

@@ -58,11 +58,7 @@ impl Store {
         checksum: Option<StoredChecksum>,
     ) -> Result<PartRecord> {
         check_upload_id(upload.upload_id)?;
-        if !(1..=MAX_PART_NUMBER).contains(&number) {
-            return Err(StoreError::InvalidPart(format!(
-                "part number {number} is outside 1..=10000"
-            )));
-        }
+        check_part_number(number)?;
         let ukey = upload_key(upload.bucket, upload.key, upload.upload_id);
         let pkey = part_key(upload.upload_id, number);
         let upload_id = upload.upload_id.to_owned();
@@ -98,11 +94,7 @@ impl Store {
         checksum: Option<StoredChecksum>,
     ) -> Result<PartRecord> {
         check_upload_id(upload.upload_id)?;
-        if !(1..=MAX_PART_NUMBER).contains(&number) {
-            return Err(StoreError::InvalidPart(format!(
-                "part number {number} is outside 1..=10000"
-            )));
-        }
+        check_part_number(number)?;
         enum Segment {
             Shared(ChunkRef),
             Copied(Box<StagedObject>),
@@ -165,9 +157,12 @@ impl Store {
 
     /// Takes over part `number` of an upload from the node that received it: `manifest` is
     /// the part's chunk list there. The chunks are referenced here (recorded as absent where
-    /// this node has never held them) and kept for durability, not as evictable copies.
-    /// Returns the part's record and the chunks this node must still fetch; until it has,
-    /// the part cannot be read (see [`Store::drop_part`] for giving up).
+    /// this node has never held them), which keeps them, not as evictable copies, and lets
+    /// their bytes be stored as they are fetched. Until [`Store::settle_part`] the part is
+    /// *pending*: recorded beside the upload's parts (so an abort, completion or expiry of
+    /// the upload releases it, even after a crash) but not one of them, so a part uploaded
+    /// earlier under that number stays until this one is whole. Returns the pending record
+    /// and the chunks this node must fetch.
     pub fn adopt_part(
         &self,
         upload: &UploadRef<'_>,
@@ -177,43 +172,15 @@ impl Store {
         checksum: Option<StoredChecksum>,
     ) -> Result<(PartRecord, Vec<ChunkHash>)> {
         check_upload_id(upload.upload_id)?;
-        if !(1..=MAX_PART_NUMBER).contains(&number) {
-            return Err(StoreError::InvalidPart(format!(
-                "part number {number} is outside 1..=10000"
-            )));
-        }
+        check_part_number(number)?;
         let ukey = upload_key(upload.bucket, upload.key, upload.upload_id);
-        let pkey = part_key(upload.upload_id, number);
+        let pkey = part_key(upload.upload_id, number | PENDING);
         let upload_id = upload.upload_id.to_owned();
         self.db.transact(move |tx| {
             if tx.get(Cf::Uploads, &ukey)?.is_none() {
                 return Err(StoreError::NoSuchUpload(upload_id));
             }
-            let mut absent = Vec::new();
-            for c in manifest.chunks() {
-                let key = c.hash.as_bytes().to_vec();
-                let entry = match tx.get(Cf::Chunks, &key)? {
-                    Some(v) => {
-                        let mut e = ChunkEntry::decode(&v)?;
-                        e.refs += 1;
-                        e.dead_ms = None;
-                        e.origin = false;
-                        e.cached = false;
-                        e
-                    }
-                    None => ChunkEntry {
-                        refs: 1,
-                        location: ChunkLocation::Absent,
-                        dead_ms: None,
-                        cached: false,
-                        origin: false,
-                    },
-                };
-                if !entry.location.is_held() && !absent.contains(&c.hash) {
-                    absent.push(c.hash);
-                }
-                tx.put(Cf::Chunks, key, entry.encode());
-            }
+            let absent = reference_chunks(tx, &manifest, true)?;
             let id = ManifestId::random();
             tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
             let rec = PartRecord {
@@ -228,11 +195,43 @@ impl Store {
         })
     }
 
-    /// Removes part `number` of an upload if it is still the one recorded as `rec` (a part
-    /// taken over whose chunks could not be fetched); a part uploaded again since stays.
-    pub fn drop_part(&self, upload_id: &str, number: u32, rec: &PartRecord) -> Result<()> {
+    /// Makes a part taken over with [`Store::adopt_part`] part `number` of its upload, once
+    /// its chunks are all here, replacing a part uploaded earlier under that number.
+    /// `Raced` if another hand-over of that number replaced this one meanwhile.
+    pub fn settle_part(&self, upload: &UploadRef<'_>, number: u32, rec: &PartRecord) -> Result<()> {
+        check_upload_id(upload.upload_id)?;
+        check_part_number(number)?;
+        let ukey = upload_key(upload.bucket, upload.key, upload.upload_id);
+        let pending = part_key(upload.upload_id, number | PENDING);
+        let pkey = part_key(upload.upload_id, number);
+        let (upload_id, rec) = (upload.upload_id.to_owned(), rec.clone());
+        self.db.transact(move |tx| {
+            if tx.get(Cf::Uploads, &ukey)?.is_none() {
+                return Err(StoreError::NoSuchUpload(upload_id));
+            }
+            let now: Option<PartRecord> = tx
+                .get(Cf::Parts, &pending)?
+                .map(|v| from_json(&v))
+                .transpose()?;
+            if now.as_ref().map(|p| &p.manifest) != Some(&rec.manifest) {
+                return Err(StoreError::Raced(format!(
+                    "part {number} of upload {upload_id} was handed over again meanwhile"
+                )));
+            }
+            // The references move with the record: nothing is released but the old part.
+            tx.delete(Cf::Parts, pending);
+            replace_part(tx, pkey, &rec)?;
+            Ok(())
+        })
+    }
+
+    /// Gives up a part taken over whose chunks could not be fetched: releases it if it is
+    /// still the pending one recorded as `rec`. The upload's part under that number, if
+    /// any, is untouched.
+    pub fn abandon_part(&self, upload_id: &str, number: u32, rec: &PartRecord) -> Result<()> {
         check_upload_id(upload_id)?;
-        let pkey = part_key(upload_id, number);
+        check_part_number(number)?;
+        let pkey = part_key(upload_id, number | PENDING);
         let manifest = rec.manifest.clone();
         self.db.transact(move |tx| {
             let Some(v) = tx.get(Cf::Parts, &pkey)? else {
@@ -256,9 +255,10 @@ impl Store {
     /// whose chunks are held elsewhere), which completing the upload must read.
     pub fn upload_absent_chunks(&self, upload_id: &str) -> Result<Vec<ChunkHash>> {
         let mut absent = Vec::new();
+        let mut listed = HashSet::new();
         for (_, part) in self.parts(upload_id)? {
             for c in self.part_manifest(&part)?.chunks() {
-                if !self.has_chunk(&c.hash)? && !absent.contains(&c.hash) {
+                if listed.insert(c.hash) && !self.has_chunk(&c.hash)? {
                     absent.push(c.hash);
                 }
             }
@@ -266,7 +266,7 @@ impl Store {
         Ok(absent)
     }
 
-    /// The parts uploaded so far, by part number.
+    /// The parts uploaded so far, by part number (parts still being handed over are not).
     pub fn parts(&self, upload_id: &str) -> Result<Vec<(u32, PartRecord)>> {
         let mut prefix = upload_id.as_bytes().to_vec();
         prefix.push(0);
@@ -277,7 +277,9 @@ impl Store {
                     .try_into()
                     .map_err(|_| StoreError::Corrupt("part key".into()))?,
             );
-            out.push((n, from_json(v)?));
+            if n & PENDING == 0 {
+                out.push((n, from_json(v)?));
+            }
             Ok(true)
         })?;
         Ok(out)
@@ -474,6 +476,20 @@ pub fn upload_home(upload_id: &str) -> Option<NodeId> {
         return None;
     }
     NodeId::from_hex(upload_id.get(..32)?).ok()
+}
+
+/// Marks a part number as a hand-over in progress (see [`Store::adopt_part`]); part numbers
+/// end at 10,000, so the bit is never one of theirs.
+const PENDING: u32 = 1 << 31;
+
+fn check_part_number(number: u32) -> Result<()> {
+    if (1..=MAX_PART_NUMBER).contains(&number) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidPart(format!(
+            "part number {number} is outside 1..=10000"
+        )))
+    }
 }
 
 /// Upload ids are ours (32 or 64 hex digits); anything else cannot name an upload, and must

@@ -31,16 +31,10 @@ pub struct Pruned {
 impl Store {
     /// One pass over the journal, dropping what is superseded (see the module docs).
     pub fn prune_journal(&self) -> Result<Pruned> {
-        let mut parked = HashSet::new();
-        self.shared.meta.scan(Cf::Parked, &[], |k, _| {
-            // awaited incarnation (16 bytes), then the journal key.
-            parked.insert(k[16.min(k.len())..].to_vec());
-            Ok(true)
-        })?;
         let mut out = Pruned::default();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let mut keys = Vec::with_capacity(PRUNE_BATCH);
+            let mut keys: Vec<Vec<u8>> = Vec::with_capacity(PRUNE_BATCH);
             let start = after.clone().unwrap_or_default();
             self.shared.meta.scan(Cf::Journal, &start, |k, _| {
                 if after.as_deref() == Some(k) {
@@ -53,7 +47,6 @@ impl Store {
                 break;
             };
             out.examined += keys.len() as u64;
-            keys.retain(|k| !parked.contains(k));
             out.dropped += self.db.transact(move |tx| {
                 let mut dropped = 0;
                 for k in keys {
@@ -64,7 +57,7 @@ impl Store {
                     let Ok(entry) = Entry::decode(&bytes) else {
                         continue;
                     };
-                    if superseded(tx, &entry)? {
+                    if !parked(tx, &entry, &k)? && superseded(tx, &entry)? {
                         if let Some(h) = named_manifest(&entry) {
                             release_blob(tx, &h)?;
                         }
@@ -82,6 +75,26 @@ impl Store {
             .fetch_add(out.dropped, Ordering::Relaxed);
         Ok(out)
     }
+}
+
+/// Whether the entry at journal key `at` waits for an incarnation to be decided (checked in
+/// the pruning commit: an entry may have parked since the pass began). A version waits for
+/// its bucket; a bucket record for itself to win, or for the incarnation it follows to die.
+fn parked(tx: &Tx<'_>, entry: &Entry, at: &[u8]) -> Result<bool> {
+    let awaited = match &entry.change {
+        Change::Bucket { id, record, .. } => {
+            vec![Some(*id), record.as_ref().and_then(|r| r.follows)]
+        }
+        Change::Version { bucket_id, .. } => vec![Some(*bucket_id)],
+    };
+    for id in awaited.into_iter().flatten() {
+        let mut k = id.0.to_vec();
+        k.extend_from_slice(at);
+        if tx.get(Cf::Parked, &k)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Whether `entry` can no longer change what any node holds (see the module docs).

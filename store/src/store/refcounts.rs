@@ -54,6 +54,43 @@ pub(super) fn add_ref(tx: &mut Tx<'_>, hash: &ChunkHash) -> Result<()> {
     Ok(())
 }
 
+/// One more reference on each chunk of a manifest that arrived from a peer, chunks never
+/// seen here recorded as absent (their bytes are fetched when needed); returns the chunks
+/// not held here. `keep`: copies held here become ones kept for durability, not evictable.
+pub(super) fn reference_chunks(
+    tx: &mut Tx<'_>,
+    manifest: &Manifest,
+    keep: bool,
+) -> Result<Vec<ChunkHash>> {
+    let mut absent = Vec::new();
+    let mut listed = HashSet::new();
+    for c in manifest.chunks() {
+        let key = c.hash.as_bytes().to_vec();
+        let entry = match tx.get(Cf::Chunks, &key)? {
+            Some(v) => {
+                let mut e = ChunkEntry::decode(&v)?;
+                e.refs += 1;
+                e.dead_ms = None;
+                e.origin = false;
+                e.cached &= !keep;
+                e
+            }
+            None => ChunkEntry {
+                refs: 1,
+                location: ChunkLocation::Absent,
+                dead_ms: None,
+                cached: false,
+                origin: false,
+            },
+        };
+        if !entry.location.is_held() && listed.insert(c.hash) {
+            absent.push(c.hash);
+        }
+        tx.put(Cf::Chunks, key, entry.encode());
+    }
+    Ok(absent)
+}
+
 /// Adds the staged content's chunk references and manifest; returns the manifest's id.
 /// `piece`: the content is a piece of an origin object, not namespace data (see
 /// [`ChunkEntry::origin`]).

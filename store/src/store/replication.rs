@@ -131,13 +131,23 @@ impl Store {
         let me = shared.node;
         self.db.transact(move |tx| {
             let mut out = BatchOutcome::default();
+            // An origin whose entry was not recorded (a gap, a manifest missing) is stopped
+            // for the rest of the batch: nothing after it, a skip marker least of all, may be
+            // recorded, or the entry would be passed over for good.
+            let mut stopped = HashSet::new();
             for p in batch {
                 let p = p.into_parts();
-                let a = if p.origin == me {
+                let origin = p.origin;
+                let a = if origin == me {
                     Applied::Duplicate
+                } else if stopped.contains(&origin) {
+                    Applied::Gap
                 } else {
                     record_entry(tx, &shared, p, &mut out.released)?
                 };
+                if matches!(a, Applied::Gap | Applied::NoManifest) {
+                    stopped.insert(origin);
+                }
                 out.applied.push(a);
             }
             Ok(out)
@@ -367,10 +377,10 @@ fn settle_parked(
         for k in tx.keys_with_prefix(Cf::Parked, &id.0)? {
             tx.delete(Cf::Parked, k.clone());
             let at = &k[16..];
+            // Pruning leaves waiting entries alone; one gone anyway has nothing left to do,
+            // and must not stop every later commit that decides its incarnation.
             let Some(bytes) = tx.get(Cf::Journal, at)? else {
-                return Err(StoreError::Corrupt(
-                    "a waiting entry is not in the journal".into(),
-                ));
+                continue;
             };
             // It parks again under the incarnation it still waits for, if any.
             let entry = Entry::decode(&bytes)?;
@@ -640,26 +650,7 @@ fn adopt_manifest(
     content: &ContentHash,
     part_sizes: Option<&[u64]>,
 ) -> Result<ManifestId> {
-    for c in manifest.chunks() {
-        let key = c.hash.as_bytes().to_vec();
-        let entry = match tx.get(Cf::Chunks, &key)? {
-            Some(v) => {
-                let mut e = ChunkEntry::decode(&v)?;
-                e.refs += 1;
-                e.dead_ms = None;
-                e.origin = false;
-                e
-            }
-            None => ChunkEntry {
-                refs: 1,
-                location: ChunkLocation::Absent,
-                dead_ms: None,
-                cached: false,
-                origin: false,
-            },
-        };
-        tx.put(Cf::Chunks, key, entry.encode());
-    }
+    reference_chunks(tx, manifest, false)?;
     let id = ManifestId::random();
     tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
     tx.put(Cf::Blobs, blob_key(content, id), okey.to_vec());

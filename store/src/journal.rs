@@ -210,6 +210,21 @@ pub(crate) fn version_stamps_prefix(bucket: &BucketId) -> Vec<u8> {
 }
 
 impl Entry {
+    /// The manifest this entry names by hash and does not carry, if any (an unparsable hash
+    /// names none: the entry is refused when applied).
+    pub fn named_manifest(&self) -> Option<ManifestHash> {
+        match &self.change {
+            Change::Version {
+                state:
+                    Some(ObjectState {
+                        manifest: Some(h), ..
+                    }),
+                ..
+            } => h.parse().ok(),
+            _ => None,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -248,19 +263,10 @@ impl Pulled {
         self.entry.as_ref().map_err(String::as_str)
     }
 
-    /// The manifest the entry names by hash and does not carry, if any (an unparsable hash
-    /// names none: the entry is refused when applied).
+    /// The manifest the entry names by hash and does not carry, if any (see
+    /// [`Entry::named_manifest`]).
     pub fn named_manifest(&self) -> Option<ManifestHash> {
-        match &self.entry.as_ref().ok()?.change {
-            Change::Version {
-                state:
-                    Some(ObjectState {
-                        manifest: Some(h), ..
-                    }),
-                ..
-            } => h.parse().ok(),
-            _ => None,
-        }
+        self.entry.as_ref().ok()?.named_manifest()
     }
 
     /// Hands over the manifest the entry names; false (and not kept) if `bytes` do not hash

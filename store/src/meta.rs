@@ -55,7 +55,8 @@ pub(crate) enum Cf {
     /// Pieces of upstream (origin) objects cached here: piece id -> manifest id.
     Pieces,
     /// Manifests that journal entries name by hash rather than carry (see
-    /// [`crate::journal::ObjectState`]): BLAKE3 of the encoding -> the encoding. Every node
+    /// [`crate::journal::ObjectState`]): BLAKE3 of the encoding -> the encoding, and that hash
+    /// then `#` -> how many entries here name it (big-endian u64). Every node
     /// holding such an entry holds its manifest here, so it can pass both on.
     ManifestBlobs,
 }

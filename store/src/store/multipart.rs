@@ -137,17 +137,7 @@ impl Store {
             for id in scratch {
                 release_manifest(tx, id, None)?;
             }
-            let manifest = Manifest::new(chunks);
-            let id = ManifestId::random();
-            tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
-            let rec = PartRecord {
-                size: manifest.size(),
-                etag,
-                manifest: id.to_hex(),
-                last_modified_ms: now_ms(),
-                checksum,
-            };
-            replace_part(tx, pkey, &rec)?;
+            let rec = record_part(tx, pkey, &Manifest::new(chunks), etag, checksum)?;
             for s in &mut staged_all {
                 s.committed = true;
             }
@@ -181,16 +171,7 @@ impl Store {
                 return Err(StoreError::NoSuchUpload(upload_id));
             }
             let absent = reference_chunks(tx, &manifest, true)?;
-            let id = ManifestId::random();
-            tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
-            let rec = PartRecord {
-                size: manifest.size(),
-                etag,
-                manifest: id.to_hex(),
-                last_modified_ms: now_ms(),
-                checksum,
-            };
-            replace_part(tx, pkey, &rec)?;
+            let rec = record_part(tx, pkey, &manifest, etag, checksum)?;
             Ok((rec, absent))
         })
     }
@@ -476,6 +457,28 @@ pub fn upload_home(upload_id: &str) -> Option<NodeId> {
         return None;
     }
     NodeId::from_hex(upload_id.get(..32)?).ok()
+}
+
+/// Stores a part's chunk list (its chunks already referenced) and records it under `pkey`,
+/// replacing what was there.
+fn record_part(
+    tx: &mut Tx<'_>,
+    pkey: Vec<u8>,
+    manifest: &Manifest,
+    etag: String,
+    checksum: Option<StoredChecksum>,
+) -> Result<PartRecord> {
+    let id = ManifestId::random();
+    tx.put(Cf::Manifests, id.0.to_vec(), manifest.encode());
+    let rec = PartRecord {
+        size: manifest.size(),
+        etag,
+        manifest: id.to_hex(),
+        last_modified_ms: now_ms(),
+        checksum,
+    };
+    replace_part(tx, pkey, &rec)?;
+    Ok(rec)
 }
 
 /// Marks a part number as a hand-over in progress (see [`Store::adopt_part`]); part numbers

@@ -13,7 +13,7 @@
 //! Entries waiting for their bucket (parked) and undecodable ones are never dropped. Only
 //! entries go, never numbers: a puller is told which numbers went and records them as seen.
 
-use super::replication::{grave_key, named_manifest, release_blob};
+use super::replication::{grave_key, release_blob};
 use super::*;
 
 /// Entries looked at per transaction: the committer is shared with client writes.
@@ -58,7 +58,7 @@ impl Store {
                         continue;
                     };
                     if !parked(tx, &entry, &k)? && superseded(tx, &entry)? {
-                        if let Some(h) = named_manifest(&entry) {
+                        if let Some(h) = entry.named_manifest() {
                             release_blob(tx, &h)?;
                         }
                         tx.delete(Cf::Journal, k);

@@ -92,16 +92,16 @@ impl Store {
 
     /// A manifest journal entries here name by hash (see [`journal::ObjectState`]).
     pub fn manifest_blob(&self, hash: &ManifestHash) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .shared
-            .meta
-            .get(Cf::ManifestBlobs, hash.as_bytes())?
-            .map(|v| blob_bytes(&v).to_vec()))
+        self.shared.meta.get(Cf::ManifestBlobs, hash.as_bytes())
     }
 
     /// Whether this node holds the manifest named `hash`.
     pub fn has_manifest_blob(&self, hash: &ManifestHash) -> Result<bool> {
-        Ok(self.manifest_blob(hash)?.is_some())
+        Ok(self
+            .shared
+            .meta
+            .get(Cf::ManifestBlobs, hash.as_bytes())?
+            .is_some())
     }
 
     /// This node's own journal length (the number of its last write).
@@ -335,7 +335,7 @@ fn record_entry(
     }
     // An entry is recorded only with the manifest it names, so that whoever holds the entry
     // can pass both on, and a parked entry finds its manifest when it is applied.
-    if let Some(hash) = entry.as_ref().ok().and_then(named_manifest) {
+    if let Some(hash) = entry.as_ref().ok().and_then(Entry::named_manifest) {
         let handed = manifest.filter(|m| ManifestHash::of(m) == hash);
         if !hold_blob(tx, &hash, handed)? {
             return Ok(Applied::NoManifest);
@@ -422,11 +422,11 @@ fn carry_out(
     journal_key: &[u8],
     decided: &mut VecDeque<BucketId>,
 ) -> Result<Applied> {
-    let named = match named_manifest(&entry) {
+    let named = match entry.named_manifest() {
         Some(h) => tx.get(Cf::ManifestBlobs, h.as_bytes())?,
         None => None,
     };
-    let manifest = match merge::validate(&entry, named.as_deref().map(blob_bytes)) {
+    let manifest = match merge::validate(&entry, named.as_deref()) {
         Ok(m) => m,
         Err(r) => return Ok(Applied::Refused(r)),
     };
@@ -660,29 +660,20 @@ fn adopt_manifest(
     Ok(id)
 }
 
-/// The manifest an entry names by hash, if it names one it does not carry.
-pub(super) fn named_manifest(entry: &Entry) -> Option<ManifestHash> {
-    match &entry.change {
-        Change::Version {
-            state: Some(ObjectState {
-                manifest: Some(h), ..
-            }),
-            ..
-        } => h.parse().ok(),
-        _ => None,
-    }
+/// A manifest kept for journal entries is stored under its hash, and how many entries here
+/// name it under the hash and `#` (a big-endian u64): counting one more or fewer rewrites
+/// eight bytes, not a chunk list of up to 512 MiB.
+fn count_key(hash: &ManifestHash) -> Vec<u8> {
+    let mut k = hash.as_bytes().to_vec();
+    k.push(b'#');
+    k
 }
 
-/// A manifest kept for journal entries is stored with how many entries here name it: a
-/// big-endian u64, then the encoding.
-pub(super) fn blob_bytes(v: &[u8]) -> &[u8] {
-    v.get(8..).unwrap_or_default()
-}
-
-fn blob_count(v: &[u8]) -> u64 {
-    v.get(..8)
-        .and_then(|c| c.try_into().ok())
-        .map_or(0, u64::from_be_bytes)
+fn blob_count(tx: &Tx<'_>, hash: &ManifestHash) -> Result<u64> {
+    Ok(tx
+        .get(Cf::ManifestBlobs, &count_key(hash))?
+        .and_then(|v| v.try_into().ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
 /// Counts one more entry naming manifest `hash`, stored from `bytes` if not held yet;
@@ -692,36 +683,33 @@ pub(super) fn hold_blob(
     hash: &ManifestHash,
     bytes: Option<Vec<u8>>,
 ) -> Result<bool> {
-    let key = hash.as_bytes().to_vec();
-    let v = match (tx.get(Cf::ManifestBlobs, &key)?, bytes) {
-        (Some(held), _) => {
-            let mut v = (blob_count(&held) + 1).to_be_bytes().to_vec();
-            v.extend_from_slice(blob_bytes(&held));
-            v
-        }
-        (None, Some(b)) => {
-            let mut v = 1u64.to_be_bytes().to_vec();
-            v.extend_from_slice(&b);
-            v
-        }
-        (None, None) => return Ok(false),
-    };
-    tx.put(Cf::ManifestBlobs, key, v);
+    let held = blob_count(tx, hash)?;
+    if held == 0 {
+        let Some(b) = bytes else {
+            return Ok(false);
+        };
+        tx.put(Cf::ManifestBlobs, hash.as_bytes().to_vec(), b);
+    }
+    tx.put(
+        Cf::ManifestBlobs,
+        count_key(hash),
+        (held + 1).to_be_bytes().to_vec(),
+    );
     Ok(true)
 }
 
 /// Counts one entry naming manifest `hash` fewer; the manifest goes with the last.
 pub(super) fn release_blob(tx: &mut Tx<'_>, hash: &ManifestHash) -> Result<()> {
-    let key = hash.as_bytes().to_vec();
-    if let Some(held) = tx.get(Cf::ManifestBlobs, &key)? {
-        match blob_count(&held) {
-            0 | 1 => tx.delete(Cf::ManifestBlobs, key),
-            n => {
-                let mut v = (n - 1).to_be_bytes().to_vec();
-                v.extend_from_slice(blob_bytes(&held));
-                tx.put(Cf::ManifestBlobs, key, v);
-            }
+    match blob_count(tx, hash)? {
+        0 | 1 => {
+            tx.delete(Cf::ManifestBlobs, hash.as_bytes().to_vec());
+            tx.delete(Cf::ManifestBlobs, count_key(hash));
         }
+        n => tx.put(
+            Cf::ManifestBlobs,
+            count_key(hash),
+            (n - 1).to_be_bytes().to_vec(),
+        ),
     }
     Ok(())
 }

@@ -141,10 +141,10 @@ impl Inner {
         }
         tracing::info!(chunks = mine.len(), "fetching chunks placed on this node");
         let n = mine.len() as u64;
-        let dl = self.download(mine.clone(), false);
-        for h in &mine {
-            dl.wait(h).await?;
-        }
+        self.download(mine.clone(), false)
+            .wait_all(&mine)
+            .await
+            .map_err(|(_, e)| e)?;
         self.stats.repairs.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }

@@ -116,6 +116,15 @@ pub struct Download {
 }
 
 impl Download {
+    /// Waits until every one of `hashes` is stored locally; the first that cannot be fails
+    /// it, named with why.
+    pub async fn wait_all(&self, hashes: &[ChunkHash]) -> Result<(), (ChunkHash, SwarmError)> {
+        for h in hashes {
+            self.wait(h).await.map_err(|e| (*h, e))?;
+        }
+        Ok(())
+    }
+
     /// Waits until `hash` is stored locally (or the download failed).
     pub async fn wait(&self, hash: &ChunkHash) -> Result<(), SwarmError> {
         let mut rx = self.progress.clone();

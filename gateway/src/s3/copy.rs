@@ -382,14 +382,13 @@ pub(crate) async fn fetch_chunks(g: &Gateway, absent: Vec<store::ChunkHash>) -> 
             absent[0]
         ));
     };
-    let dl = sw.fetch(absent.clone());
-    for h in &absent {
-        dl.wait(h).await.map_err(|e| {
+    sw.fetch(absent.clone())
+        .wait_all(&absent)
+        .await
+        .map_err(|(h, e)| {
             s3_error!(
                 ServiceUnavailable,
                 "chunk {h} could not be fetched from any peer ({e}); retry shortly"
             )
-        })?;
-    }
-    Ok(())
+        })
 }

@@ -543,17 +543,11 @@ async fn adopt(
     .await?;
     let fetched = match (absent.is_empty(), g.swarm.as_ref()) {
         (true, _) => Ok(()),
-        (false, Some(sw)) => {
-            let dl = sw.fetch_kept(absent.clone());
-            let mut outcome = Ok(());
-            for h in &absent {
-                if let Err(e) = dl.wait(h).await {
-                    outcome = Err(format!("chunk {h}: {e}"));
-                    break;
-                }
-            }
-            outcome
-        }
+        (false, Some(sw)) => sw
+            .fetch_kept(absent.clone())
+            .wait_all(&absent)
+            .await
+            .map_err(|(h, e)| format!("chunk {h}: {e}")),
         (false, None) => Err("this node is in no swarm".to_owned()),
     };
     let store = g.store.clone();
